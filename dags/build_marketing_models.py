@@ -1,0 +1,72 @@
+"""
+## Build marketing models
+Runs the dbt project (`dbt_project/`) through Astronomer Cosmos, one `dbt build` task per model
+rendered from the manifest: staging views over the raw CRM tables, consent state, suppression,
+age, eligibility per campaign with one flag per exclusion reason, then the marts
+`campaign_audience` (allow-listed fields + HMAC pseudonym), `generation_cohorts` (cells of at
+least k) and `audience_funnel`. Policy comes from governance.yml through the governance tables.
+
+Owner: analytics - Inputs: raw CRM tables (asset `RAW_CRM`) - Outputs: marts (asset `CAMPAIGN_AUDIENCES`)
+Rerun: safe; models are rebuilt from raw. A failing dbt test fails its model's task and stops
+downstream models: read the task log for the test name.
+"""
+
+import os
+from pathlib import Path
+
+from datetime import timedelta
+
+from pendulum import datetime
+
+from airflow.sdk import Param, dag, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from governed_marketing import assets
+
+DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
+
+
+@dag(
+    schedule=[assets.RAW_CRM],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    doc_md=__doc__,
+    default_args={"owner": "analytics", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["marketing", "dbt", "gdpr"],
+    max_active_runs=1,
+    params={"as_of": Param(None, type=["null", "string"], description="ISO 8601 as-of time (default: now)")},
+)
+def build_marketing_models():
+    models = DbtTaskGroup(
+        group_id="marketing_models",
+        project_config=ProjectConfig(
+            manifest_path=DBT_PROJECT / "target" / "manifest.json",
+            project_name="governed_marketing",
+            dbt_project_path=DBT_PROJECT,
+        ),
+        profile_config=ProfileConfig(
+            profile_name="governed_marketing",
+            target_name=os.environ.get("DBT_TARGET", "duckdb"),
+            profiles_yml_filepath=DBT_PROJECT / "profiles.yml",
+        ),
+        execution_config=ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER),
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            test_behavior=TestBehavior.BUILD,
+            exclude=["resource_type:exposure"],  # exposures document the vendor; nothing to run
+        ),
+        operator_args={
+            "install_deps": False,
+            "vars": {"as_of": "{{ params.as_of or '' }}", "run_id": "{{ run_id }}"},
+            "pool": assets.WAREHOUSE_POOL,
+        },
+    )
+
+    @task(outlets=[assets.CAMPAIGN_AUDIENCES])
+    def publish_audiences() -> str:
+        return "campaign_audience"
+
+    models >> publish_audiences()
+
+
+build_marketing_models()

@@ -1,0 +1,49 @@
+"""
+## Ingest CRM
+Loads a CRM export (the four CSV files of the contract in DESIGN.md) into the raw tables of the
+warehouse. Rows that fail validation go to `raw.quarantine` with the file, line and reason; if a
+file's failing share exceeds `ingest.max_quarantine_share` in governance.yml, nothing is loaded and
+the run fails naming the file. The export is archived under `$GMP_HOME/landing/<load_id>/`.
+
+Owner: marketing-data - Inputs: `crm_dir` param (else `GMP_CRM_DIR`) - Outputs: raw tables (asset `RAW_CRM`)
+Rerun: safe; an export already loaded (same SHA-256) changes nothing, rows are keyed.
+On failure: read the task log's one-line reason; fix the export or raise the policy limit knowingly.
+"""
+
+from datetime import timedelta
+
+from pendulum import datetime
+
+from airflow.sdk import Param, dag, task
+from governed_marketing import assets
+
+
+@dag(
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    doc_md=__doc__,
+    default_args={"owner": "marketing-data", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["marketing", "crm", "gdpr"],
+    max_active_runs=1,
+    params={
+        "crm_dir": Param(None, type=["null", "string"], description="Directory with the CRM export"),
+        "as_of": Param(None, type=["null", "string"], description="ISO 8601 as-of time for the downstream models"),
+    },
+)
+def ingest_crm():
+    @task(outlets=[assets.RAW_CRM], pool=assets.WAREHOUSE_POOL)
+    def load_export(params: dict, run_id: str) -> dict:
+        from airflow.exceptions import AirflowFailException
+        from governed_marketing.crm.ingest import CrmExportError
+        from governed_marketing.pipeline import ingest
+
+        try:
+            return ingest(params.get("crm_dir"), run_id=run_id)  # counts, never rows
+        except CrmExportError as problem:  # the export itself is wrong: a retry cannot help
+            raise AirflowFailException(str(problem)) from None
+
+    load_export()
+
+
+ingest_crm()

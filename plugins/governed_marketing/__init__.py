@@ -1,0 +1,1 @@
+"""Governed marketing pipelines: the library behind the DAGs and the gmp CLI."""

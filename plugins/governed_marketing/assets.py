@@ -1,0 +1,15 @@
+"""Airflow assets that chain the DAGs: ingest -> models -> content.
+
+The one module of the library that imports Airflow (the Task SDK only, which is light).
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+RAW_CRM = Asset("gmp://warehouse/raw/crm", extra={"layer": "raw"})
+CAMPAIGN_AUDIENCES = Asset("gmp://warehouse/marts/campaign_audience", extra={"layer": "marts"})
+OUTBOX = Asset("gmp://outbox", extra={"layer": "outbox"})
+
+#: One writer at a time on the DuckDB file (DESIGN.md): every task that writes uses this pool.
+WAREHOUSE_POOL = "warehouse_writer"

@@ -1,0 +1,226 @@
+"""governance.yml: the privacy policy as code, loaded and validated in one place.
+
+Every part of the product that enforces or reports policy reads it through `load_policy()`; a
+malformed file stops the run with a `PolicyError` that names the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONSENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+PERIOD = re.compile(r"^(\d+)\s*(d|mo|y|days?|months?|years?)$")
+
+
+class PolicyError(ValueError):
+    """governance.yml is missing, unreadable or breaks the schema; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Controller(_Strict):
+    name: str
+    contact: str
+    dpo: str
+    address: str | None = None
+
+
+class Dpia(_Strict):
+    required: bool
+    reference: str | None = None
+
+
+class Purpose(_Strict):
+    description: str
+    lawful_basis: Literal[
+        "consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests"
+    ]
+    requires_consent: list[str] = Field(default_factory=list)
+    consent_max_age_days: int = Field(gt=0)
+    fields: list[str] = Field(min_length=1)
+    vendors: list[str] = Field(default_factory=list)
+    dpia: Dpia
+
+    @field_validator("requires_consent")
+    @classmethod
+    def _consent_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not CONSENT_NAME.match(name):
+                raise ValueError(f"consent name {name!r} must be lower_snake_case")
+        return value
+
+    @model_validator(mode="after")
+    def _basis_matches_consents(self) -> Purpose:
+        if self.lawful_basis == "consent" and not self.requires_consent:
+            raise ValueError("lawful_basis 'consent' needs at least one entry in requires_consent")
+        if self.dpia.required and not self.dpia.reference:
+            raise ValueError("dpia.required is true but dpia.reference is empty (Art. 35)")
+        return self
+
+
+class Campaign(_Strict):
+    purpose: str
+    personalization: Literal["cohort", "individual"] = "cohort"
+    prompt: str
+    approval: Literal["auto", "required"] = "auto"
+
+
+class Vendor(_Strict):
+    role: Literal["processor", "controller", "joint_controller"]
+    dpa_signed: date | None = None
+    region: str
+    transfer_mechanism: Literal["adequacy", "SCC", "BCR", "DPF", "none"] | None = None
+    store: bool = False
+
+
+class Cohorts(_Strict):
+    k: int = Field(ge=2)
+    generalize: list[str] = Field(min_length=1)
+    fallback_language: str = Field(pattern=r"^[a-z]{2}$")
+
+
+class Content(_Strict):
+    default_language: str = Field(pattern=r"^[a-z]{2}$")
+    max_body_chars: int = Field(gt=0)
+    unsubscribe_url: str
+    allowed_urls: list[str] = Field(default_factory=list)
+
+
+class Ingest(_Strict):
+    max_quarantine_share: float = Field(ge=0, le=1)
+
+
+class Dsr(_Strict):
+    deadline: str
+    extension: str
+
+
+class Policy(_Strict):
+    """The validated policy. Thresholds live here and nowhere else."""
+
+    version: int
+    controller: Controller
+    purposes: dict[str, Purpose] = Field(min_length=1)
+    campaigns: dict[str, Campaign] = Field(min_length=1)
+    vendors: dict[str, Vendor] = Field(default_factory=dict)
+    minimum_age: dict[str, int]
+    unknown_age: Literal["include", "exclude"]
+    cohorts: Cohorts
+    content: Content
+    ingest: Ingest
+    retention: dict[str, str]
+    dsr: Dsr
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("minimum_age")
+    @classmethod
+    def _ages(cls, value: dict[str, int]) -> dict[str, int]:
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry")
+        for country, age in value.items():
+            if country != "default" and not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"{country!r} is not an ISO 3166-1 alpha-2 code")
+            if not 0 < age < 100:
+                raise ValueError(f"{country}: age {age} out of range")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _periods(cls, value: dict[str, str]) -> dict[str, str]:
+        for store, period in value.items():
+            if not PERIOD.match(str(period).strip()):
+                raise ValueError(f"{store}: {period!r} is not a period like 30d, 24mo or 6y")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        for campaign_id, campaign in self.campaigns.items():
+            if campaign.purpose not in self.purposes:
+                raise ValueError(
+                    f"campaigns.{campaign_id}.purpose: {campaign.purpose!r} is not one of purposes "
+                    f"({', '.join(self.purposes)})"
+                )
+        for purpose_id, purpose in self.purposes.items():
+            for vendor in purpose.vendors:
+                if vendor not in self.vendors:
+                    raise ValueError(f"purposes.{purpose_id}.vendors: {vendor!r} is not declared under vendors")
+            for attr in self.cohorts.generalize:
+                if attr not in purpose.fields:
+                    raise ValueError(
+                        f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields"
+                    )
+        return self
+
+    # ---- helpers used across the product -------------------------------------------------
+    def campaign_ids(self) -> list[str]:
+        return sorted(self.campaigns)
+
+    def purpose_of(self, campaign_id: str) -> Purpose:
+        try:
+            return self.purposes[self.campaigns[campaign_id].purpose]
+        except KeyError:
+            raise PolicyError(f"governance.yml: campaigns: no campaign {campaign_id!r}") from None
+
+    def minimum_age_for(self, country: str | None) -> int:
+        return self.minimum_age.get((country or "").upper(), self.minimum_age["default"])
+
+    def all_consents(self) -> list[str]:
+        return sorted({c for p in self.purposes.values() for c in p.requires_consent})
+
+    def prompt_path(self, campaign_id: str) -> Path:
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.campaigns[campaign_id].prompt
+
+
+def _format_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid policy"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_policy(text: str, *, path: Path) -> Policy:
+    """Validate policy YAML; raise PolicyError naming every offending key."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{path}: expected a mapping at the top level")
+    try:
+        policy = Policy.model_validate({**raw, "source_path": path})
+    except ValidationError as exc:
+        raise PolicyError(_format_error(path, exc)) from None
+    for campaign_id in policy.campaigns:
+        prompt = policy.prompt_path(campaign_id)
+        if not prompt.is_file():
+            raise PolicyError(f"{path}: campaigns.{campaign_id}.prompt: file {prompt} does not exist")
+    return policy
+
+
+@cache
+def _load_cached(path: Path, mtime_ns: int) -> Policy:
+    return parse_policy(path.read_text(encoding="utf-8"), path=path)
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load governance.yml (from settings unless a path is given)."""
+    if path is None:
+        from governed_marketing.settings import get_settings
+
+        path = get_settings().policy_path
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise PolicyError(f"{path}: governance policy file not found (set GMP_POLICY to its path)")
+    return _load_cached(path, path.stat().st_mtime_ns)

@@ -1,0 +1,167 @@
+"""`gmp run`: one full pass through the real Airflow DAGs with `dag.test()`, in order.
+
+Airflow runs on a SQLite metadata database under $GMP_HOME/airflow, with this repo's dags/ as
+its DAG folder. Each DAG runs to completion before the next starts; a failed DAG stops the pass
+and the failure is reported in one line (the failed task and its recorded reason).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from governed_marketing.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PIPELINE = ("ingest_crm", "build_marketing_models", "generate_campaign_content")
+
+
+class PipelineFailed(RuntimeError):
+    """A DAG of the pass failed; the message is the one-line reason."""
+
+
+@dataclass
+class PipelineRun:
+    as_of: str
+    log_file: Path
+    dag_runs: dict[str, str] = field(default_factory=dict)  # dag_id -> run_id
+
+
+@contextmanager
+def captured_output(log_file: Path) -> Iterator[None]:
+    """Send everything Airflow, Cosmos and dbt print (fd 1 and 2) to the run's log file.
+
+    The terminal shows our progress and summary; the task logs stay available for the engineer.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log_file.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def airflow_environment(settings: Settings) -> dict[str, str]:
+    """The Airflow configuration for local runs: everything under $GMP_HOME/airflow."""
+    airflow_home = settings.path("airflow")
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_dir),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.project_root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "governed_marketing",
+        "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+        "DO_NOT_TRACK": "1",
+        "SCARF_ANALYTICS": "false",
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|governed_marketing)\..*",
+        "GMP_HOME": str(settings.home_dir),
+    }
+
+
+def prepare_airflow(settings: Settings) -> None:
+    """Set the environment, migrate the metadata DB and create the warehouse pool (idempotent)."""
+    os.environ.update(airflow_environment(settings))
+    from airflow import settings as airflow_settings
+    from airflow.utils.db import upgradedb
+
+    if airflow_settings.Session is None:
+        airflow_settings.configure_orm()
+    upgradedb()
+    from airflow.models.pool import Pool
+
+    from governed_marketing.assets import WAREHOUSE_POOL
+
+    Pool.create_or_update_pool(
+        WAREHOUSE_POOL, slots=1, description="One writer at a time on the DuckDB warehouse", include_deferred=False
+    )
+
+
+def _load_dags(settings: Settings) -> dict:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(settings.dags_dir))
+    if bag.import_errors:
+        path, error = next(iter(bag.import_errors.items()))
+        raise PipelineFailed(f"{path}: DAG import error: {error.strip().splitlines()[-1]}")
+    return bag.dags
+
+
+def _failure_reason(settings: Settings, dag_run) -> str:
+    """One line: the failed task and the reason the step recorded (or the task's state)."""
+    failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state in ("failed", "upstream_failed")]
+    reason = None
+    from governed_marketing import warehouse
+
+    try:
+        with warehouse.session(settings.warehouse_path) as conn:
+            rows = conn.execute(
+                "select subject, counts_json from ops.pipeline_steps where run_id = ?", [dag_run.run_id]
+            ).fetchall()
+        for subject, counts in rows:
+            recorded = json.loads(counts)
+            if "failed" in recorded:
+                reason = f"{subject}: {recorded['failed']}"
+    except Exception:  # noqa: BLE001 - the warehouse may not exist yet; fall back to task names
+        reason = None
+    tasks = ", ".join(sorted(failed)[:3]) or "unknown task"
+    return f"{dag_run.dag_id} failed at {tasks}" + (f" - {reason}" if reason else "")
+
+
+def run_pipeline(
+    crm_dir: Path,
+    *,
+    as_of: str | None,
+    settings: Settings | None = None,
+    on_step: Callable[[str, str], None] | None = None,
+) -> PipelineRun:
+    """Run ingest -> models -> content through `dag.test()`; raise PipelineFailed on the first failure."""
+    from governed_marketing.dbt import ensure_manifest
+    from governed_marketing.pipeline import parse_as_of
+
+    settings = settings or get_settings()
+    moment = parse_as_of(as_of).isoformat()
+    notify = on_step or (lambda dag_id, state: None)
+    settings.resolve_pseudonym_key()
+    log_file = settings.path("logs") / f"gmp-run-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
+    run = PipelineRun(as_of=moment, log_file=log_file)
+    with captured_output(log_file):
+        ensure_manifest(settings)
+        prepare_airflow(settings)
+        dags = _load_dags(settings)
+    confs = {
+        "ingest_crm": {"crm_dir": str(Path(crm_dir).resolve()), "as_of": moment},
+        "build_marketing_models": {"as_of": moment},
+        "generate_campaign_content": {"as_of": moment},
+    }
+    for dag_id in PIPELINE:
+        notify(dag_id, "running")
+        with captured_output(log_file):
+            dag_run = dags[dag_id].test(run_conf=confs[dag_id])
+        run.dag_runs[dag_id] = dag_run.run_id
+        if dag_run.state != "success":
+            notify(dag_id, "failed")
+            raise PipelineFailed(f"{_failure_reason(settings, dag_run)} (task logs: {log_file})")
+        notify(dag_id, "success")
+    return run

@@ -1,0 +1,99 @@
+"""The only reader of the environment: every knob the product has, with its default.
+
+`GMP_HOME` holds everything a run writes (warehouse, landing, outbox, exports, receipts, reports,
+AIRFLOW_HOME). Secrets (`GMP_PSEUDONYM_KEY`, `OPENAI_API_KEY`) are read here and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _project_root() -> Path:
+    """The repo (or image) root: where governance.yml, dags/ and dbt_project/ live."""
+    for candidate in (Path.cwd(), *Path.cwd().parents, PACKAGE_DIR.parent.parent):
+        if (candidate / "governance.yml").is_file() and (candidate / "dbt_project").is_dir():
+            return candidate
+    return PACKAGE_DIR.parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GMP_", extra="ignore")
+
+    home: Path = Field(default=Path(".gmp"))
+    project_root: Path = Field(default_factory=_project_root)
+    policy: Path | None = None
+    env: Literal["demo", "production"] = "demo"
+    pseudonym_key: SecretStr | None = None
+    llm_provider: Literal["auto", "openai", "offline"] = "auto"
+    llm_model: str = "gpt-4.1-mini"
+    llm_mode: Literal["sync", "batch"] = "sync"
+    llm_concurrency: int = Field(default=4, ge=1, le=64)
+    crm_dir: Path | None = None
+
+    # ---- derived paths -----------------------------------------------------------------
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def policy_path(self) -> Path:
+        return (self.policy or self.project_root / "governance.yml").resolve()
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home_dir / "warehouse.duckdb"
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.project_root / "dbt_project"
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.project_root / "dags"
+
+    def path(self, *parts: str) -> Path:
+        """A directory under GMP_HOME, created on first use."""
+        target = self.home_dir.joinpath(*parts)
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    # ---- secrets ---------------------------------------------------------------------------
+    def resolve_pseudonym_key(self) -> tuple[bytes, str]:
+        """Return the HMAC key and where it came from.
+
+        Production refuses to run without GMP_PSEUDONYM_KEY; the demo creates one under GMP_HOME
+        (mode 0600) so that pseudonyms stay stable across runs, and says so.
+        """
+        if self.pseudonym_key is not None and self.pseudonym_key.get_secret_value():
+            return self.pseudonym_key.get_secret_value().encode(), "GMP_PSEUDONYM_KEY"
+        if self.env == "production":
+            raise RuntimeError("GMP_PSEUDONYM_KEY is not set; production refuses to pseudonymize without it")
+        key_file = self.path() / "pseudonym.key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip().encode(), f"demo key in {key_file}"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change GMP_* between runs)."""
+    get_settings.cache_clear()
+
+
+def openai_key_present() -> bool:
+    return bool(os.environ.get("OPENAI_API_KEY"))

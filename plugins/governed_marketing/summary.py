@@ -1,0 +1,84 @@
+"""The end-of-run summary: counts from the evidence the run left in the warehouse, never rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from governed_marketing import warehouse
+from governed_marketing.settings import Settings
+
+EXCLUSION_COLUMNS = (
+    "excluded_erasure_requested",
+    "excluded_objection",
+    "excluded_restriction",
+    "excluded_consent_missing_or_withdrawn",
+    "excluded_consent_expired",
+    "excluded_under_minimum_age",
+    "excluded_age_unknown",
+    "excluded_duplicate_email",
+)
+
+
+@dataclass
+class RunSummary:
+    contacts_read: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    export_already_loaded: bool = False
+    campaigns: dict[str, dict] = field(default_factory=dict)
+
+
+def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
+    summary = RunSummary()
+    with warehouse.session(settings.warehouse_path) as conn:
+        rows = conn.execute(
+            "select step, subject, counts_json from ops.pipeline_steps where run_id in (select unnest(?))",
+            [run_ids],
+        ).fetchall()
+        funnel = conn.execute("select * from marts.audience_funnel order by campaign_id").df()
+    for step, subject, counts_json in rows:
+        counts = json.loads(counts_json)
+        if step == "ingest":
+            summary.contacts_read = counts["contacts_read"]
+            summary.quarantined = counts["rows_quarantined"]
+            summary.export_already_loaded = counts["already_loaded"]
+            for item in counts["files"]:
+                for reason, n in item["quarantine_reasons"].items():
+                    key = f"{item['file_name']}: {reason}"
+                    summary.quarantine_reasons[key] = summary.quarantine_reasons.get(key, 0) + n
+        elif step == "generate":
+            summary.campaigns.setdefault(subject, {}).update(counts)
+    for record in funnel.to_dict("records"):
+        entry = summary.campaigns.setdefault(record["campaign_id"], {})
+        entry["contacts"] = int(record["contacts"])
+        entry["eligible"] = int(record["audience"])
+        entry["excluded"] = {c.removeprefix("excluded_"): int(record[c]) for c in EXCLUSION_COLUMNS}
+    return summary
+
+
+def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
+    """Print the summary as rich tables."""
+    from rich.table import Table
+
+    table = Table(title="Governed marketing run", show_header=True, header_style="bold")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    loaded = " (export already loaded: nothing changed)" if summary.export_already_loaded else ""
+    table.add_row("contacts read" + loaded, f"{summary.contacts_read:,}")
+    table.add_row("rows quarantined (all files)", f"{summary.quarantined:,}")
+    for reason, n in sorted(summary.quarantine_reasons.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", f"{n:,}")
+    for campaign_id, c in sorted(summary.campaigns.items()):
+        table.add_section()
+        table.add_row(f"[bold]{campaign_id}[/]: valid contacts", f"{c.get('contacts', 0):,}")
+        for reason, n in c.get("excluded", {}).items():
+            table.add_row(f"  excluded: {reason.replace('_', ' ')}", f"{n:,}")
+        table.add_row("  eligible", f"{c.get('eligible', 0):,}")
+        table.add_row("  dropped by the last-moment consent check", f"{c.get('dropped_before_vendor', 0) + c.get('dropped_before_outbox', 0):,}")
+        table.add_row("  cohorts", f"{c.get('cohorts', 0):,}")
+        table.add_row("  vendor calls (drafts reused)", f"{c.get('vendor_calls', 0):,} ({c.get('reused_drafts', 0):,})")
+        table.add_row("  tokens in / out", f"{c.get('input_tokens', 0):,} / {c.get('output_tokens', 0):,}")
+        table.add_row("  messages in the outbox", f"{c.get('messages', 0):,}")
+    console.print(table)
+    console.print(f"Content provider: {provider_line}")
