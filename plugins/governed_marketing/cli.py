@@ -115,6 +115,39 @@ def demo(
     _run(crm_dir, SAMPLE_AS_OF.isoformat())
 
 
+@app.command("dbt-parse")
+def dbt_parse() -> None:
+    """Write dbt_project/target/manifest.json, from which Cosmos renders the model DAG."""
+    from governed_marketing.dbt import ensure_manifest
+
+    path = ensure_manifest(force=True)
+    console.print(f"dbt manifest: {path}")
+
+
+@app.command(
+    "airflow",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def airflow_cli(ctx: typer.Context) -> None:
+    """Run an `airflow` command with this project's DAGs, plugins and AIRFLOW_HOME=$GMP_HOME/airflow.
+
+    `gmp airflow standalone` starts the UI with the scheduler; the metadata DB is migrated and the
+    warehouse pool created first.
+    """
+    from governed_marketing.dbt import ensure_manifest
+    from governed_marketing.runner import airflow_environment, prepare_airflow
+    from governed_marketing.settings import get_settings
+
+    settings = get_settings()
+    settings.resolve_pseudonym_key()
+    ensure_manifest(settings)
+    prepare_airflow(settings)
+    env = {**os.environ, **airflow_environment(settings)}
+    console.print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']}  DAGs: {env['AIRFLOW__CORE__DAGS_FOLDER']}")
+    airflow = Path(sys.executable).with_name("airflow")
+    os.execve(str(airflow), [str(airflow), *ctx.args], env)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     sys.exit(app())

@@ -80,9 +80,13 @@ class Settings(BaseSettings):
             raise RuntimeError("GMP_PSEUDONYM_KEY is not set; production refuses to pseudonymize without it")
         key_file = self.path() / "pseudonym.key"
         if not key_file.exists():
-            key_file.write_text(secrets.token_hex(32))
-            key_file.chmod(0o600)
-        return key_file.read_text().strip().encode(), f"demo key in {key_file}"
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        key = key_file.read_text().strip()
+        if len(key) < 32:
+            raise RuntimeError(f"{key_file}: the pseudonym key is empty or too short; delete it to make a new one")
+        return key.encode(), f"demo key in {key_file}"
 
 
 @cache

@@ -89,7 +89,28 @@ def export_fingerprint(crm_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def _first_undecodable_line(path: Path) -> int:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
+    """Read one CSV; a file that is not UTF-8 is refused whole, naming the line (nothing half-read)."""
+    try:
+        return _read_export_file(path, spec)
+    except UnicodeDecodeError:
+        line = _first_undecodable_line(path)
+        raise CrmExportError(
+            f"{path}: line {line}: not valid UTF-8 (the CRM export contract requires UTF-8); nothing was loaded"
+        ) from None
+
+
+def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
     """Read one CSV with the csv module, keeping each record's line number.
 
     Returns the well-formed records (all strings, with a `_line` column) and the structurally
@@ -108,7 +129,7 @@ def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[t
             header = [name.strip().lower() for name in next(reader)]
         except StopIteration:
             raise CrmExportError(f"{path}: empty file, expected a header row") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
             raise CrmExportError(f"{path}: line 1: cannot read the header: {exc}") from None
         missing = [column for column in spec.columns if column not in header]
         if missing:
@@ -122,7 +143,7 @@ def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[t
                 row = next(reader)
             except StopIteration:
                 break
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except csv.Error as exc:
                 broken.append((previous_end + 1, f"unreadable CSV record: {exc}", {}))
                 previous_end = reader.line_num
                 continue

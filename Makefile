@@ -1,0 +1,60 @@
+# Governed Marketing Pipelines - the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export GMP_HOME ?= $(CURDIR)/.gmp
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export UV_LINK_MODE := copy
+
+VENV := $(CURDIR)/.venv
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/uv
+endif
+RUN := $(UV) run --frozen
+
+.PHONY: help demo test test-fast bench lint format airflow dbt-parse clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	@echo "uv not found: installing it with pip"
+	python3 -m pip install --quiet uv
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+dbt-parse: $(VENV)/.synced  ## Write dbt_project/target/manifest.json (Cosmos renders the DAG from it)
+	$(RUN) gmp dbt-parse
+
+demo: $(VENV)/.synced  ## Generate a sample CRM export and run the governed pipeline through Airflow
+	$(RUN) gmp demo
+
+test: $(VENV)/.synced  ## The whole test suite on real components (Airflow, dbt, GX, DuckDB, openai SDK)
+	$(RUN) pytest -m "not benchmark" $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.synced  ## Unit tests only
+	$(RUN) pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(VENV)/.synced  ## Benchmarks; figures go to bench/results.json
+	$(RUN) pytest -m benchmark tests/benchmarks -p no:randomly $(PYTEST_ARGS)
+
+lint: $(VENV)/.synced  ## ruff (Python) and sqlfluff (dbt SQL)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	cd dbt_project && $(RUN) sqlfluff lint models macros tests
+
+format: $(VENV)/.synced  ## Apply ruff and sqlfluff fixes
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+	cd dbt_project && $(RUN) sqlfluff fix models
+
+airflow: $(VENV)/.synced  ## airflow standalone with this repo's dags and plugins (AIRFLOW_HOME=$GMP_HOME/airflow)
+	$(RUN) gmp airflow standalone
+
+clean:  ## Remove everything runs wrote ($GMP_HOME, dbt target); keeps .venv
+	rm -rf "$(GMP_HOME)" dbt_project/target dbt_project/logs

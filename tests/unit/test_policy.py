@@ -1,0 +1,222 @@
+"""governance.yml loads, its helpers answer from it, and a malformed policy names the offending key.
+
+Also the settings that guard the pseudonym key, and the pseudonym itself.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from governed_marketing.policy import Policy, PolicyError, load_policy, parse_policy
+from governed_marketing.pseudonym import PSEUDONYM_PATTERN, pseudonym
+from governed_marketing.settings import Settings
+from pydantic import SecretStr
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "governance.yml"
+PURPOSE = "ai_personalized_email"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Policy:
+    return load_policy(SHIPPED)
+
+
+def shipped_raw() -> dict:
+    return yaml.safe_load(SHIPPED.read_text(encoding="utf-8"))
+
+
+def the_campaign(raw: dict) -> str:
+    return next(iter(raw["campaigns"]))
+
+
+def parse_modified(tmp_path: Path, change: Callable[[dict], None], *, with_prompts: bool = True) -> Policy:
+    """Parse the shipped policy after `change` edits its YAML, as if it were tmp_path/governance.yml."""
+    raw = shipped_raw()
+    change(raw)
+    if with_prompts:
+        shutil.copytree(REPO / "prompts", tmp_path / "prompts", dirs_exist_ok=True)
+    path = tmp_path / "governance.yml"
+    text = yaml.safe_dump(raw, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    return parse_policy(text, path=path)
+
+
+def policy_error(tmp_path: Path, change: Callable[[dict], None], *, with_prompts: bool = True) -> str:
+    """The PolicyError message, with tmp_path masked (pytest names it after the test, keys and all)."""
+    with pytest.raises(PolicyError) as caught:
+        parse_modified(tmp_path, change, with_prompts=with_prompts)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "governance.yml")), "the message names the policy file"
+    return message.replace(str(tmp_path), "<dir>")
+
+
+# ---- the shipped policy ----------------------------------------------------------------------
+
+
+def test_shipped_policy_loads(shipped):
+    assert isinstance(shipped, Policy)
+    assert shipped.source_path == SHIPPED.resolve()
+
+
+def test_shipped_policy_round_trips_through_parse_unchanged(tmp_path, shipped):
+    assert parse_modified(tmp_path, lambda raw: None).model_dump() == shipped.model_dump()
+
+
+def test_ai_personalized_email_requires_email_marketing_and_ai_personalization(shipped):
+    assert set(shipped.purposes[PURPOSE].requires_consent) == {"email_marketing", "ai_personalization"}
+
+
+def test_shipped_policy_declares_at_least_one_campaign(shipped):
+    assert shipped.campaign_ids()
+    assert all(shipped.prompt_path(campaign_id).is_file() for campaign_id in shipped.campaign_ids())
+
+
+def test_minimum_age_falls_back_to_the_default_for_unlisted_or_unknown_countries(shipped):
+    default = shipped.minimum_age["default"]
+    assert default == 16
+    assert shipped.minimum_age_for("DE") == default
+    assert shipped.minimum_age_for(None) == default
+    assert shipped.minimum_age_for("") == default
+
+
+def test_minimum_age_is_13_in_belgium_and_denmark_whatever_the_case(shipped):
+    assert shipped.minimum_age_for("BE") == 13
+    assert shipped.minimum_age_for("DK") == 13
+    assert shipped.minimum_age_for("dk") == 13
+
+
+def test_purpose_of_an_unknown_campaign_names_the_campaign(shipped):
+    with pytest.raises(PolicyError, match="no_such_campaign"):
+        shipped.purpose_of("no_such_campaign")
+
+
+# ---- errors name the key ---------------------------------------------------------------------
+
+
+def test_unknown_top_level_key_is_named(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw.update(marketing_budget=1000))
+    assert "marketing_budget" in message
+
+
+def test_campaign_with_an_undeclared_purpose_names_campaigns_id_purpose(tmp_path):
+    campaign = the_campaign(shipped_raw())
+
+    def change(raw: dict) -> None:
+        raw["campaigns"][campaign]["purpose"] = "cold_calling"
+
+    message = policy_error(tmp_path, change)
+    assert f"campaigns.{campaign}.purpose" in message
+    assert "cold_calling" in message
+
+
+def test_missing_consent_max_age_days_names_the_full_key(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["purposes"][PURPOSE].pop("consent_max_age_days"))
+    assert f"purposes.{PURPOSE}.consent_max_age_days" in message
+
+
+def test_negative_cohort_k_names_cohorts_k(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["cohorts"].update(k=-5))
+    assert "cohorts.k" in message
+
+
+def test_invalid_retention_period_names_retention_and_the_store(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["retention"].update(raw_crm="forever"))
+    assert "retention: raw_crm" in message
+
+
+def test_minimum_age_without_default_names_minimum_age(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["minimum_age"].pop("default"))
+    assert "minimum_age: needs a 'default' entry" in message
+
+
+def test_required_dpia_without_reference_names_the_purpose_and_dpia_reference(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["purposes"][PURPOSE]["dpia"].pop("reference"))
+    assert f"purposes.{PURPOSE}" in message
+    assert "dpia.reference" in message
+
+
+def test_consent_lawful_basis_without_required_consents_names_requires_consent(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["purposes"][PURPOSE].update(requires_consent=[]))
+    assert f"purposes.{PURPOSE}" in message
+    assert "requires_consent" in message
+
+
+def test_missing_prompt_file_names_campaigns_id_prompt(tmp_path):
+    campaign = the_campaign(shipped_raw())
+    message = policy_error(tmp_path, lambda raw: None, with_prompts=False)
+    assert f"campaigns.{campaign}.prompt" in message
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "governance.yml"
+    with pytest.raises(PolicyError) as caught:
+        parse_policy("purposes: [unclosed\n  campaigns: {", path=path)
+    assert str(path) in str(caught.value)
+
+
+def test_vendor_referenced_by_a_purpose_but_not_declared_names_purpose_vendors(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["vendors"].clear())
+    assert f"purposes.{PURPOSE}.vendors" in message
+    assert "openai" in message
+
+
+def test_missing_policy_file_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere" / "governance.yml"
+    with pytest.raises(PolicyError) as caught:
+        load_policy(missing)
+    assert str(missing) in str(caught.value)
+
+
+# ---- settings and pseudonyms -----------------------------------------------------------------
+
+
+def test_production_without_pseudonym_key_refuses_naming_gmp_pseudonym_key(tmp_path):
+    settings = Settings(env="production", pseudonym_key=None, home=tmp_path)
+    with pytest.raises(RuntimeError, match="GMP_PSEUDONYM_KEY"):
+        settings.resolve_pseudonym_key()
+
+
+def test_production_uses_the_configured_pseudonym_key(tmp_path):
+    settings = Settings(env="production", pseudonym_key=SecretStr("k" * 32), home=tmp_path)
+    key, source = settings.resolve_pseudonym_key()
+    assert key == b"k" * 32
+    assert source == "GMP_PSEUDONYM_KEY"
+    assert not (tmp_path / "pseudonym.key").exists()
+
+
+def test_demo_creates_a_private_key_file_under_home(tmp_path):
+    home = tmp_path / "home"
+    key, source = Settings(env="demo", pseudonym_key=None, home=home).resolve_pseudonym_key()
+    key_file = home / "pseudonym.key"
+    assert key_file.is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip().encode() == key
+    assert str(key_file) in source
+
+
+def test_demo_returns_the_same_key_on_a_second_call(tmp_path):
+    first, _ = Settings(env="demo", pseudonym_key=None, home=tmp_path).resolve_pseudonym_key()
+    second, _ = Settings(env="demo", pseudonym_key=None, home=tmp_path).resolve_pseudonym_key()
+    assert first == second
+    assert len(first) >= 32
+
+
+def test_pseudonym_is_stable_for_the_same_key_and_email():
+    assert pseudonym(b"key-one", "ann@example.com") == pseudonym(b"key-one", "ann@example.com")
+
+
+def test_pseudonym_differs_across_keys():
+    assert pseudonym(b"key-one", "ann@example.com") != pseudonym(b"key-two", "ann@example.com")
+
+
+def test_pseudonym_is_64_lowercase_hex_chars():
+    value = pseudonym(b"key-one", "ann@example.com")
+    assert len(value) == 64
+    assert re.fullmatch(PSEUDONYM_PATTERN, value)
