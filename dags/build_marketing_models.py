@@ -12,16 +12,14 @@ downstream models: read the task log for the test name.
 """
 
 import os
-from pathlib import Path
-
 from datetime import timedelta
-
-from pendulum import datetime
+from pathlib import Path
 
 from airflow.sdk import Param, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from governed_marketing import assets
+from pendulum import datetime
 
 DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
 

@@ -13,10 +13,9 @@ nothing is sent or written.
 
 from datetime import timedelta
 
-from pendulum import datetime
-
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from pendulum import datetime
 
 
 @dag(

@@ -12,10 +12,9 @@ On failure: read the task log's one-line reason; fix the export or raise the pol
 
 from datetime import timedelta
 
-from pendulum import datetime
-
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from pendulum import datetime
 
 
 @dag(

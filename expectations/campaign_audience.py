@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
-
 from governed_marketing.crm.contract import LIFECYCLE_STAGES
 from governed_marketing.policy import Policy
 from governed_marketing.pseudonym import PSEUDONYM_PATTERN

@@ -41,7 +41,9 @@ def crm_generate(
 
 
 @policy_app.command("check")
-def policy_check(path: Annotated[Path | None, typer.Argument(help="governance.yml (default: the project's)")] = None) -> None:
+def policy_check(
+    path: Annotated[Path | None, typer.Argument(help="governance.yml (default: the project's)")] = None,
+) -> None:
     """Validate governance.yml and print what it allows."""
     from governed_marketing.policy import PolicyError, load_policy
 
@@ -145,7 +147,7 @@ def airflow_cli(ctx: typer.Context) -> None:
     env = {**os.environ, **airflow_environment(settings)}
     console.print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']}  DAGs: {env['AIRFLOW__CORE__DAGS_FOLDER']}")
     airflow = Path(sys.executable).with_name("airflow")
-    os.execve(str(airflow), [str(airflow), *ctx.args], env)
+    os.execve(str(airflow), [str(airflow), *ctx.args], env)  # noqa: S606 - replace this process with airflow
 
 
 def main() -> None:  # pragma: no cover - console entry point

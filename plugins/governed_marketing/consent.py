@@ -62,9 +62,7 @@ where recipient_pseudonym in (
 """
 
 
-def still_eligible(
-    conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_id: str, as_of: datetime
-) -> set[str]:
+def still_eligible(conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_id: str, as_of: datetime) -> set[str]:
     """Pseudonyms of the campaign's recipients that still have consent and no suppressing request."""
     purpose = policy.purpose_of(campaign_id)
     rows = conn.execute(

@@ -32,9 +32,7 @@ def ensure_manifest(settings: Settings | None = None, *, force: bool = False) ->
     from dbt.cli.main import dbtRunner
 
     os.environ.update(dbt_env(settings))
-    result = dbtRunner().invoke(
-        ["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"]
-    )
+    result = dbtRunner().invoke(["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"])
     if not result.success:
         raise RuntimeError(f"dbt parse failed in {project}: {result.exception or 'see dbt_project/logs/dbt.log'}")
     return target

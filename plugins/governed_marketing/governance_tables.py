@@ -42,7 +42,12 @@ def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
         columns=["country", "minimum_age"],
     ).astype({"country": "string", "minimum_age": "int64"})
     age_policy = pd.DataFrame(
-        [{"default_minimum_age": policy.minimum_age["default"], "include_unknown_age": policy.unknown_age == "include"}]
+        [
+            {
+                "default_minimum_age": policy.minimum_age["default"],
+                "include_unknown_age": policy.unknown_age == "include",
+            }
+        ]
     )
     cohort_policy = pd.DataFrame([{"k": policy.cohorts.k, "fallback_language": policy.cohorts.fallback_language}])
     cohort_generalization = pd.DataFrame(

@@ -155,9 +155,7 @@ class Policy(_Strict):
                     raise ValueError(f"purposes.{purpose_id}.vendors: {vendor!r} is not declared under vendors")
             for attr in self.cohorts.generalize:
                 if attr not in purpose.fields:
-                    raise ValueError(
-                        f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields"
-                    )
+                    raise ValueError(f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields")
         return self
 
     # ---- helpers used across the product -------------------------------------------------

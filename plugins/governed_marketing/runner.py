@@ -94,7 +94,10 @@ def prepare_airflow(settings: Settings) -> None:
     from governed_marketing.assets import WAREHOUSE_POOL
 
     Pool.create_or_update_pool(
-        WAREHOUSE_POOL, slots=1, description="One writer at a time on the DuckDB warehouse", include_deferred=False
+        WAREHOUSE_POOL,
+        slots=1,
+        description="One writer at a time on the DuckDB warehouse",
+        include_deferred=False,
     )
 
 

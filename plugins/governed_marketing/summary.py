@@ -75,7 +75,10 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
         for reason, n in c.get("excluded", {}).items():
             table.add_row(f"  excluded: {reason.replace('_', ' ')}", f"{n:,}")
         table.add_row("  eligible", f"{c.get('eligible', 0):,}")
-        table.add_row("  dropped by the last-moment consent check", f"{c.get('dropped_before_vendor', 0) + c.get('dropped_before_outbox', 0):,}")
+        table.add_row(
+            "  dropped by the last-moment consent check",
+            f"{c.get('dropped_before_vendor', 0) + c.get('dropped_before_outbox', 0):,}",
+        )
         table.add_row("  cohorts", f"{c.get('cohorts', 0):,}")
         table.add_row("  vendor calls (drafts reused)", f"{c.get('vendor_calls', 0):,} ({c.get('reused_drafts', 0):,})")
         table.add_row("  tokens in / out", f"{c.get('input_tokens', 0):,} / {c.get('output_tokens', 0):,}")

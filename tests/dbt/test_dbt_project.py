@@ -230,9 +230,7 @@ def test_audience_funnel_adds_up(warehouse: duckdb.DuckDBPyConnection) -> None:
     spring = next(row for row in funnel if row["campaign_id"] == CAMPAIGN)
     # EXPECTED.md, counts by first failing rule (rule 1 records never become contacts).
     by_rule = {
-        "rule 2": spring["excluded_erasure_requested"]
-        + spring["excluded_objection"]
-        + spring["excluded_restriction"],
+        "rule 2": spring["excluded_erasure_requested"] + spring["excluded_objection"] + spring["excluded_restriction"],
         "rule 3": spring["excluded_consent_missing_or_withdrawn"] + spring["excluded_consent_expired"],
         "rule 4": spring["excluded_under_minimum_age"] + spring["excluded_age_unknown"],
         "rule 5": spring["excluded_duplicate_email"],

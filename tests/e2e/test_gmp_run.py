@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-
 from governed_marketing.crm.generate import SAMPLE_AS_OF
 from governed_marketing.policy import load_policy
+
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import contact_identifiers, run_gmp
 from tests.support.openai_server import LocalOpenAIServer
@@ -55,8 +55,14 @@ def openai_runs(tmp_path_factory, sample_export, vendor):
 
 def _table_snapshot(home: Path) -> dict[str, list]:
     tables = [
-        "raw.crm_contacts", "raw.crm_consent_events", "raw.crm_activity", "raw.crm_dsr_requests",
-        "raw.quarantine", "ops.crm_loads", "ops.generated_content", "marts.campaign_audience",
+        "raw.crm_contacts",
+        "raw.crm_consent_events",
+        "raw.crm_activity",
+        "raw.crm_dsr_requests",
+        "raw.quarantine",
+        "ops.crm_loads",
+        "ops.generated_content",
+        "marts.campaign_audience",
         "marts.generation_cohorts",
     ]
     with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
@@ -71,8 +77,16 @@ def test_outbox_recipients_are_exactly_those_the_eligibility_rules_allow(openai_
 
 def test_summary_reports_counts_and_the_provider(openai_runs):
     out = openai_runs["first"].result.stdout
-    for measure in ("contacts read", "rows quarantined", "eligible", "excluded: consent expired", "cohorts",
-                    "vendor calls", "tokens in / out", "messages in the outbox"):
+    for measure in (
+        "contacts read",
+        "rows quarantined",
+        "eligible",
+        "excluded: consent expired",
+        "cohorts",
+        "vendor calls",
+        "tokens in / out",
+        "messages in the outbox",
+    ):
         assert measure in out, measure
     assert "openai model gpt-4.1-mini" in out
 
@@ -80,8 +94,18 @@ def test_summary_reports_counts_and_the_provider(openai_runs):
 def test_every_outbox_message_has_the_contract_fields_a_name_and_the_objection_notice(openai_runs):
     rows = openai_runs["first"].outbox_rows()
     assert rows
-    fields = {"campaign_id", "contact_id", "email", "language", "subject", "body", "prompt_version", "model",
-              "cohort_id", "generated_at"}
+    fields = {
+        "campaign_id",
+        "contact_id",
+        "email",
+        "language",
+        "subject",
+        "body",
+        "prompt_version",
+        "model",
+        "cohort_id",
+        "generated_at",
+    }
     for row in rows:
         assert set(row) == fields
         assert "{{" not in row["body"] and "first_name" not in row["body"]

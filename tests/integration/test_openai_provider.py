@@ -253,9 +253,7 @@ def test_auto_with_an_openai_key_drafts_through_the_configured_base_url(
     assert "authorization" not in openai_server.chat_requests()[0].headers
 
 
-def test_openai_setting_without_a_key_raises_provider_error(
-    policy: Policy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_openai_setting_without_a_key_raises_provider_error(policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
     with pytest.raises(ProviderError, match="OPENAI_API_KEY is not set"):

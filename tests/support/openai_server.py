@@ -253,9 +253,7 @@ class LocalOpenAIServer:
         created = int(time.time())
         return {
             "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": "local"} for m in self.models
-            ],
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "local"} for m in self.models],
         }
 
 

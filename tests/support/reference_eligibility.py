@@ -138,9 +138,7 @@ def evaluate(crm_dir: Path, policy: Policy, campaign_id: str, as_of: datetime) -
     for group in passing.values():
         winner = functools.reduce(_later_or_higher, group)
         for contact in group:
-            evaluation.decisions[contact.contact_id] = (
-                RECIPIENT if contact is winner else RULE_DUPLICATE_EMAIL
-            )
+            evaluation.decisions[contact.contact_id] = RECIPIENT if contact is winner else RULE_DUPLICATE_EMAIL
     return evaluation
 
 

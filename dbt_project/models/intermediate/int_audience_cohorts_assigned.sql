@@ -1,3 +1,5 @@
+-- noqa: disable=LT02
+-- (Jinja loops below unroll one set of CTEs per generalization level; indentation follows the loop.)
 -- Each eligible recipient assigned to one cohort cell of at least k recipients (k-anonymity for
 -- what is sent to the vendor). Cells are formed from the finest attributes first; recipients left
 -- in cells smaller than k move to the next level, which drops one more attribute in the order of
@@ -67,13 +69,17 @@ cells_{{ level }} as (
         {{ level }} as generalization_level,
         {%- for attribute, column in columns.items() %}
         {%- if attribute in kept %}
-        {{ column }} as cohort_{{ column }},
+        remaining_{{ level }}.{{ column }} as cohort_{{ column }},
         {%- else %}
         cast(null as varchar) as cohort_{{ column }},
         {%- endif %}
         {%- endfor %}
         count(*) over (
-            partition by campaign_id{% for attribute in kept %}, {{ columns[attribute] }}{% endfor %}
+            partition by
+                remaining_{{ level }}.campaign_id
+                {%- for attribute in kept %},
+                remaining_{{ level }}.{{ columns[attribute] }}
+                {%- endfor %}
         ) as cell_size
 
     from remaining_{{ level }}

@@ -88,7 +88,7 @@ ranked as (
 
     select
         *,
-        not (
+        not(
             is_erasure_requested or is_objecting or is_restricted or lacks_consent
             or has_expired_consent or is_under_minimum_age or is_age_unknown_excluded
         ) as passes_rules,

@@ -16,7 +16,7 @@ deduplicated as (
 
     select
         *,
-        row_number() over (partition by event_id order by occurred_at, consent_action desc) as event_copy
+        row_number() over (partition by event_id order by occurred_at asc, consent_action desc) as event_copy
 
     from events
 

@@ -20,10 +20,10 @@ cohorts as (
         assigned.campaign_id,
         assigned.cohort_id,
         assigned.generalization_level,
-        coalesce(assigned.cohort_language, cohort_policy.fallback_language) as language,
+        coalesce(assigned.cohort_language, cohort_policy.fallback_language) as language,  -- noqa: RF04
         assigned.cohort_country as country,
         assigned.cohort_lifecycle_stage as lifecycle_stage,
-        assigned.cohort_primary_interest as interest,
+        assigned.cohort_primary_interest as interest,  -- noqa: RF04
         assigned.cohort_last_purchase_category as last_purchase_category,
         count(*) as member_count
 

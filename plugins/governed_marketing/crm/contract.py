@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
+EMAIL = re.compile(
+    r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
 LIFECYCLE_STAGES = ("subscriber", "lead", "customer", "churned")
 CONSENT_ACTIONS = ("grant", "withdraw")
 ACTIVITY_TYPES = ("purchase", "email_open", "email_click", "page_view")
@@ -28,8 +30,20 @@ CONTACTS = ExportFile(
     "crm_contacts",
     "contact_id",
     (
-        "contact_id", "email", "first_name", "last_name", "phone", "birth_date", "country", "language",
-        "city", "lifecycle_stage", "interests", "notes", "created_at", "updated_at",
+        "contact_id",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "birth_date",
+        "country",
+        "language",
+        "city",
+        "lifecycle_stage",
+        "interests",
+        "notes",
+        "created_at",
+        "updated_at",
     ),
 )
 CONSENT_EVENTS = ExportFile(

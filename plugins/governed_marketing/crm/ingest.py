@@ -153,7 +153,11 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                 continue
             if len(row) != len(header):
                 broken.append(
-                    (line, f"wrong number of fields (expected {len(header)}, found {len(row)})", dict(enumerate(row)))
+                    (
+                        line,
+                        f"wrong number of fields (expected {len(header)}, found {len(row)})",
+                        dict(enumerate(row)),
+                    )
                 )
                 continue
             records.append([row[i] for i in positions])
@@ -432,7 +436,10 @@ def ingest_export(
             result.rows_unchanged = len(valid) - result.rows_loaded
             if len(quarantine):
                 conn.register("quarantined", quarantine)
-                scalar(conn, "insert into raw.quarantine by name (select * from quarantined) on conflict do nothing")
+                scalar(
+                    conn,
+                    "insert into raw.quarantine by name (select * from quarantined) on conflict do nothing",
+                )
                 conn.unregister("quarantined")
         scalar(
             conn,

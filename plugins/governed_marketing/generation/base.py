@@ -29,10 +29,10 @@ class Draft(BaseModel):
 @dataclass(frozen=True)
 class DraftRequest:
     campaign_id: str
-    unit_id: str                      # cohort_id in cohort mode, recipient pseudonym in individual mode
+    unit_id: str  # cohort_id in cohort mode, recipient pseudonym in individual mode
     prompt_version: str
-    system_prompt: str                # fixed prefix: brand rules, placeholder rule, what may be claimed
-    language: str                     # ISO 639-1 the draft must be written in
+    system_prompt: str  # fixed prefix: brand rules, placeholder rule, what may be claimed
+    language: str  # ISO 639-1 the draft must be written in
     attributes: dict[str, str | None]  # allow-listed attributes only; data, never instructions
 
 

@@ -99,7 +99,15 @@ def prompt_version(policy: Policy, campaign_id: str) -> tuple[str, str]:
 def _record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result) -> None:
     conn.execute(
         "insert into ops.gate_results values (?, ?, ?, ?, ?, ?, ?)",
-        [run_id, result.gate, result.subject, result.success, result.rows, result.to_json(), datetime.now(UTC)],
+        [
+            run_id,
+            result.gate,
+            result.subject,
+            result.success,
+            result.rows,
+            result.to_json(),
+            datetime.now(UTC),
+        ],
     ).fetchall()
 
 
@@ -135,9 +143,19 @@ def _store_drafts(
         conn.execute(
             "insert into ops.generated_content values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
             [
-                request.campaign_id, unit_id, request.prompt_version, provider.name, provider.model,
-                request.language, result.draft.subject, result.draft.preheader, result.draft.body,
-                result.input_tokens, result.output_tokens, result.vendor_request_id, now,
+                request.campaign_id,
+                unit_id,
+                request.prompt_version,
+                provider.name,
+                provider.model,
+                request.language,
+                result.draft.subject,
+                result.draft.preheader,
+                result.draft.body,
+                result.input_tokens,
+                result.output_tokens,
+                result.vendor_request_id,
+                now,
             ],
         ).fetchall()
 
@@ -170,7 +188,6 @@ def run_campaign(
         GateFailed: the audience gate failed; nothing was sent and nothing was written.
     """
     from expectations.campaign_audience import build_suite
-
     from governed_marketing.consent import still_eligible
 
     campaign = policy.campaigns[campaign_id]
@@ -183,7 +200,8 @@ def run_campaign(
     outcome = CampaignOutcome(campaign_id, provider.name, provider.model, version)
 
     audience = conn.execute(
-        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
+        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym",
+        [campaign_id],
     ).df()
     outcome.audience = len(audience)
     gate = run_gate("campaign_audience", campaign_id, lambda: build_suite(policy, campaign_id), audience)
@@ -247,7 +265,8 @@ def run_campaign(
     for message in messages.itertuples(index=False):
         first_name = message.first_name if isinstance(message.first_name, str) and message.first_name else ""
         # Vendor text is never evaluated as a template: only the one placeholder is replaced.
-        body = PLACEHOLDER.sub(lambda _: first_name or _reader(message.language), message.body)
+        greeting = first_name or _reader(message.language)
+        body = PLACEHOLDER.sub(lambda _, name=greeting: name, message.body)
         notice = objection_notice(
             message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url
         )
@@ -271,12 +290,23 @@ def run_campaign(
     outcome.outbox_file = str(outbox_file)
     log.info(
         "campaign %s: %d recipients, %d cohorts, %d vendor calls, %d messages",
-        campaign_id, outcome.audience, outcome.cohorts, outcome.vendor_calls, outcome.messages,
+        campaign_id,
+        outcome.audience,
+        outcome.cohorts,
+        outcome.vendor_calls,
+        outcome.messages,
     )
     return outcome
 
 
-_READER = {"en": "there", "de": "zusammen", "fr": "à vous", "es": "a todos", "it": "a tutti", "nl": "allemaal"}
+_READER = {
+    "en": "there",
+    "de": "zusammen",
+    "fr": "à vous",
+    "es": "a todos",
+    "it": "a tutti",
+    "nl": "allemaal",
+}
 
 
 def _reader(language: str) -> str:

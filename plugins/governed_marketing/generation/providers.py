@@ -340,9 +340,7 @@ class OfflineProvider:
 
     def __init__(self, reason: str = "GMP_LLM_PROVIDER=offline") -> None:
         self.reason = reason
-        self._env = SandboxedEnvironment(
-            autoescape=False, undefined=StrictUndefined, keep_trailing_newline=False
-        )
+        self._env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=False)
         self._body = self._env.from_string(_BODY)
         self._compiled: dict[str, Any] = {}
 
@@ -371,9 +369,7 @@ class OfflineProvider:
 
         subject = phrases["subject"][stage]
         preheader = (
-            self._phrase(phrases["preheader"], interests=interests)
-            if interests
-            else phrases["preheader_default"]
+            self._phrase(phrases["preheader"], interests=interests) if interests else phrases["preheader_default"]
         )
         body = self._body.render(
             greeting=self._phrase(phrases["greeting"], placeholder=FIRST_NAME_PLACEHOLDER),
@@ -387,9 +383,7 @@ class OfflineProvider:
 
     def draft_many(self, requests: list[DraftRequest]) -> dict[str, DraftResult]:
         _check_unique(requests)
-        results = {
-            request.unit_id: DraftResult(draft=self.draft(request), model=self.model) for request in requests
-        }
+        results = {request.unit_id: DraftResult(draft=self.draft(request), model=self.model) for request in requests}
         log.info("drafted %d units with offline templates", len(results))
         return results
 
@@ -536,8 +530,7 @@ class OpenAIProvider:
             ) from exc
         except openai.APIError as exc:
             raise ProviderError(
-                f"unit {request.unit_id}: the vendor call failed after the SDK's retries: "
-                f"{type(exc).__name__}"
+                f"unit {request.unit_id}: the vendor call failed after the SDK's retries: {type(exc).__name__}"
             ) from exc
 
     def draft(self, request: DraftRequest) -> DraftResult:
@@ -557,9 +550,7 @@ class OpenAIProvider:
             choice = completion.choices[0]
             message = choice.message
             if message.refusal:
-                raise ProviderError(
-                    f"unit {request.unit_id}: the model refused to draft: {message.refusal[:200]}"
-                )
+                raise ProviderError(f"unit {request.unit_id}: the model refused to draft: {message.refusal[:200]}")
             if choice.finish_reason == "content_filter":
                 raise ProviderError(f"unit {request.unit_id}: the vendor's content filter stopped the draft")
             problem, draft = _problem_with(message.content)
@@ -576,9 +567,7 @@ class OpenAIProvider:
                     extra=extra,
                 )
             if attempt == 2:
-                raise ProviderError(
-                    f"unit {request.unit_id}: the draft was rejected twice; last time {problem}"
-                )
+                raise ProviderError(f"unit {request.unit_id}: the draft was rejected twice; last time {problem}")
             messages = [
                 *messages,
                 {"role": "assistant", "content": message.content or ""},

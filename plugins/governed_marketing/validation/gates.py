@@ -18,7 +18,11 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 #: SUMMARY counts without the sample of failing values GX keeps by default (DESIGN.md pitfall).
-SAFE_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+SAFE_RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": 0,
+    "include_unexpected_rows": False,
+}
 
 
 class GateFailed(RuntimeError):
@@ -54,8 +58,7 @@ class GateResult:
         if self.success:
             return f"{self.gate} gate passed for {self.subject}: {len(self.outcomes)} expectations on {self.rows} rows"
         failures = ", ".join(
-            f"{o.expectation}({o.column or 'table'})"
-            + (f" {o.unexpected_count} rows" if o.unexpected_count else "")
+            f"{o.expectation}({o.column or 'table'})" + (f" {o.unexpected_count} rows" if o.unexpected_count else "")
             for o in self.failed
         )
         return (
@@ -95,6 +98,8 @@ def run_gate(gate: str, subject: str, build_suite: Callable[[], Any], frame: pd.
                 unexpected_count=(item.result or {}).get("unexpected_count"),
             )
         )
-    result = GateResult(gate=gate, subject=subject, success=bool(validation.success), rows=len(frame), outcomes=outcomes)
+    result = GateResult(
+        gate=gate, subject=subject, success=bool(validation.success), rows=len(frame), outcomes=outcomes
+    )
     log.info(result.one_line())
     return result

@@ -40,11 +40,7 @@ class Export:
 
     def rows(self, spec: contract.ExportFile) -> list[dict[str, str]]:
         """The records with the right field count, by column."""
-        return [
-            dict(zip(spec.columns, r, strict=True))
-            for r in self.records[spec.name]
-            if len(r) == len(spec.columns)
-        ]
+        return [dict(zip(spec.columns, r, strict=True)) for r in self.records[spec.name] if len(r) == len(spec.columns)]
 
     @property
     def contacts(self) -> list[dict[str, str]]:
@@ -81,9 +77,7 @@ def test_the_same_seed_writes_byte_identical_files(tmp_path):
     first = write_sample_export(tmp_path / "a", contacts=500, seed=11)
     second = write_sample_export(tmp_path / "b", contacts=500, seed=11)
     for spec in contract.EXPORT_FILES:
-        assert (tmp_path / "a" / spec.name).read_bytes() == (tmp_path / "b" / spec.name).read_bytes(), (
-            spec.name
-        )
+        assert (tmp_path / "a" / spec.name).read_bytes() == (tmp_path / "b" / spec.name).read_bytes(), spec.name
     assert first.rows == second.rows and first.cases == second.cases
 
 
@@ -99,9 +93,7 @@ def test_timestamps_are_relative_to_as_of(tmp_path):
     as_of = datetime(2030, 6, 1, 8, 0, tzinfo=UTC)
     write_sample_export(tmp_path, contacts=300, seed=5, as_of=as_of)
     with (tmp_path / "contacts.csv").open(encoding="utf-8", newline="") as handle:
-        updated = [
-            parse_timestamp(row["updated_at"]) for row in csv.DictReader(handle) if row.get("updated_at")
-        ]
+        updated = [parse_timestamp(row["updated_at"]) for row in csv.DictReader(handle) if row.get("updated_at")]
     assert max(u for u in updated if u) <= as_of
     assert min(u for u in updated if u) >= as_of - timedelta(days=2200)
 
@@ -163,8 +155,7 @@ def test_consent_histories_hold_withdrawals_regrants_ties_and_stale_grants(expor
         withdrawn += "withdraw" in actions
         regranted += any(a == "withdraw" and "grant" in actions[i + 1 :] for i, a in enumerate(actions))
         same_instant += any(
-            t == u and {a, b} == {"grant", "withdraw"}
-            for (t, a), (u, b) in zip(history, history[1:], strict=False)
+            t == u and {a, b} == {"grant", "withdraw"} for (t, a), (u, b) in zip(history, history[1:], strict=False)
         )
         grants = [t for t, a in history if a == "grant"]
         stale += bool(grants) and max(grants) < limit
@@ -197,11 +188,7 @@ def test_ages_cover_minors_the_be_dk_limit_a_birthday_on_as_of_and_unknown(expor
         b = date.fromisoformat(born)
         return today.year - b.year - ((today.month, today.day) < (b.month, b.day))
 
-    known = [
-        (age(c["birth_date"]), c["country"].strip().upper())
-        for c in export.contacts
-        if _is_date(c["birth_date"])
-    ]
+    known = [(age(c["birth_date"]), c["country"].strip().upper()) for c in export.contacts if _is_date(c["birth_date"])]
     assert any(years < 16 and country not in ("BE", "DK") for years, country in known)
     assert any(13 <= years <= 15 and country in ("BE", "DK") for years, country in known)
     assert any(years < 13 and country in ("BE", "DK") for years, country in known)

@@ -388,9 +388,7 @@ def test_a_delta_with_an_older_updated_at_is_reported_unchanged_not_loaded(tmp_p
     assert (contacts.rows_loaded, contacts.rows_unchanged) == (0, 1)
 
 
-def test_a_duplicated_event_id_is_counted_once_and_the_copy_quarantined_naming_the_kept_line(
-    tmp_path, conn, ingest
-):
+def test_a_duplicated_event_id_is_counted_once_and_the_copy_quarantined_naming_the_kept_line(tmp_path, conn, ingest):
     events = [consent_event(n) for n in range(1, 11)]
     events[3] = consent_event(1, action="withdraw")  # line 5 repeats e001 from line 2
     result = ingest(write_export(tmp_path / "export", consent_events=events))

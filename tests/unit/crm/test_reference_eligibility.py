@@ -139,9 +139,7 @@ def write_export(
     return directory
 
 
-def decide(
-    tmp_path: Path, policy: Policy, contacts, events, requests=None, as_of: datetime = AS_OF
-) -> dict[str, str]:
+def decide(tmp_path: Path, policy: Policy, contacts, events, requests=None, as_of: datetime = AS_OF) -> dict[str, str]:
     crm = write_export(tmp_path / "crm", contacts, events, requests)
     return evaluate(crm, policy, CAMPAIGN, as_of).decisions
 

@@ -154,17 +154,13 @@ def test_offline_provider_reports_zero_tokens_and_its_model() -> None:
         assert result.vendor_request_id is None
 
 
-def test_auto_selects_offline_templates_without_an_openai_key(
-    policy: Policy, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_auto_selects_offline_templates_without_an_openai_key(policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
     provider = build_provider(Settings(llm_provider="auto"), policy, vendor_allowed=True)
 
     assert provider.name == "offline"
-    assert provider_description(provider) == (
-        "offline templates (no OPENAI_API_KEY set; nothing sent to any vendor)"
-    )
+    assert provider_description(provider) == ("offline templates (no OPENAI_API_KEY set; nothing sent to any vendor)")
 
 
 def test_offline_setting_selects_offline_templates_even_with_an_openai_key(
