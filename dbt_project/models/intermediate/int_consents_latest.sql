@@ -1,24 +1,12 @@
 -- The consent state per contact and consent purpose at the as-of time, with the proof of the
 -- deciding event (Art. 7(1)): the latest event wins; on equal occurred_at, withdraw wins;
--- a duplicated event_id counts once.
+-- a duplicated event_id counts once (int_consent_events_deduplicated).
 with
 
 events as (
 
-    select * from {{ ref('stg_crm__consent_events') }}
-    where
-        occurred_at <= {{ as_of() }}
-        and consent_action in ('grant', 'withdraw')
-
-),
-
-deduplicated as (
-
-    select
-        *,
-        row_number() over (partition by event_id order by occurred_at asc, consent_action desc) as event_copy
-
-    from events
+    select * from {{ ref('int_consent_events_deduplicated') }}
+    where occurred_at <= {{ as_of() }}
 
 ),
 
@@ -34,8 +22,7 @@ ranked as (
                 event_id desc
         ) as recency_rank
 
-    from deduplicated
-    where event_copy = 1
+    from events
 
 ),
 

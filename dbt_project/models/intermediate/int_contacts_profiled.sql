@@ -27,7 +27,7 @@ purchases as (
         product_category,
         row_number() over (partition by contact_id order by occurred_at desc, activity_id desc) as recency_rank
 
-    from {{ ref('stg_crm__activities') }}
+    from {{ ref('int_activities_deduplicated') }}
     where
         activity_type = 'purchase'
         and product_category is not null

@@ -18,7 +18,9 @@ renamed as (
         ---------- numerics
         amount,
         ---------- timestamps
-        occurred_at
+        occurred_at,
+        ---------- lineage
+        load_id
 
     from source
 

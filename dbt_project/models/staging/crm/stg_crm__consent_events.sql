@@ -18,7 +18,9 @@ renamed as (
         source as consent_source,
         notice_version,
         ---------- timestamps
-        occurred_at
+        occurred_at,
+        ---------- lineage
+        load_id
 
     from source
 
