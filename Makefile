@@ -41,7 +41,7 @@ test-fast: $(VENV)/.synced  ## Unit tests only
 	$(RUN) pytest tests/unit $(PYTEST_ARGS)
 
 bench: $(VENV)/.synced  ## Benchmarks; figures go to bench/results.json
-	$(RUN) pytest -m benchmark tests/benchmarks -p no:randomly $(PYTEST_ARGS)
+	$(RUN) pytest -m benchmark tests/benchmarks $(PYTEST_ARGS)
 
 lint: $(VENV)/.synced  ## ruff (Python) and sqlfluff (dbt SQL)
 	$(RUN) ruff check .
