@@ -11,11 +11,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from governed_marketing.privacy import cli as privacy_cli
+
 app = typer.Typer(help="Governed Marketing Pipelines: governed CRM -> audience -> content runs.", no_args_is_help=True)
 crm_app = typer.Typer(help="CRM exports.", no_args_is_help=True)
 policy_app = typer.Typer(help="governance.yml, the policy as code.", no_args_is_help=True)
 app.add_typer(crm_app, name="crm")
 app.add_typer(policy_app, name="policy")
+app.add_typer(privacy_cli.dsr_app, name="dsr")
+app.add_typer(privacy_cli.audit_app, name="audit")
+app.command("purge")(privacy_cli.purge)
 
 console = Console()
 err = Console(stderr=True)
@@ -86,10 +91,25 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     try:
         run = run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
     except PipelineFailed as exc:
+        _rebuild_report(settings, failure=str(exc))  # the report shows why the run stopped
         raise _fail(str(exc)) from None
     summary = collect_summary(settings, list(run.dag_runs.values()))
     render_summary(summary, provider_line=provider_description(provider), console=console)
     console.print(f"Outbox: {settings.home_dir / 'outbox'}")
+    console.print(f"Compliance report: {_rebuild_report(settings)}", soft_wrap=True)
+
+
+def _rebuild_report(settings, *, failure: str | None = None) -> str:
+    """Rebuild $GMP_HOME/reports after a run; a failed run keeps its own one-line reason as the error."""
+    from governed_marketing.report import build_report
+
+    try:
+        return str(build_report(settings, failure=failure))
+    except Exception as exc:
+        if failure is None:
+            raise _fail(f"the compliance report could not be built: {exc}") from exc
+        err.print(f"[yellow]warning:[/] the compliance report could not be built: {exc}", soft_wrap=True)
+        return ""
 
 
 @app.command("run")
@@ -115,6 +135,20 @@ def demo(
     write_sample_export(crm_dir, contacts=contacts, seed=seed)
     console.print(f"Sample CRM export ({contacts:,} contacts, seed {seed}) in {crm_dir}")
     _run(crm_dir, SAMPLE_AS_OF.isoformat())
+
+
+@app.command("report")
+def report() -> None:
+    """Rebuild the compliance report ($GMP_HOME/reports) from the latest run's evidence; print its path."""
+    from governed_marketing.policy import PolicyError
+    from governed_marketing.report import build_report
+    from governed_marketing.settings import get_settings
+
+    try:
+        path = build_report(get_settings())
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(str(path))
 
 
 @app.command("dbt-parse")

@@ -54,11 +54,10 @@ consented as (
            or l.decided_at < $as_of - $max_age_days * interval '1 day'
     )
 )
-select recipient_pseudonym from consented
-where recipient_pseudonym in (
-    select recipient_pseudonym from recipients
-    where email_normalized not in (select email_normalized from suppressed)
-)
+select r.recipient_pseudonym, r.email_normalized
+from recipients r
+where r.recipient_pseudonym in (select recipient_pseudonym from consented)
+  and r.email_normalized not in (select email_normalized from suppressed)
 """
 
 
@@ -75,4 +74,22 @@ def still_eligible(conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_
             "max_age_days": purpose.consent_max_age_days,
         },
     ).fetchall()
+    suppressed = _suppression_list(conn)
+    if not suppressed:
+        return {row[0] for row in rows}
+    from governed_marketing.privacy.suppression import subject_ref
+    from governed_marketing.settings import get_settings
+
+    key, _ = get_settings().resolve_pseudonym_key()
+    # Objections and erasures are for good, whatever the run's as-of time: the suppression list wins.
+    return {pseudonym for pseudonym, email in rows if subject_ref(key, email) not in suppressed}
+
+
+def _suppression_list(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    exists = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = 'ops' and table_name = 'suppression'"
+    ).fetchall()[0][0]
+    if not exists:
+        return set()
+    rows = conn.execute("select subject_hmac from ops.suppression where identifier = 'email'").fetchall()
     return {row[0] for row in rows}

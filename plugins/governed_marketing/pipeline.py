@@ -13,6 +13,7 @@ from pathlib import Path
 
 from governed_marketing import warehouse
 from governed_marketing.policy import load_policy
+from governed_marketing.privacy import audit
 from governed_marketing.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
         write_governance_tables(conn, policy)
         counts = result.counts()
         record_step(conn, run_id, "ingest", "crm", counts)
+        audit.record_step(conn, run_id, "ingest", "crm", counts)  # hash-chained, counts only
     return counts
 
 
@@ -104,4 +106,5 @@ def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> 
             raise
         counts = outcome.counts()
         record_step(conn, run_id, "generate", campaign_id, counts)
+        audit.record_step(conn, run_id, "generate", campaign_id, counts)  # hash-chained, counts only
     return counts

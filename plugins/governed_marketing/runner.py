@@ -21,7 +21,7 @@ from governed_marketing.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-PIPELINE = ("ingest_crm", "build_marketing_models", "generate_campaign_content")
+PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
 
 
 class PipelineFailed(RuntimeError):
@@ -155,6 +155,7 @@ def run_pipeline(
         dags = _load_dags(settings)
     confs = {
         "ingest_crm": {"crm_dir": str(Path(crm_dir).resolve()), "as_of": moment},
+        "process_privacy_requests": {"as_of": moment},
         "build_marketing_models": {"as_of": moment},
         "generate_campaign_content": {"as_of": moment},
     }

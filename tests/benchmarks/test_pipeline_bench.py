@@ -28,7 +28,6 @@ def _fresh_warehouse(home: Path) -> Path:
 
 def test_bench_ingest_and_dbt_build(bench_export, tmp_path):
     from dbt.cli.main import dbtRunner
-
     from governed_marketing.crm.ingest import ingest_export
     from governed_marketing.policy import load_policy
     from governed_marketing.settings import reset_settings

@@ -24,6 +24,15 @@ import pandas as pd
 from governed_marketing.crm import contract
 from governed_marketing.crm.contract import ExportFile
 from governed_marketing.policy import Policy
+from governed_marketing.privacy.suppression import SuppressionDoor
+from governed_marketing.validation.evidence import record_gate
+from governed_marketing.validation.raw_crm import (
+    ORPHAN_REASON,
+    known_contact_ids,
+    raw_crm_gate,
+    raw_gate_frame,
+    unknown_contact,
+)
 from governed_marketing.warehouse import ensure_raw_layer, scalar
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,10 @@ class CrmExportError(ValueError):
 
 class QuarantineThresholdExceeded(CrmExportError):
     """Too many rows of a file failed validation: the export looks broken, so nothing is loaded."""
+
+
+class RawCrmGateFailed(CrmExportError):
+    """The raw CRM gate failed on the rows about to be loaded: the load stops, nothing is written."""
 
 
 @dataclass
@@ -363,6 +376,19 @@ def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(scalar(conn, f"select count(*) from raw.{table}") or 0)
 
 
+def _gate_loaded_rows(conn: duckdb.DuckDBPyConnection, load_id: str, staged: list, known_contacts: set[str]) -> None:
+    """The raw CRM gate over each file's rows about to be loaded, recorded under the load's id.
+
+    Raises:
+        RawCrmGateFailed: a loaded row breaks the contract after all; nothing is written.
+    """
+    for spec, valid, _, _ in staged:
+        result = raw_crm_gate(spec.name, raw_gate_frame(spec.name, valid, known_contacts))
+        record_gate(conn, load_id, result)
+        if not result.success:
+            raise RawCrmGateFailed(f"{result.one_line()}; nothing was loaded")
+
+
 def ingest_export(
     crm_dir: Path,
     *,
@@ -395,12 +421,19 @@ def ingest_export(
     now = now or datetime.now(UTC).replace(tzinfo=None)
     max_share = policy.ingest.max_quarantine_share
     staged: list[tuple[ExportFile, pd.DataFrame, pd.DataFrame, FileResult]] = []
+    door = SuppressionDoor.open(conn, load_id=load_id)  # erased and objecting people are not let back in
     for spec in contract.EXPORT_FILES:
         path = crm_dir / spec.name
         if not path.is_file():
             continue
         frame, broken = read_export_file(path, spec)
+        frame, broken = door.admit(spec, frame, broken)  # dropped and counted (ops.suppression_door), never stored
         clean, reasons = CLEANERS[spec.name](frame)
+        if spec is contract.CONTACTS:  # first in EXPORT_FILES: events are checked against it below
+            known_contacts = known_contact_ids(conn, frame["contact_id"])
+        elif spec in (contract.CONSENT_EVENTS, contract.ACTIVITY):
+            orphan = unknown_contact(clean, known_contacts)
+            reasons = reasons.where(~orphan, (reasons + "; " + ORPHAN_REASON).str.removeprefix("; "))
         clean["_line"] = frame["_line"]
         failing = reasons != ""
         quarantined = broken + [
@@ -423,6 +456,7 @@ def ingest_export(
             )
         staged.append((spec, valid, _quarantine_frame(load_id, spec.name, quarantined, now), result))
 
+    _gate_loaded_rows(conn, load_id, staged, known_contacts)
     conn.execute("begin transaction")
     try:
         for spec, valid, quarantine, result in staged:
@@ -458,6 +492,7 @@ def ingest_export(
         partial.mkdir(parents=True)
         for spec, *_ in staged:
             shutil.copy2(crm_dir / spec.name, partial / spec.name)
+        door.scrub(partial)  # the archive keeps no row the door refused
         partial.rename(landing)
     result = IngestResult(load_id=load_id, already_loaded=False, files=[r for *_, r in staged])
     log.info(

@@ -27,7 +27,7 @@ import pandas as pd
 from governed_marketing.generation.base import ContentProvider, DraftRequest, DraftResult
 from governed_marketing.generation.notices import objection_notice
 from governed_marketing.policy import Policy
-from governed_marketing.validation import GateFailed, run_gate
+from governed_marketing.validation import GateFailed, GateResult, record_gate
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,6 @@ create table if not exists ops.generated_content (
     vendor_request_id varchar,
     generated_at timestamp not null,
     primary key (campaign_id, unit_id, prompt_version, model)
-);
-create table if not exists ops.gate_results (
-    run_id varchar not null,
-    gate varchar not null,
-    subject varchar not null,
-    success boolean not null,
-    rows bigint not null,
-    result_json varchar not null,
-    validated_at timestamp not null
 );
 """
 
@@ -96,19 +87,11 @@ def prompt_version(policy: Policy, campaign_id: str) -> tuple[str, str]:
     return text, f"{path.stem}@{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def _record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result) -> None:
-    conn.execute(
-        "insert into ops.gate_results values (?, ?, ?, ?, ?, ?, ?)",
-        [
-            run_id,
-            result.gate,
-            result.subject,
-            result.success,
-            result.rows,
-            result.to_json(),
-            datetime.now(UTC),
-        ],
-    ).fetchall()
+def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
+    """Record a gate's result (pass or fail) as evidence, then fail closed: nothing after it runs."""
+    record_gate(conn, run_id, result)
+    if not result.success:
+        raise GateFailed(result)
 
 
 def _cohort_requests(
@@ -185,10 +168,13 @@ def run_campaign(
     """Gate, draft and write the outbox for one campaign.
 
     Raises:
-        GateFailed: the audience gate failed; nothing was sent and nothing was written.
+        GateFailed: the audience gate failed (nothing was sent, nothing written), the vendor-payload
+            gate failed (nothing was sent) or the generated-content gate failed (nothing written).
     """
-    from expectations.campaign_audience import build_suite
     from governed_marketing.consent import still_eligible
+    from governed_marketing.validation import audience as audience_gate
+    from governed_marketing.validation import content as content_gate
+    from governed_marketing.validation import payload as payload_gate
 
     campaign = policy.campaigns[campaign_id]
     if campaign.personalization != "cohort":
@@ -204,10 +190,8 @@ def run_campaign(
         [campaign_id],
     ).df()
     outcome.audience = len(audience)
-    gate = run_gate("campaign_audience", campaign_id, lambda: build_suite(policy, campaign_id), audience)
-    _record_gate(conn, run_id, gate)
-    if not gate.success:
-        raise GateFailed(gate)
+    checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
+    _enforce(conn, run_id, audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id))
 
     allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
     sendable = audience[audience["recipient_pseudonym"].isin(allowed)]
@@ -229,6 +213,11 @@ def run_campaign(
     done = {row[0] for row in stored}
     missing = [request for unit_id, request in sorted(requests.items()) if unit_id not in done]
     outcome.reused_drafts = len(requests) - len(missing)
+    attributes = payload_gate.payload_attributes()
+    payload = payload_gate.payload_frame(missing, attributes=attributes, audience=audience, policy=policy)
+    _enforce(
+        conn, run_id, payload_gate.payload_gate(payload, attributes=attributes, policy=policy, campaign_id=campaign_id)
+    )
     if missing:
         results = provider.draft_many(missing)
         absent = [r.unit_id for r in missing if r.unit_id not in results]
@@ -284,6 +273,12 @@ def run_campaign(
                 "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
             }
         )
+    identifiers = content_gate.audience_identifiers(conn, campaign_id)
+    expected = content_gate.expected_languages(final, cohorts, policy)
+    content = content_gate.content_frame(
+        messages, rows, expected_language=expected, identifiers=identifiers, policy=policy
+    )
+    _enforce(conn, run_id, content_gate.content_gate(content, policy=policy, campaign_id=campaign_id))
     outbox_file = outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
     _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)

@@ -356,7 +356,8 @@ class OfflineProvider:
         attrs = request.attributes
         stage_raw = _clean(attrs.get("lifecycle_stage"))
         stage = stage_raw.lower() if stage_raw and stage_raw.lower() in phrases["subject"] else "default"
-        interests_list = _clean_list(attrs.get("interests"))
+        # Cohort cells carry one shared `interest`; individual requests may carry the `interests` list.
+        interests_list = _clean_list(attrs.get("interest") or attrs.get("interests"))
         interests = (
             f" {phrases['and']} ".join([", ".join(interests_list[:-1]), interests_list[-1]])
             if len(interests_list) > 1

@@ -117,18 +117,23 @@ def write_export(
     activities: Sequence[Row] | None = None,
     dsr_requests: Sequence[Row] | None = None,
 ) -> Path:
-    """An export of ten valid contacts with one consent event and one purchase each, unless given."""
+    """An export of ten valid contacts with one consent event and one purchase each, unless given.
+
+    Default events belong to the contacts written (events of unknown contacts are quarantined).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    write_csv(directory / "contacts.csv", contract.CONTACTS, contacts or [contact(n) for n in range(1, 11)])
+    contacts = contacts or [contact(n) for n in range(1, 11)]
+    exported = [int(c["contact_id"][1:]) for c in contacts if isinstance(c, dict) and c["contact_id"].strip()]
+    write_csv(directory / "contacts.csv", contract.CONTACTS, contacts)
     write_csv(
         directory / "consent_events.csv",
         contract.CONSENT_EVENTS,
-        consent_events if consent_events is not None else [consent_event(n) for n in range(1, 11)],
+        consent_events if consent_events is not None else [consent_event(n) for n in exported],
     )
     write_csv(
         directory / "activity.csv",
         contract.ACTIVITY,
-        activities if activities is not None else [activity(n) for n in range(1, 11)],
+        activities if activities is not None else [activity(n) for n in exported],
     )
     if dsr_requests is not None:
         write_csv(directory / "dsr_requests.csv", contract.DSR_REQUESTS, dsr_requests)

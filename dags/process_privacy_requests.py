@@ -1,0 +1,47 @@
+"""
+## Process privacy requests
+Answers the data subjects' requests (GDPR Art. 15-21) that arrived through the CRM export
+(`dsr_requests.csv`) or `gmp dsr submit`: access and portability exports
+(`$GMP_HOME/exports/<request_id>/`), rectification of the contact rows, restriction and objection
+(effective at once; pending outbox messages withdrawn; objectors suppressed for good), and erasure
+from every store, physically, verified by a scan of every table and file, with a receipt in
+`$GMP_HOME/receipts/<request_id>.json` that holds no personal data. `gmp run` runs it after the
+ingest and before the models are built, so an erased person is never modelled again.
+
+Owner: privacy-office - Inputs: `raw.crm_dsr_requests`, the dbt manifest - Outputs: exports, receipts,
+`ops.dsr_requests` (the ledger), `ops.suppression`, `ops.audit_log`
+Rerun: safe; only requests still open are handled, each step of an erasure can be repeated, and an
+erasure whose scan still finds the person stays `failed` and is retried on the next run.
+On failure: `gmp dsr list` shows what is open and its days left; the receipt names the stores the
+scan found (never the identifiers). Overdue requests fail `purge_expired_data.check_overdue_requests`.
+XCom carries request ids and counts only.
+"""
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag, task
+from governed_marketing import assets
+from pendulum import datetime
+
+
+@dag(
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    doc_md=__doc__,
+    default_args={"owner": "privacy-office", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["marketing", "gdpr", "privacy"],
+    max_active_runs=1,
+    params={"as_of": Param(None, type=["null", "string"], description="ISO 8601 as-of time (default: now)")},
+)
+def process_privacy_requests():
+    @task(pool=assets.WAREHOUSE_POOL)
+    def answer_requests(params: dict, run_id: str) -> dict:
+        from governed_marketing.privacy.process import process_pending, summary
+
+        return summary(process_pending(as_of=params.get("as_of"), actor=run_id))  # ids and counts, never identities
+
+    answer_requests()
+
+
+process_privacy_requests()

@@ -1,0 +1,297 @@
+"""Access (Art. 15) and portability (Art. 20): a copy of everything held about one person.
+
+`exports/<request_id>/subject.json` holds it all in one structured document; beside it, one CSV per
+table (machine-readable, commonly used) for portability. The person is found the same way erasure
+finds them: every contact row sharing the normalized email, then everything keyed by those contact
+ids or by the person's pseudonym, including every dbt table that marks its subject column. Rows of
+other people never enter: each table is filtered by this person's identifiers only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from governed_marketing import warehouse
+from governed_marketing.crm import contract
+from governed_marketing.policy import Policy
+from governed_marketing.privacy.stores import personal_relations
+from governed_marketing.privacy.suppression import subject_ref
+from governed_marketing.pseudonym import pseudonym
+
+_RAW_TABLES = {("raw", "crm_contacts"), ("raw", "crm_consent_events"), ("raw", "crm_activity")}
+
+
+@dataclass
+class AccessExport:
+    request_id: str
+    directory: Path
+    counts: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "export": str(self.directory), "rows": dict(self.counts)}
+
+
+def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict[str, Any]]:
+    result = conn.execute(sql, params)
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def _outbox_messages(outbox: Path, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
+    messages = []
+    if not outbox.is_dir():
+        return messages
+    for path in sorted(outbox.rglob("*.jsonl")):
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if contract.normalize_email(row.get("email")) == email or str(row.get("contact_id")) in contact_ids:
+                    messages.append({**row, "outbox_file": str(path.relative_to(outbox))})
+    return messages
+
+
+def purposes_and_recipients(policy: Policy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the data is used for and who may receive it (Art. 15(1)(a)-(c)), from governance.yml."""
+    purposes = [
+        {
+            "purpose": pid,
+            "description": p.description,
+            "lawful_basis": p.lawful_basis,
+            "requires_consent": ";".join(p.requires_consent),
+            "fields_used": ";".join(p.fields),
+            "vendors": ";".join(p.vendors),
+            "dpia_reference": p.dpia.reference or "",
+        }
+        for pid, p in sorted(policy.purposes.items())
+    ]
+    recipients = [
+        {
+            "recipient": name,
+            "role": v.role,
+            "region": v.region,
+            "transfer_mechanism": v.transfer_mechanism or "",
+            "receives": "cohort attributes only (no identifiers)",
+        }
+        for name, v in sorted(policy.vendors.items())
+    ]
+    recipients.append(
+        {
+            "recipient": "email service provider",
+            "role": "processor",
+            "region": "",
+            "transfer_mechanism": "",
+            "receives": "the outbox: email address, first name and the message",
+        }
+    )
+    return purposes, recipients
+
+
+def collect(
+    conn: duckdb.DuckDBPyConnection,
+    email: str,
+    *,
+    policy: Policy,
+    key: bytes,
+    outbox: Path,
+    manifest_path: Path | None,
+) -> dict[str, Any]:
+    """Everything held about the person with this normalized email, table by table."""
+    email = contract.normalize_email(email)
+    data: dict[str, Any] = {}
+    has = lambda schema, table: warehouse.table_exists(conn, schema, table)  # noqa: E731
+    data["contacts"] = (
+        _rows(conn, "select * from raw.crm_contacts where email_normalized = ? order by contact_id", [email])
+        if has("raw", "crm_contacts")
+        else []
+    )
+    contact_ids = {str(r["contact_id"]) for r in data["contacts"]}
+    ids = sorted(contact_ids)
+    data["consent_history"] = (
+        _rows(
+            conn,
+            "select contact_id, purpose, action, source, notice_version, occurred_at, event_id, load_id "
+            "from raw.crm_consent_events where contact_id in (select unnest(?)) order by occurred_at, event_id",
+            [ids],
+        )
+        if has("raw", "crm_consent_events")
+        else []
+    )
+    data["activity"] = (
+        _rows(
+            conn,
+            "select * from raw.crm_activity where contact_id in (select unnest(?)) order by occurred_at, event_id",
+            [ids],
+        )
+        if has("raw", "crm_activity")
+        else []
+    )
+    data["messages"] = _outbox_messages(outbox, email, contact_ids)
+    person = pseudonym(key, email)
+    cohort_ids = sorted({m["cohort_id"] for m in data["messages"] if m.get("cohort_id")})
+    if has("marts", "campaign_audience"):
+        cohort_ids = sorted(
+            set(cohort_ids)
+            | {
+                r[0]
+                for r in conn.execute(
+                    "select cohort_id from marts.campaign_audience where recipient_pseudonym = ?", [person]
+                ).fetchall()
+            }
+        )
+    data["cohorts"] = (
+        _rows(
+            conn,
+            "select * from marts.generation_cohorts where cohort_id in (select unnest(?)) "
+            "order by campaign_id, cohort_id",
+            [cohort_ids],
+        )
+        if has("marts", "generation_cohorts")
+        else []
+    )
+    requests = (
+        _rows(
+            conn,
+            "select request_id, request_type, details, received_at, channel from raw.crm_dsr_requests "
+            "where email_normalized in (?, ?) order by received_at",
+            [email, "erased:" + subject_ref(key, email)],
+        )
+        if has("raw", "crm_dsr_requests")
+        else []
+    )
+    ledger = (
+        {
+            r["request_id"]: r
+            for r in _rows(
+                conn,
+                "select request_id, status, due_date, extended_due_date, extension_reason, closed_at "
+                "from ops.dsr_requests where subject_ref = ?",
+                [subject_ref(key, email)],
+            )
+        }
+        if has("ops", "dsr_requests")
+        else {}
+    )
+    data["requests"] = [{**r, **ledger.get(r["request_id"], {})} for r in requests]
+    data["quarantined_records"] = _quarantined(conn, email, contact_ids) if has("raw", "quarantine") else []
+    derived: dict[str, list[dict[str, Any]]] = {}
+    relations, _, _ = personal_relations(conn, manifest_path)
+    for relation in relations:
+        if (relation.schema, relation.name) in _RAW_TABLES:
+            continue
+        value_sql = {
+            "email": f'lower(trim("{relation.subject_column}"::varchar)) = ?',
+            "contact_id": f'trim("{relation.subject_column}"::varchar) in (select unnest(?))',
+            "pseudonym": f'"{relation.subject_column}" = ?',
+        }[relation.kind]
+        value = {"email": email, "contact_id": ids, "pseudonym": person}[relation.kind]
+        rows = _rows(conn, f"select * from {relation.sql} where {value_sql}", [value])
+        if rows:
+            derived[relation.qualified] = rows
+    data["derived"] = derived
+    return data
+
+
+def _quarantined(conn: duckdb.DuckDBPyConnection, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
+    found = []
+    for load_id, file_name, line, reason, raw_record in conn.execute(
+        "select load_id, file_name, line_number, reason, raw_record from raw.quarantine "
+        "order by load_id, file_name, line_number"
+    ).fetchall():
+        try:
+            record = json.loads(raw_record or "{}")
+        except ValueError:
+            continue
+        values = record.values() if isinstance(record, dict) else []
+        own_email = contract.normalize_email(record.get("email")) == email if isinstance(record, dict) else False
+        own_contact = isinstance(record, dict) and str(record.get("contact_id") or "").strip() in contact_ids
+        own_cells = any(contract.normalize_email(str(v)) == email for v in values)
+        if own_email or own_cells or (own_contact and file_name != contract.DSR_REQUESTS.name):
+            found.append(
+                {
+                    "file_name": file_name,
+                    "line_number": line,
+                    "reason": reason,
+                    "record": raw_record,
+                    "load_id": load_id,
+                }
+            )
+    return found
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or ["(no rows)"], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def export_subject(
+    conn: duckdb.DuckDBPyConnection,
+    request_id: str,
+    request_type: str,
+    email: str,
+    *,
+    policy: Policy,
+    key: bytes,
+    home: Path,
+    manifest_path: Path | None,
+    now: datetime | None = None,
+) -> AccessExport:
+    """Write exports/<request_id>/ (subject.json plus one CSV per table) and return the counts."""
+    now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
+    data = collect(conn, email, policy=policy, key=key, outbox=home / "outbox", manifest_path=manifest_path)
+    purposes, recipients = purposes_and_recipients(policy)
+    directory = home / "exports" / request_id
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    document = {
+        "request_id": request_id,
+        "request_type": request_type,
+        "article": "GDPR Art. 20" if request_type == "portability" else "GDPR Art. 15",
+        "generated_at": now.isoformat() + "Z",
+        "controller": policy.controller.model_dump(),
+        "subject": {"email": contract.normalize_email(email)},
+        "purposes": purposes,
+        "recipients": recipients,
+        "retention": dict(policy.retention),
+        "source": "your record in our CRM (contacts, consent events, activity) and what our pipelines derived from it",
+        "automated_decisions": "none with legal or similarly significant effects (Art. 22): content only, "
+        "drafted per cohort",
+        "rights": "rectification, erasure, restriction, objection to direct marketing, portability; complaint "
+        "to a supervisory authority",
+        **{name: rows for name, rows in data.items() if name != "derived"},
+        "derived": data["derived"],
+    }
+    (partial / "subject.json").write_text(
+        json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    tables = {name: rows for name, rows in data.items() if name != "derived"}
+    tables |= {f"derived__{name.replace('.', '__')}": rows for name, rows in data["derived"].items()}
+    tables |= {"purposes": purposes, "recipients": recipients}
+    for name, rows in tables.items():
+        _write_csv(partial / f"{name}.csv", [{k: _cell(v) for k, v in r.items()} for r in rows])
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+    counts = {name: len(rows) for name, rows in tables.items() if name not in ("purposes", "recipients")}
+    return AccessExport(request_id, directory, counts)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value

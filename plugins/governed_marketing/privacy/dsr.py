@@ -1,0 +1,347 @@
+"""Data subject requests: intake, deadlines in calendar months, and the ledger that tracks each one.
+
+Requests arrive in `raw.crm_dsr_requests` from two places: the CRM's `dsr_requests.csv` (channel
+`crm_export`) and `gmp dsr submit` (channel `gmp_cli`). Identity is the normalized email; it reaches
+every contact row sharing it. A request is effective for marketing the moment it is received (the dbt
+suppression model reads the raw table), whatever its processing status.
+
+The ledger `ops.dsr_requests` holds no identity: the person is referenced by a keyed HMAC
+(`subject_ref`), so the ledger outlives an erasure and still answers "what did you do, and when".
+Deadlines follow Art. 12(3): one calendar month from receipt (31 January -> 28/29 February), which
+may be extended by two further months with a reason, told to the person within the first month.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import duckdb
+
+from governed_marketing.crm import contract
+from governed_marketing.policy import Policy
+from governed_marketing.privacy.periods import parse_period
+from governed_marketing.privacy.suppression import subject_ref
+from governed_marketing.warehouse import ensure_raw_layer
+
+CHANNEL_CLI = "gmp_cli"
+
+#: Answered (closed) statuses; a restriction is `in_effect` (answered, still active) until lifted.
+CLOSED = ("done", "in_effect", "lifted")
+#: Open statuses: the deadline runs. `needs_review` waits for a person (e.g. a rectification without details).
+OPEN = ("received", "needs_review", "failed")
+
+LEDGER_DDL = """
+create schema if not exists ops;
+create table if not exists ops.dsr_requests (
+    request_id varchar primary key,
+    request_type varchar not null,
+    channel varchar not null,
+    subject_ref varchar not null,
+    received_at timestamp not null,
+    due_date date not null,
+    extended_due_date date,
+    extension_reason varchar,
+    status varchar not null,
+    closed_at timestamp,
+    outcome_json varchar,
+    updated_at timestamp not null
+);
+"""
+
+
+class DsrError(ValueError):
+    """A request cannot be taken or changed; the message says why (never with the email in it)."""
+
+
+class OverdueRequests(RuntimeError):
+    """Open requests are past their deadline; the message names them by id with their due dates."""
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """One ledger row as `gmp dsr list` and the report show it: no identity, only ids and dates."""
+
+    request_id: str
+    request_type: str
+    channel: str
+    received_at: datetime
+    due_date: date
+    extended_due_date: date | None
+    extension_reason: str | None
+    status: str
+    closed_at: datetime | None
+    outcome: dict[str, Any]
+
+    @property
+    def effective_due(self) -> date:
+        return self.extended_due_date or self.due_date
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
+
+    def days_left(self, today: date) -> int | None:
+        return (self.effective_due - today).days if self.is_open else None
+
+    def overdue(self, today: date) -> bool:
+        return self.is_open and today > self.effective_due
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    ensure_raw_layer(conn)
+    conn.execute(LEDGER_DDL)
+
+
+# ---- deadlines ---------------------------------------------------------------------------------
+
+
+def due_date(received: date | datetime, policy: Policy) -> date:
+    """The last day to answer: one calendar month (governance.yml dsr.deadline) after receipt.
+
+    A month from 31 January ends on 28 February (29 in a leap year): there is no 31 February, and
+    the period ends on the last day of that month.
+    """
+    day = received.date() if isinstance(received, datetime) else received
+    return day + parse_period(policy.dsr.deadline, key="dsr.deadline")
+
+
+def extended_due_date(original_due: date, policy: Policy) -> date:
+    """The deadline extended by two further months (dsr.extension), counted from the original deadline."""
+    return original_due + parse_period(policy.dsr.extension, key="dsr.extension")
+
+
+# ---- intake ------------------------------------------------------------------------------------
+
+
+def new_request_id(now: datetime) -> str:
+    return f"gmp-{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def submit(
+    conn: duckdb.DuckDBPyConnection,
+    request_type: str,
+    email: str,
+    details: dict[str, Any] | str | None = None,
+    *,
+    policy: Policy,
+    key: bytes,
+    now: datetime | None = None,
+) -> str:
+    """Take a request from the CLI into raw.crm_dsr_requests (channel gmp_cli) and the ledger.
+
+    Returns:
+        The new request id (the only thing printed; the email is never echoed).
+
+    Raises:
+        DsrError: unknown type, an invalid email, or details that are not a JSON object.
+    """
+    kind = (request_type or "").strip().lower()
+    if kind not in contract.DSR_TYPES:
+        raise DsrError(f"request type {request_type!r} is not one of {', '.join(contract.DSR_TYPES)}")
+    normalized = contract.normalize_email(email)
+    if not contract.is_valid_email(normalized):
+        raise DsrError("the email address is not valid after trim + lower-case")
+    if isinstance(details, str):
+        try:
+            details = json.loads(details) if details.strip() else {}
+        except ValueError as exc:
+            raise DsrError(f"--details is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    if details is not None and not isinstance(details, dict):
+        raise DsrError('--details must be a JSON object, e.g. \'{"last_name": "..."}\'')
+    moment = (now or _now()).replace(tzinfo=None)
+    request_id = new_request_id(moment)
+    ensure_ledger(conn)
+    conn.execute(
+        "insert into raw.crm_dsr_requests values (?, ?, ?, ?, ?, ?, ?)",
+        [request_id, normalized, kind, json.dumps(details or {}), moment, CHANNEL_CLI, CHANNEL_CLI],
+    ).fetchall()
+    _register(conn, request_id, kind, CHANNEL_CLI, subject_ref(key, normalized), moment, policy)
+    return request_id
+
+
+def _register(
+    conn: duckdb.DuckDBPyConnection,
+    request_id: str,
+    kind: str,
+    channel: str,
+    ref: str,
+    received_at: datetime,
+    policy: Policy,
+) -> None:
+    conn.execute(
+        "insert into ops.dsr_requests values (?, ?, ?, ?, ?, ?, null, null, 'received', null, null, ?) "
+        "on conflict do nothing",
+        [request_id, kind, channel, ref, received_at, due_date(received_at, policy), _now()],
+    ).fetchall()
+
+
+def sync_ledger(conn: duckdb.DuckDBPyConnection, *, policy: Policy, key: bytes, as_of: datetime) -> int:
+    """Register every raw request received by `as_of` that the ledger does not know yet (CRM intake)."""
+    ensure_ledger(conn)
+    rows = conn.execute(
+        """
+        select r.request_id, r.request_type, r.channel, r.email_normalized, r.received_at
+        from raw.crm_dsr_requests r
+        where r.received_at <= ? and r.request_id not in (select request_id from ops.dsr_requests)
+        order by r.received_at, r.request_id
+        """,
+        [as_of.replace(tzinfo=None)],
+    ).fetchall()
+    for request_id, kind, channel, email, received_at in rows:
+        ref = email.removeprefix("erased:") if email.startswith("erased:") else subject_ref(key, email)
+        _register(conn, request_id, kind, channel, ref, received_at, policy)
+    return len(rows)
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+
+def get(conn: duckdb.DuckDBPyConnection, request_id: str) -> RequestView:
+    rows = _select(conn, "where request_id = ?", [request_id])
+    if not rows:
+        raise DsrError(f"no request {request_id!r} in the ledger (see `gmp dsr list`)")
+    return rows[0]
+
+
+def set_status(
+    conn: duckdb.DuckDBPyConnection,
+    request_id: str,
+    status: str,
+    *,
+    outcome: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record a request's new status; closing statuses stamp closed_at. The outcome holds counts and paths only."""
+    moment = (now or _now()).replace(tzinfo=None)
+    closed = moment if status in CLOSED else None
+    conn.execute(
+        """
+        update ops.dsr_requests
+        set status = ?, closed_at = coalesce(?, closed_at), outcome_json = coalesce(?, outcome_json), updated_at = ?
+        where request_id = ?
+        """,
+        [status, closed, json.dumps(outcome, sort_keys=True, default=str) if outcome else None, moment, request_id],
+    ).fetchall()
+
+
+def extend(
+    conn: duckdb.DuckDBPyConnection, request_id: str, reason: str, *, policy: Policy, now: datetime | None = None
+) -> date:
+    """Extend an open request by dsr.extension; only within the first deadline, and only with a reason.
+
+    Returns:
+        The new due date (tell the person, with the reason, before the first deadline passes).
+    """
+    if not reason or not reason.strip():
+        raise DsrError("an extension needs a reason (Art. 12(3)): pass --reason")
+    request = get(conn, request_id)
+    today = (now or _now()).date()
+    if not request.is_open:
+        raise DsrError(f"{request_id} is {request.status}; only open requests can be extended")
+    if request.extended_due_date is not None:
+        raise DsrError(f"{request_id} was already extended to {request.extended_due_date}")
+    if today > request.due_date:
+        raise DsrError(
+            f"{request_id} was due on {request.due_date}: an extension must be decided within the first month"
+        )
+    new_due = extended_due_date(request.due_date, policy)
+    conn.execute(
+        "update ops.dsr_requests set extended_due_date = ?, extension_reason = ?, updated_at = ? where request_id = ?",
+        [new_due, reason.strip(), _now(), request_id],
+    ).fetchall()
+    return new_due
+
+
+def lift_restriction(conn: duckdb.DuckDBPyConnection, request_id: str, *, now: datetime | None = None) -> datetime:
+    """Lift a restriction: details.lifted_at is set, so the dbt suppression model lets the person back in."""
+    request = get(conn, request_id)
+    if request.request_type != "restriction":
+        raise DsrError(f"{request_id} is a {request.request_type} request; only a restriction can be lifted")
+    if request.status == "lifted":
+        raise DsrError(f"{request_id} was already lifted")
+    moment = (now or _now()).replace(tzinfo=None)
+    conn.execute(
+        """
+        update raw.crm_dsr_requests
+        set details = json_merge_patch(coalesce(nullif(details, ''), '{}'), json_object('lifted_at', ?))
+        where request_id = ?
+        """,
+        [moment.isoformat() + "Z", request_id],
+    ).fetchall()
+    set_status(conn, request_id, "lifted", now=moment)
+    return moment
+
+
+def _select(conn: duckdb.DuckDBPyConnection, where: str = "", params: list | None = None) -> list[RequestView]:
+    rows = conn.execute(
+        f"""
+        select request_id, request_type, channel, received_at, due_date, extended_due_date, extension_reason,
+               status, closed_at, outcome_json
+        from ops.dsr_requests {where}
+        order by received_at, request_id
+        """,
+        params or [],
+    ).fetchall()
+    return [
+        RequestView(
+            request_id=r[0],
+            request_type=r[1],
+            channel=r[2],
+            received_at=r[3],
+            due_date=r[4],
+            extended_due_date=r[5],
+            extension_reason=r[6],
+            status=r[7],
+            closed_at=r[8],
+            outcome=json.loads(r[9]) if r[9] else {},
+        )
+        for r in rows
+    ]
+
+
+def list_requests(conn: duckdb.DuckDBPyConnection, *, include_closed: bool = True) -> list[RequestView]:
+    from governed_marketing.warehouse import table_exists
+
+    if not table_exists(conn, "ops", "dsr_requests"):
+        return []
+    if include_closed:
+        return _select(conn)
+    return _select(conn, "where status in (select unnest(?))", [list(OPEN)])
+
+
+def overdue(conn: duckdb.DuckDBPyConnection, *, today: date) -> list[RequestView]:
+    """Open requests past their (possibly extended) deadline."""
+    return [r for r in list_requests(conn, include_closed=False) if r.overdue(today)]
+
+
+def check_overdue(*, now: datetime | None = None) -> dict[str, Any]:
+    """The daily deadline check: register the CRM intake, then raise if any open request is overdue.
+
+    Raises:
+        OverdueRequests: naming every overdue request id and its due date.
+    """
+    from governed_marketing import warehouse
+    from governed_marketing.policy import load_policy
+    from governed_marketing.settings import get_settings
+
+    settings = get_settings()
+    policy = load_policy(settings.policy_path)
+    key, _ = settings.resolve_pseudonym_key()
+    moment = (now or _now()).replace(tzinfo=None)
+    with warehouse.session(settings.warehouse_path) as conn:
+        sync_ledger(conn, policy=policy, key=key, as_of=moment)
+        late = overdue(conn, today=moment.date())
+        still_open = len(list_requests(conn, include_closed=False))
+    if late:
+        named = ", ".join(f"{r.request_id} ({r.request_type}, due {r.effective_due})" for r in late[:20])
+        more = f" and {len(late) - 20} more" if len(late) > 20 else ""
+        raise OverdueRequests(f"{len(late)} data subject request(s) overdue (GDPR Art. 12(3)): {named}{more}")
+    return {"open": still_open, "overdue": 0}

@@ -1,0 +1,248 @@
+"""Answer every data subject request that is due for work: what `process_privacy_requests` and `gmp dsr process` run.
+
+Requests received by the as-of time are registered in the ledger, then handled by type:
+access and portability (an export), rectification (raw contact rows corrected), restriction (in
+effect at once, kept out of the outbox until lifted), objection (suppressed for good) and erasure
+(all erasures of the pass in one set-based batch). The result holds request ids and counts only:
+it goes to XCom, the step records and the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from governed_marketing import warehouse
+from governed_marketing.policy import Policy, load_policy
+from governed_marketing.privacy import audit, dsr
+from governed_marketing.privacy.erasure import ErasureRequest, erase, erase_outbox
+from governed_marketing.privacy.scan import Identity
+from governed_marketing.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+PURPOSE = "data_subject_rights"
+
+
+def _as_of(value: str | datetime | None) -> datetime:
+    from governed_marketing.pipeline import parse_as_of
+
+    return parse_as_of(value)
+
+
+def _manifest(settings: Settings) -> Path | None:
+    from governed_marketing.dbt import ensure_manifest, manifest_path
+
+    try:
+        return ensure_manifest(settings)
+    except Exception as exc:  # noqa: BLE001 - fall back to the last manifest, and to column names
+        log.warning("dbt manifest could not be refreshed (%s); using the one on disk", type(exc).__name__)
+        path = manifest_path(settings)
+        return path if path.is_file() else None
+
+
+def process_pending(
+    *,
+    as_of: str | datetime | None = None,
+    actor: str = audit.ACTOR_CLI,
+    settings: Settings | None = None,
+    policy: Policy | None = None,
+    compact: bool = True,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Register new requests and answer every open one received by `as_of`.
+
+    Returns:
+        {"registered": n, "<type>": [request ids], "failed": [...], "needs_review": [...]} - ids and counts only.
+    """
+    settings = settings or get_settings()
+    policy = policy or load_policy(settings.policy_path)
+    key, _ = settings.resolve_pseudonym_key()
+    moment = _as_of(as_of)
+    home = settings.home_dir
+    manifest = _manifest(settings)
+    done: dict[str, list[str]] = defaultdict(list)
+    erasures: list[ErasureRequest] = []
+    outbox_holds: dict[str, Identity] = {}
+    with warehouse.session(settings.warehouse_path) as conn:
+        dsr.ensure_ledger(conn)
+        registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=moment)
+        pending = conn.execute(
+            """
+            select l.request_id, l.request_type, r.email_normalized, r.details
+            from ops.dsr_requests l join raw.crm_dsr_requests r using (request_id)
+            where l.status in ('received', 'failed') and l.received_at <= ?
+            order by l.received_at, l.request_id
+            """,
+            [moment],
+        ).fetchall()
+        for request_id, kind, email, details in pending:
+            if email.startswith("erased:"):  # the person was erased by an earlier request
+                if kind == "erasure":
+                    erasures.append(ErasureRequest(request_id, email))
+                else:
+                    dsr.set_status(conn, request_id, "done", outcome={"note": "the person's data was already erased"})
+                    done[kind].append(request_id)
+                continue
+            if kind == "erasure":  # erasures run together, after everything else, in one set-based batch
+                erasures.append(ErasureRequest(request_id, email))
+                continue
+            outcome = _answer(
+                conn, request_id, kind, email, details, policy=policy, key=key, home=home, manifest=manifest
+            )
+            if kind in ("objection", "restriction"):
+                outbox_holds[request_id] = Identity(
+                    ref=request_id, emails={email}, contact_ids=set(outcome.pop("_contact_ids", []))
+                )
+            status = outcome.pop("_status", "done")
+            dsr.set_status(conn, request_id, status, outcome=outcome)
+            audit.record(
+                conn,
+                actor=actor,
+                action=f"dsr:{kind}",
+                purpose=PURPOSE,
+                counts={"request_id": request_id, "status": status, **_countable(outcome)},
+            )
+            done[status if status in ("needs_review", "failed") else kind].append(request_id)
+    if outbox_holds:  # objection and restriction take effect at once: no pending message goes out
+        for request_id, files in erase_outbox(home / "outbox", outbox_holds).items():
+            log.info("request %s: %d pending messages withdrawn from the outbox", request_id, sum(files.values()))
+    if erasures:
+        _erase(
+            erasures,
+            settings=settings,
+            policy=policy,
+            key=key,
+            manifest=manifest,
+            actor=actor,
+            done=done,
+            compact=compact,
+            timings=timings,
+        )
+    counts = {"as_of": moment.isoformat(), "registered": registered, **{k: sorted(v) for k, v in done.items()}}
+    from governed_marketing.pipeline import record_step
+
+    with warehouse.session(settings.warehouse_path) as conn:
+        record_step(conn, actor, "privacy_requests", "dsr", counts)  # evidence beside the other steps
+    return counts
+
+
+def summary(result: dict[str, Any], *, ids: int = 50) -> dict[str, Any]:
+    """The pass for XCom: counts per outcome and at most `ids` request ids each (a big CRM intake stays small)."""
+    short: dict[str, Any] = {}
+    for name, value in result.items():
+        if isinstance(value, list):
+            short[f"{name}_count"] = len(value)
+            short[name] = value[:ids]
+        else:
+            short[name] = value
+    return short
+
+
+def _countable(outcome: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in outcome.items() if not k.startswith("_")}
+
+
+def _answer(
+    conn,
+    request_id: str,
+    kind: str,
+    email: str,
+    details: str | None,
+    *,
+    policy: Policy,
+    key: bytes,
+    home: Path,
+    manifest: Path | None,
+) -> dict[str, Any]:
+    """One non-erasure request; returns its outcome (counts, paths, the status under `_status`)."""
+    if kind in ("access", "portability"):
+        from governed_marketing.privacy.access import export_subject
+
+        export = export_subject(
+            conn, request_id, kind, email, policy=policy, key=key, home=home, manifest_path=manifest
+        )
+        return {"export": str(export.directory.relative_to(home)), "rows": export.counts}
+    if kind == "rectification":
+        from governed_marketing.privacy.rectification import RectificationError, rectify
+
+        try:
+            result = rectify(conn, email, details)
+        except RectificationError as problem:
+            return {"_status": "needs_review", "reason": str(problem)}
+        if not result.fields:
+            return {
+                "_status": "needs_review",
+                "reason": "no corrected values in details: ask the person what to correct",
+            }
+        return {**result.counts(), "models": "rebuilt from raw on the next run", "notify": _recipient_names(policy)}
+    contact_ids = [
+        r[0]
+        for r in conn.execute("select contact_id from raw.crm_contacts where email_normalized = ?", [email]).fetchall()
+    ]
+    if kind == "objection":
+        from governed_marketing.privacy.suppression import suppress
+
+        added = suppress(conn, key=key, email=email, contact_ids=contact_ids, reason="objection", request_id=request_id)
+        return {"suppression_entries": added, "contact_rows": len(contact_ids), "_contact_ids": contact_ids}
+    if kind == "restriction":
+        return {
+            "_status": "in_effect",
+            "contact_rows": len(contact_ids),
+            "_contact_ids": contact_ids,
+            "effect": "excluded from every campaign until lifted (gmp dsr lift)",
+            "notify": _recipient_names(policy),
+        }
+    raise dsr.DsrError(f"{request_id}: unknown request type {kind!r}")
+
+
+def _recipient_names(policy: Policy) -> list[str]:
+    return [*sorted(policy.vendors), "email service provider"]
+
+
+def _erase(
+    erasures: list[ErasureRequest],
+    *,
+    settings: Settings,
+    policy: Policy,
+    key: bytes,
+    manifest: Path | None,
+    actor: str,
+    done: dict[str, list[str]],
+    compact: bool,
+    timings: dict[str, float] | None = None,
+) -> None:
+    email_requests = [r for r in erasures if not r.email.startswith("erased:")]
+    results = erase(
+        email_requests,
+        home=settings.home_dir,
+        warehouse_path=settings.warehouse_path,
+        policy=policy,
+        key=key,
+        manifest_path=manifest,
+        compact=compact,
+        timings=timings,
+    )
+    with warehouse.session(settings.warehouse_path) as conn:
+        for request in erasures:
+            result = results.get(request.request_id)
+            if result is None:  # already erased by an earlier request: nothing left to find
+                dsr.set_status(
+                    conn, request.request_id, "done", outcome={"note": "already erased by an earlier request"}
+                )
+                done["erasure"].append(request.request_id)
+                continue
+            status = "done" if result.verified else "failed"
+            outcome = {**result.counts(), "receipt": str(result.receipt.relative_to(settings.home_dir))}
+            dsr.set_status(conn, request.request_id, status, outcome=outcome)
+            audit.record(
+                conn,
+                actor=actor,
+                action="dsr:erasure",
+                purpose=PURPOSE,
+                counts={**outcome, "status": status, "hits": result.verification.get("hits")},
+            )
+            done["erasure" if result.verified else "failed"].append(request.request_id)

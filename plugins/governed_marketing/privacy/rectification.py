@@ -1,0 +1,99 @@
+"""Rectification (Art. 16): apply the corrected values in a request's `details` to the person's contact rows.
+
+Every contact row sharing the normalized email is corrected, and stamped `updated_at` now, so an
+older CRM export cannot overwrite the correction (ingest keeps the newest version). The marts are
+rebuilt from raw on the next run (`gmp run` processes requests before it builds the models), and
+the outbox is rewritten then. The corrected fields are reported by name, never by value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import duckdb
+
+from governed_marketing.crm import contract
+
+#: Contact fields a person may have corrected (identity and keys are not among them, except the email).
+RECTIFIABLE = (
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "birth_date",
+    "country",
+    "language",
+    "city",
+    "lifecycle_stage",
+    "interests",
+    "notes",
+)
+
+
+class RectificationError(ValueError):
+    """The details cannot be applied; the message names the field, never its value."""
+
+
+@dataclass
+class Rectification:
+    contact_rows: int = 0
+    fields: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        return {"contact_rows": self.contact_rows, "fields": self.fields}
+
+
+def parse_details(details: str | dict | None) -> dict[str, Any]:
+    """The corrections to apply; raises RectificationError naming what is wrong."""
+    if isinstance(details, dict):
+        values = details
+    else:
+        try:
+            values = json.loads(details or "{}")
+        except ValueError:
+            raise RectificationError("details are not valid JSON") from None
+    if not isinstance(values, dict):
+        raise RectificationError("details must be a JSON object of field -> corrected value")
+    values = {str(k).strip().lower(): v for k, v in values.items() if k not in ("reason", "note", "unparsed_details")}
+    unknown = sorted(set(values) - set(RECTIFIABLE))
+    if unknown:
+        raise RectificationError(f"cannot rectify {', '.join(unknown)}: allowed fields are {', '.join(RECTIFIABLE)}")
+    if "email" in values and not contract.is_valid_email(values["email"]):
+        raise RectificationError("email: the corrected address is not valid")
+    if values.get("birth_date"):
+        try:
+            date.fromisoformat(str(values["birth_date"]))
+        except ValueError:
+            raise RectificationError("birth_date: not YYYY-MM-DD") from None
+    if values.get("lifecycle_stage") and values["lifecycle_stage"] not in contract.LIFECYCLE_STAGES:
+        raise RectificationError(f"lifecycle_stage: must be one of {', '.join(contract.LIFECYCLE_STAGES)}")
+    if values.get("country"):
+        values["country"] = str(values["country"]).strip().upper()
+    if values.get("language"):
+        values["language"] = str(values["language"]).strip().lower()
+    return values
+
+
+def rectify(
+    conn: duckdb.DuckDBPyConnection, email: str, details: str | dict | None, *, now: datetime | None = None
+) -> Rectification:
+    """Apply the corrections to every contact row of this person; returns counts and field names."""
+    values = parse_details(details)
+    outcome = Rectification(fields=sorted(values))
+    if not values:
+        return outcome
+    normalized = contract.normalize_email(email)
+    moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
+    if "email" in values:
+        values["email_normalized"] = contract.normalize_email(values["email"])
+        values["email"] = str(values["email"]).strip()
+    assignments = ", ".join(f'"{column}" = ?' for column in values)
+    rows = conn.execute(
+        f"update raw.crm_contacts set {assignments}, updated_at = greatest(updated_at, ?) where email_normalized = ?",
+        [*(None if v in ("", None) else v for v in values.values()), moment, normalized],
+    ).fetchall()
+    outcome.contact_rows = int(rows[0][0]) if rows else 0
+    return outcome

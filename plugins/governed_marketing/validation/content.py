@@ -1,0 +1,182 @@
+"""The generated-content gate's input: one row per outbox message, with the draft's checks computed.
+
+The vendor's text (subject, preheader, draft body) is scanned for identifiers of any audience member
+before names are merged; after merging, the recipient's own first name is in the body by design, so
+the final message is checked for shapes (email, phone, URL, leftover template syntax) and the notice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from governed_marketing.generation.notices import objection_notice
+from governed_marketing.policy import Policy
+from governed_marketing.validation.gates import GateResult, run_gate
+from governed_marketing.validation.patterns import EMAIL_LIKE, FIRST_NAME_PLACEHOLDER, PHONE_LIKE
+
+MIN_NAME_CHARS = 4
+_WORD = re.compile(r"\w+", re.UNICODE)
+_EMAIL = re.compile(EMAIL_LIKE)
+_PHONE = re.compile(PHONE_LIKE)
+_PLACEHOLDER = re.compile(FIRST_NAME_PLACEHOLDER)
+
+
+@dataclass
+class KnownIdentifiers:
+    """Names, emails and phone numbers of a campaign's audience.
+
+    A full name (first and last name of the same person, in either order), an email or a phone
+    number always identifies. A single first or last name of at least four characters does too,
+    unless it is also an ordinary word of the languages we write in ("Lange" in "Lange nicht
+    gesehen"): `common_words` holds the vocabulary of our own templates and notices.
+    """
+
+    full_names: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    emails: set[str] = field(default_factory=set)
+    phones: set[str] = field(default_factory=set)  # digits only, without 00 / + prefix
+    common_words: frozenset[str] = field(default_factory=frozenset)
+
+    def found_in(self, text: str) -> bool:
+        """Whether the text names, or holds the email or phone number of, any audience member."""
+        words = _WORD.findall(text)
+        for size in range(1, 7):
+            for start in range(len(words) - size + 1):
+                phrase = " ".join(words[start : start + size])
+                if phrase in self.full_names:
+                    return True
+                if phrase in self.names and phrase not in self.common_words:
+                    return True
+        if any(match.lower() in self.emails for match in _EMAIL.findall(text)):
+            return True
+        return any(_digits(match) in self.phones for match in _PHONE.findall(text))
+
+
+def _digits(text: str) -> str:
+    digits = re.sub(r"\D", "", text)
+    return digits[2:] if digits.startswith("00") else digits
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    return []
+
+
+def common_words() -> frozenset[str]:
+    """Every word of our own offline templates and right-to-object notices, in every language."""
+    from governed_marketing.generation.notices import OBJECTION_NOTICE
+    from governed_marketing.generation.providers import _PHRASES
+
+    texts = _strings(_PHRASES) + _strings(OBJECTION_NOTICE)
+    return frozenset(word for text in texts for word in _WORD.findall(text))
+
+
+def audience_identifiers(conn: duckdb.DuckDBPyConnection, campaign_id: str) -> KnownIdentifiers:
+    """The identifiers of every recipient of the campaign, read on our side only (never stored)."""
+    rows = conn.execute(
+        """
+        select c.first_name, c.last_name, c.email_normalized, c.phone
+        from marts.campaign_recipients r
+        join raw.crm_contacts c using (contact_id)
+        where r.campaign_id = ?
+        """,
+        [campaign_id],
+    ).fetchall()
+    known = KnownIdentifiers(common_words=common_words())
+    for first_name, last_name, email, phone in rows:
+        parts = [" ".join(_WORD.findall(name)) for name in (first_name, last_name) if name]
+        parts = [part for part in parts if part]
+        if len(parts) == 2:
+            known.full_names.update({f"{parts[0]} {parts[1]}", f"{parts[1]} {parts[0]}"})
+        for part in parts:
+            candidates = {part, *part.split(" ")}
+            known.names.update(n for n in candidates if len(n) >= MIN_NAME_CHARS)
+        if email:
+            known.emails.add(email.lower())
+        if phone and len(_digits(phone)) >= 6:
+            known.phones.add(_digits(phone))
+    return known
+
+
+def expected_languages(audience: pd.DataFrame, cohorts: pd.DataFrame, policy: Policy) -> pd.Series:
+    """Each recipient's language, or the fallback where the recipient's cohort generalized it away.
+
+    Args:
+        audience: campaign_audience rows (recipient_pseudonym, cohort_id, language).
+        cohorts: generation_cohorts rows (cohort_id, generalization_level).
+    Returns:
+        The expected language, indexed by recipient_pseudonym.
+    """
+    generalize = policy.cohorts.generalize
+    dropped_at = generalize.index("language") + 1 if "language" in generalize else len(generalize) + 1
+    level = audience["cohort_id"].map(cohorts.set_index("cohort_id")["generalization_level"])
+    kept = level.notna() & (level < dropped_at) & audience["language"].notna()
+    expected = audience["language"].where(kept, policy.cohorts.fallback_language)
+    return pd.Series(expected.to_numpy(), index=audience["recipient_pseudonym"].to_numpy())
+
+
+def content_frame(
+    messages: pd.DataFrame,
+    rows: list[dict],
+    *,
+    expected_language: pd.Series,
+    identifiers: KnownIdentifiers,
+    policy: Policy,
+) -> pd.DataFrame:
+    """One row per message about to be written, with the draft-level checks computed once per draft.
+
+    Args:
+        messages: the joined messages (recipient_pseudonym, cohort_id, subject, preheader, body as drafted),
+            in the order `rows` was built from them.
+        rows: the outbox rows about to be written (final subject and body).
+    """
+    from expectations.generated_content import CONTENT_COLUMNS
+
+    if len(messages) != len(rows):
+        raise ValueError(f"content gate: {len(rows)} outbox rows built from {len(messages)} messages")
+    if not rows:
+        return pd.DataFrame(columns=CONTENT_COLUMNS)
+    drafts = messages.drop_duplicates("cohort_id").set_index("cohort_id")
+    draft_checks = pd.DataFrame(
+        {
+            "draft_placeholder_count": drafts["body"].map(lambda b: len(_PLACEHOLDER.findall(b or ""))),
+            "draft_body_length": drafts["body"].map(lambda b: len(b or "")),
+            "draft_has_known_identifier": [
+                identifiers.found_in(f"{s or ''}\n{p or ''}\n{b or ''}")
+                for s, p, b in zip(drafts["subject"], drafts["preheader"], drafts["body"], strict=True)
+            ],
+        },
+        index=drafts.index,
+    )
+    notices = {
+        language: objection_notice(language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
+        for language in {row["language"] for row in rows}
+    }
+    frame = pd.DataFrame(
+        {
+            "cohort_id": [row["cohort_id"] for row in rows],
+            "language": [row["language"] for row in rows],
+            "expected_language": messages["recipient_pseudonym"].map(expected_language).to_numpy(),
+            "subject": [row["subject"] for row in rows],
+            "body": [row["body"] for row in rows],
+        }
+    )
+    frame = frame.join(draft_checks, on="cohort_id")
+    frame["has_objection_notice"] = [
+        isinstance(row["body"], str) and notices[row["language"]] in row["body"] for row in rows
+    ]
+    return frame
+
+
+def content_gate(frame: pd.DataFrame, *, policy: Policy, campaign_id: str) -> GateResult:
+    from expectations.generated_content import COMPUTED_COLUMNS, TEXT_COLUMNS, build_suite
+
+    classes = {**TEXT_COLUMNS, **COMPUTED_COLUMNS}
+    return run_gate("generated_content", campaign_id, lambda: build_suite(policy, campaign_id), frame, classes=classes)

@@ -1,0 +1,72 @@
+"""Per-gate results in the warehouse (`ops.gate_results`): the evidence the report and Data Docs read.
+
+One row per gate run. `result_json` holds the GateResult with its scrubbed GX validation result:
+counts and rules, never a raw value of a personal column.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+
+from governed_marketing.validation.gates import GateResult
+from governed_marketing.warehouse import table_exists
+
+GATE_RESULTS_DDL = """
+create schema if not exists ops;
+create table if not exists ops.gate_results (
+    run_id varchar not null,
+    gate varchar not null,
+    subject varchar not null,
+    success boolean not null,
+    rows bigint not null,
+    result_json varchar not null,
+    validated_at timestamp not null
+);
+"""
+
+#: The order gates run in a pass, for the report.
+GATE_ORDER = ("raw_crm", "campaign_audience", "vendor_payload", "generated_content")
+
+
+def record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
+    """Append one gate result (pass or fail) to ops.gate_results."""
+    conn.execute(GATE_RESULTS_DDL)
+    conn.execute(
+        "insert into ops.gate_results values (?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            result.gate,
+            result.subject,
+            result.success,
+            result.rows,
+            result.to_json(),
+            datetime.now(UTC).replace(tzinfo=None),
+        ],
+    ).fetchall()
+
+
+def latest_gate_results(
+    conn: duckdb.DuckDBPyConnection, run_ids: list[str] | None = None
+) -> list[tuple[str, GateResult]]:
+    """The latest result of every (gate, subject), as (run_id, result), in pipeline order.
+
+    Args:
+        run_ids: only results recorded under these runs (the DAG runs and the load of one pass).
+    """
+    if not table_exists(conn, "ops", "gate_results"):
+        return []
+    rows = conn.execute(
+        """
+        select run_id, result_json
+        from ops.gate_results
+        where $run_ids is null or list_contains($run_ids, run_id)
+        qualify row_number() over (partition by gate, subject order by validated_at desc) = 1
+        """,
+        {"run_ids": run_ids},
+    ).fetchall()
+    results = [(run_id, GateResult.from_json(text)) for run_id, text in rows]
+    rank = {gate: i for i, gate in enumerate(GATE_ORDER)}
+    results.sort(key=lambda entry: (rank.get(entry[1].gate, len(rank)), entry[1].subject))
+    return results

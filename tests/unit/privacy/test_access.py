@@ -1,0 +1,64 @@
+"""An access export holds everything about the person, and nothing about anyone else."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from governed_marketing.dbt import manifest_path
+from governed_marketing.privacy import access, dsr
+from governed_marketing.privacy.process import process_pending
+
+from tests.unit.privacy.conftest import AS_OF, PEOPLE, email_of, identifiers
+
+
+def test_access_export_holds_the_persons_data_and_nobody_elses(home):
+    with home.connect() as conn:
+        request_id = dsr.submit(conn, "access", "  BOB.Quill@privacy-test.example", policy=home.policy, key=home.key)
+    result = process_pending(as_of=None, settings=home.settings, policy=home.policy)
+    assert result["access"] == [request_id]
+    export = home.path / "exports" / request_id
+    document = json.loads((export / "subject.json").read_text(encoding="utf-8"))
+    assert {row["contact_id"] for row in document["contacts"]} == {"c002", "c003"}  # every row sharing the email
+    assert len(document["consent_history"]) == 4
+    assert {e["notice_version"] for e in document["consent_history"]} == {"v3"}  # proof of consent
+    assert {e["source"] for e in document["consent_history"]} == {"signup_form"}
+    assert len(document["activity"]) == 2
+    assert [m["contact_id"] for m in document["messages"]] == ["c002"]
+    assert [r["request_id"] for r in document["requests"]] == [request_id]
+    assert document["purposes"][0]["lawful_basis"] == "consent"
+    assert any(r["recipient"] == "openai" for r in document["recipients"])
+    everything = "\n".join(p.read_text(encoding="utf-8") for p in sorted(export.iterdir()))
+    for value in identifiers("bob"):
+        assert value in everything
+    for other in ("alice", "carol"):
+        for value in identifiers(other):
+            assert value.lower() not in everything.lower(), f"{other}'s data is in Bob's export"
+        for contact_id, _ in PEOPLE[other]["rows"]:
+            assert f'"{contact_id}"' not in everything and f"\n{contact_id}," not in everything
+    with (export / "contacts.csv").open(encoding="utf-8") as handle:
+        assert [row["contact_id"] for row in csv.DictReader(handle)] == ["c002", "c003"]
+    assert {p.name for p in export.iterdir()} >= {
+        "subject.json",
+        "contacts.csv",
+        "consent_history.csv",
+        "activity.csv",
+        "messages.csv",
+        "requests.csv",
+        "purposes.csv",
+        "recipients.csv",
+    }
+
+
+def test_a_person_the_warehouse_does_not_hold_gets_an_export_that_says_so(home):
+    with home.connect() as conn:
+        data = access.collect(
+            conn,
+            "nobody@privacy-test.example",
+            policy=home.policy,
+            key=home.key,
+            outbox=home.path / "outbox",
+            manifest_path=manifest_path(home.settings),
+        )
+    assert data["contacts"] == [] and data["messages"] == [] and data["consent_history"] == []
+    assert email_of("alice") and AS_OF
