@@ -61,7 +61,14 @@ where r.recipient_pseudonym in (select recipient_pseudonym from consented)
 """
 
 
-def still_eligible(conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_id: str, as_of: datetime) -> set[str]:
+def still_eligible(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    policy: Policy,
+    campaign_id: str,
+    as_of: datetime,
+    honour_suppression_list: bool = True,
+) -> set[str]:
     """Pseudonyms of the campaign's recipients that still have consent and no suppressing request."""
     purpose = policy.purpose_of(campaign_id)
     rows = conn.execute(
@@ -74,7 +81,7 @@ def still_eligible(conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_
             "max_age_days": purpose.consent_max_age_days,
         },
     ).fetchall()
-    suppressed = _suppression_list(conn)
+    suppressed = _suppression_list(conn) if honour_suppression_list else set()
     if not suppressed:
         return {row[0] for row in rows}
     from governed_marketing.privacy.suppression import subject_ref

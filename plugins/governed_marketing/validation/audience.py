@@ -33,7 +33,9 @@ def audience_gate_frame(
     from governed_marketing.consent import still_eligible
 
     moment = built_as_of(conn, campaign_id) or as_of
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=moment)
+    # The rules only, as the models apply them: the suppression list is honoured by the later
+    # last-moment checks, which drop and count rather than fail the whole campaign.
+    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=moment, honour_suppression_list=False)
     return audience.assign(**{STILL_ELIGIBLE: audience["recipient_pseudonym"].isin(allowed)})
 
 
