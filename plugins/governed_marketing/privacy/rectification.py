@@ -18,19 +18,7 @@ import duckdb
 from governed_marketing.crm import contract
 
 #: Contact fields a person may have corrected (identity and keys are not among them, except the email).
-RECTIFIABLE = (
-    "email",
-    "first_name",
-    "last_name",
-    "phone",
-    "birth_date",
-    "country",
-    "language",
-    "city",
-    "lifecycle_stage",
-    "interests",
-    "notes",
-)
+RECTIFIABLE = tuple(c for c in contract.CONTACTS.columns if c not in ("contact_id", "created_at", "updated_at"))
 
 
 class RectificationError(ValueError):
