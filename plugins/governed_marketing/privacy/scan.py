@@ -306,6 +306,16 @@ class TableHit:
     someone_elses: bool = False  # the row is another person's: only its free text is redacted
 
 
+def _count_by_ref(hits: list) -> dict[str, dict[str, int]]:
+    """{ref: {kind: hits}}: how often each person's identifier kinds were found (table rows or files)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for hit in hits:
+        for ref, kinds in hit.refs.items():
+            for kind in kinds:
+                counts[ref][kind] += 1
+    return counts
+
+
 @dataclass
 class TableScan:
     tables: int = 0
@@ -313,13 +323,8 @@ class TableScan:
     hits: list[TableHit] = field(default_factory=list)
 
     def by_ref(self) -> dict[str, dict[str, int]]:
-        """{ref: {kind: rows}} over all hits."""
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for hit in self.hits:
-            for ref, kinds in hit.refs.items():
-                for kind in kinds:
-                    counts[ref][kind] += 1
-        return counts
+        """{ref: {kind: hits}} over all hits."""
+        return _count_by_ref(self.hits)
 
     def stores_by_ref(self) -> dict[str, set[str]]:
         stores: dict[str, set[str]] = defaultdict(set)
@@ -524,12 +529,8 @@ class FileScan:
     engine: str = "grep -F"
 
     def by_ref(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for hit in self.hits:
-            for ref, kinds in hit.refs.items():
-                for kind in kinds:
-                    counts[ref][kind] += 1
-        return counts
+        """{ref: {kind: hits}} over all hits."""
+        return _count_by_ref(self.hits)
 
     def paths_by_ref(self) -> dict[str, set[Path]]:
         paths: dict[str, set[Path]] = defaultdict(set)
