@@ -1,20 +1,29 @@
 """
 ## Generate campaign content
-Drafts content for every campaign in governance.yml whose audience was rebuilt. Per campaign: the
-campaign-audience gate (Great Expectations, fails closed), the last-moment consent check, one draft
-per cohort cell from the provider (offline templates, or OpenAI when a key is set: only cohort
-attributes are sent), then names merged locally and the outbox written.
+Drafts content for every campaign in governance.yml once its audience is rebuilt. Per campaign:
+
+1. **prepare** - the campaign-audience gate (Great Expectations, fails closed), the last-moment
+   consent check, one unit per cohort cell (or per recipient in individual mode, where governance.yml
+   allows it), the intent recorded in `ops.generation_ledger` with a cost estimate, and the budget
+   check (`campaigns.<id>.budget_usd`): over budget, nothing is submitted.
+2. **draft** - the vendor-payload gate over exactly what leaves, then only the units the ledger says
+   are still to do: `GMP_LLM_MODE=sync` drafts here under a rate limiter; `batch` submits a vendor
+   batch and defers to the triggerer until it finishes. Offline templates when no key is set.
+3. **approve** - `approval: required` waits for a human in Required actions; `auto` passes.
+4. **publish** - consent re-checked, names merged locally, the generated-content gate, the outbox.
 
 Owner: marketing-data - Inputs: `campaign_audience`, `generation_cohorts` - Outputs: outbox (asset `OUTBOX`)
-Rerun: safe; drafts are keyed by (campaign, cohort, prompt version, model) and reused, the outbox
-file is rewritten atomically. A failed gate fails the task with the gate's one-line reason and
-nothing is sent or written.
+Rerun: safe. Drafts are keyed by (campaign, unit, prompt version, model) in the ledger: a rerun or a
+task retry reuses finished units, re-attaches to batches in flight and pays for nothing twice. A
+failed gate, an exhausted budget or quota fails the task at once with the reason; units that failed
+at the vendor are recorded and requested again by the retry.
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from governed_marketing.generation.operators import CampaignApprovalOperator, DraftCampaignOperator
 from pendulum import datetime
 
 
@@ -35,18 +44,37 @@ def generate_campaign_content():
 
         return campaign_ids()
 
-    @task(outlets=[assets.OUTBOX], pool=assets.WAREHOUSE_POOL)
-    def generate(campaign_id: str, params: dict, run_id: str) -> dict:
+    @task(pool=assets.WAREHOUSE_POOL)
+    def prepare(campaign_id: str, params: dict, run_id: str) -> dict:
         from airflow.exceptions import AirflowFailException
-        from governed_marketing.pipeline import generate
+        from governed_marketing.generation.campaign import ModeRefused
+        from governed_marketing.generation.cost import BudgetExceeded
+        from governed_marketing.pipeline import prepare_generation
         from governed_marketing.validation import GateFailed
 
         try:
-            return generate(campaign_id, run_id=run_id, as_of=params.get("as_of"))  # counts, never rows
-        except GateFailed as failure:  # deterministic: retrying cannot help, so fail without retries
+            return prepare_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))  # counts only
+        except (GateFailed, BudgetExceeded, ModeRefused) as failure:  # deterministic: no retries
             raise AirflowFailException(str(failure)) from None
 
-    generate.expand(campaign_id=campaigns())
+    @task(outlets=[assets.OUTBOX], pool=assets.WAREHOUSE_POOL)
+    def publish(campaign_id: str, params: dict, run_id: str) -> dict:
+        from airflow.exceptions import AirflowFailException
+        from governed_marketing.pipeline import publish_generation
+        from governed_marketing.validation import GateFailed
+
+        try:
+            return publish_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))
+        except GateFailed as failure:  # rejected drafts are marked; the next run drafts them again
+            raise AirflowFailException(str(failure)) from None
+
+    campaign_ids = campaigns()
+    prepared = prepare.expand(campaign_id=campaign_ids)
+    drafted = DraftCampaignOperator.partial(task_id="draft", pool=assets.WAREHOUSE_POOL).expand(
+        campaign_id=campaign_ids
+    )
+    approved = CampaignApprovalOperator.partial(task_id="approve").expand(campaign_id=campaign_ids)
+    prepared >> drafted >> approved >> publish.expand(campaign_id=campaign_ids)
 
 
 generate_campaign_content()

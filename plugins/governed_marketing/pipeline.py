@@ -82,29 +82,179 @@ def campaign_ids() -> list[str]:
     return load_policy().campaign_ids()
 
 
-def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
-    """Gate, draft and write the outbox for one campaign (see generation.campaign)."""
-    from governed_marketing.generation.campaign import run_campaign
+def _generation_setup(campaign_id: str) -> tuple:
+    """Settings, policy, and who drafts: (provider name, model, transport, sync provider or None)."""
     from governed_marketing.generation.providers import build_provider
 
     settings = get_settings()
     policy = load_policy()
-    provider = build_provider(settings, policy, vendor_allowed=True)
+    vendor_allowed = "openai" in policy.purpose_of(campaign_id).vendors
+    # The provider is chosen as for sync; batch mode then sends the same requests as a vendor batch.
+    provider = build_provider(settings.model_copy(update={"llm_mode": "sync"}), policy, vendor_allowed=vendor_allowed)
+    if provider.name == "offline":
+        return settings, policy, provider.name, provider.model, "offline", provider
+    transport = "batch" if settings.llm_mode == "batch" else "sync"
+    return settings, policy, provider.name, provider.model, transport, provider
+
+
+def _step(step: str, campaign_id: str, run_id: str, work) -> dict:
+    """Run one generation stage in a warehouse session; record its counts or its failure reason."""
+    settings = get_settings()
     with warehouse.session(settings.warehouse_path) as conn:
         try:
-            outcome = run_campaign(
-                campaign_id,
-                conn=conn,
-                policy=policy,
-                provider=provider,
-                as_of=parse_as_of(as_of),
-                run_id=run_id,
-                outbox_root=settings.path("outbox"),
-            )
+            outcome = work(conn)
         except Exception as exc:
-            record_step(conn, run_id, "generate", campaign_id, {"failed": str(exc)})
+            record_step(conn, run_id, step, campaign_id, {"failed": str(exc)})
             raise
-        counts = outcome.counts()
-        record_step(conn, run_id, "generate", campaign_id, counts)
-        audit.record_step(conn, run_id, "generate", campaign_id, counts)  # hash-chained, counts only
+        counts = outcome if isinstance(outcome, dict) else outcome.counts()
+        record_step(conn, run_id, step, campaign_id, counts)
+        audit.record_step(conn, run_id, step, campaign_id, counts)  # hash-chained, counts only
     return counts
+
+
+def prepare_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
+    """Audience gate, ledger intent and budget check for one campaign (see generation.campaign)."""
+    from governed_marketing.generation.campaign import prepare_campaign
+
+    _, policy, provider, model, transport, _ = _generation_setup(campaign_id)
+    return _step(
+        "generate.prepare",
+        campaign_id,
+        run_id,
+        lambda conn: prepare_campaign(
+            campaign_id,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            model=model,
+            transport=transport,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+        ),
+    )
+
+
+def draft_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
+    """Draft the units still to do: in this process (offline, sync) or as a vendor batch.
+
+    Returns counts; in batch mode they include `batch_ids` to wait for (possibly re-attached ones).
+    """
+    from governed_marketing.generation.campaign import draft_sync
+
+    _, policy, _, _, transport, provider = _generation_setup(campaign_id)
+    if transport == "batch":
+        return submit_batches(campaign_id, run_id=run_id, as_of=as_of)
+    return _step(
+        "generate.draft",
+        campaign_id,
+        run_id,
+        lambda conn: draft_sync(
+            campaign_id,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            transport=transport,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+        ),
+    )
+
+
+def submit_batches(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
+    """Batch mode: re-attach to batches in flight, submit the units still to do; return batch ids."""
+    from governed_marketing.generation.batch_flow import submit_campaign_batch
+
+    _, policy, provider, model, _, _ = _generation_setup(campaign_id)
+    return _step(
+        "generate.draft",
+        campaign_id,
+        run_id,
+        lambda conn: submit_campaign_batch(
+            campaign_id,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            model=model,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+        ),
+    )
+
+
+def collect_batches(campaign_id: str, batch_ids: list[str], *, run_id: str, as_of: str | datetime | None) -> dict:
+    """Batch mode: read finished batches into the ledger; resubmit what is missing (new batch ids)."""
+    from governed_marketing.generation.batch_flow import collect_campaign_batches
+
+    _, policy, provider, model, _, _ = _generation_setup(campaign_id)
+    return _step(
+        "generate.collect",
+        campaign_id,
+        run_id,
+        lambda conn: collect_campaign_batches(
+            campaign_id,
+            batch_ids,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            model=model,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+        ),
+    )
+
+
+def publish_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
+    """Consent re-check, names merged locally, content gate, outbox."""
+    from governed_marketing.generation.campaign import publish_campaign
+
+    settings, policy, provider, model, transport, _ = _generation_setup(campaign_id)
+    return _step(
+        "generate",
+        campaign_id,
+        run_id,
+        lambda conn: publish_campaign(
+            campaign_id,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            model=model,
+            transport=transport,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+            outbox_root=settings.path("outbox"),
+        ),
+    )
+
+
+def approval_preview(campaign_id: str) -> dict:
+    """What a human approver sees: counts and the drafts (placeholders, no names), never recipients."""
+    from governed_marketing.generation.approval import preview
+
+    settings, policy, provider, model, _, _ = _generation_setup(campaign_id)
+    with warehouse.session(settings.warehouse_path, read_only=True) as conn:
+        return preview(conn, policy, campaign_id, model=model)
+
+
+def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
+    """All three stages in one call (prepare, draft in this process, publish): for scripts and benchmarks.
+
+    Batch mode needs the deferring DAG task; here it drafts synchronously.
+    """
+    from governed_marketing.generation.campaign import run_campaign
+
+    settings, policy, _, _, transport, provider = _generation_setup(campaign_id)
+    return _step(
+        "generate",
+        campaign_id,
+        run_id,
+        lambda conn: run_campaign(
+            campaign_id,
+            conn=conn,
+            policy=policy,
+            provider=provider,
+            as_of=parse_as_of(as_of),
+            run_id=run_id,
+            outbox_root=settings.path("outbox"),
+            transport="offline" if transport == "offline" else "sync",
+        ),
+    )

@@ -72,6 +72,16 @@ class Campaign(_Strict):
     personalization: Literal["cohort", "individual"] = "cohort"
     prompt: str
     approval: Literal["auto", "required"] = "auto"
+    #: Refuse to submit when spent + estimated cost of this campaign would exceed it (None: no cap).
+    budget_usd: float | None = Field(default=None, ge=0)
+
+
+class ModelPrice(_Strict):
+    """USD per million tokens, from the vendor's price list."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
 
 
 class Vendor(_Strict):
@@ -80,6 +90,11 @@ class Vendor(_Strict):
     region: str
     transfer_mechanism: Literal["adequacy", "SCC", "BCR", "DPF", "none"] | None = None
     store: bool = False
+    #: Cap on each draft's output; also the output side of the pre-submit cost estimate.
+    max_output_tokens: int = Field(default=800, gt=0)
+    #: Share of the price the Batch API charges (0.5 = half price).
+    batch_discount: float = Field(default=1.0, gt=0, le=1)
+    prices_usd_per_1m_tokens: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
 class Cohorts(_Strict):

@@ -47,14 +47,35 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
                 for reason, n in item["quarantine_reasons"].items():
                     key = f"{item['file_name']}: {reason}"
                     summary.quarantine_reasons[key] = summary.quarantine_reasons.get(key, 0) + n
-        elif step == "generate":
-            summary.campaigns.setdefault(subject, {}).update(counts)
+        elif step.startswith("generate"):
+            _merge_generation(summary.campaigns.setdefault(subject, {}), step, counts)
     for record in funnel.to_dict("records"):
         entry = summary.campaigns.setdefault(record["campaign_id"], {})
         entry["contacts"] = int(record["contacts"])
         entry["eligible"] = int(record["audience"])
         entry["excluded"] = {c.removeprefix("excluded_"): int(record[c]) for c in EXCLUSION_COLUMNS}
     return summary
+
+
+def _merge_generation(entry: dict, step: str, counts: dict) -> None:
+    """Fold the generation steps of one run (prepare, draft, collect, publish) into one campaign entry.
+
+    Requests are what this run sent; reuse and the estimate come from prepare; tokens and cost are the
+    ledger's totals for the campaign's prompt version and model (what it has cost so far).
+    """
+    if "failed" in counts and isinstance(counts["failed"], str):
+        entry["failed_step"] = f"{step}: {counts['failed']}"
+        return
+    if step == "generate.prepare":
+        entry["reused_drafts"] = counts.get("reused_drafts", 0)
+        entry["estimated_cost_usd"] = counts.get("estimated_cost_usd", 0.0)
+    elif step == "generate.draft":
+        entry["vendor_calls"] = entry.get("vendor_calls", 0) + counts.get("vendor_calls", 0)
+    elif step == "generate.collect":
+        entry["vendor_calls"] = entry.get("vendor_calls", 0) + counts.get("resubmitted", 0)
+    else:  # publish (or the one-call `generate`): the campaign's totals; per-stage figures win
+        staged = ("vendor_calls", "reused_drafts", "estimated_cost_usd")
+        entry.update({k: v for k, v in counts.items() if k not in staged or k not in entry})
 
 
 def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
@@ -80,8 +101,18 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
             f"{c.get('dropped_before_vendor', 0) + c.get('dropped_before_outbox', 0):,}",
         )
         table.add_row("  cohorts", f"{c.get('cohorts', 0):,}")
+        mode = f"{c.get('mode', 'cohort')}, {c.get('transport', 'offline')}"
+        table.add_row(f"  draft units ({mode})", f"{c.get('units', 0):,}")
         table.add_row("  vendor calls (drafts reused)", f"{c.get('vendor_calls', 0):,} ({c.get('reused_drafts', 0):,})")
+        if c.get("failed_units"):
+            table.add_row("  units failed (requested again next run)", f"{c['failed_units']:,}")
         table.add_row("  tokens in / out", f"{c.get('input_tokens', 0):,} / {c.get('output_tokens', 0):,}")
+        budget = c.get("budget_usd")
+        table.add_row(
+            "  cost: estimate / actual" + (" / budget" if budget is not None else "") + " (USD)",
+            f"{c.get('estimated_cost_usd', 0.0):.4f} / {c.get('cost_usd', 0.0):.4f}"
+            + (f" / {budget:.2f}" if budget is not None else ""),
+        )
         table.add_row("  messages in the outbox", f"{c.get('messages', 0):,}")
     console.print(table)
     console.print(f"Content provider: {provider_line}")

@@ -121,6 +121,49 @@ def test_a_second_run_changes_nothing_and_pays_for_nothing(openai_runs, vendor):
     assert "already loaded" in openai_runs["second"].result.stdout
 
 
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory, sample_export, vendor, openai_runs):
+    """The same export in batch mode (Batch API, deferred draft task), in a fresh GMP_HOME."""
+    home = tmp_path_factory.mktemp("gmp-batch")
+    env = {
+        "GMP_LLM_PROVIDER": "openai",
+        "GMP_LLM_MODE": "batch",
+        "GMP_LLM_BATCH_POLL_SECONDS": "0.2",
+        "OPENAI_BASE_URL": vendor.base_url,
+        "OPENAI_API_KEY": "sk-test",
+    }
+    chat_before = len(vendor.chat_requests())
+    run = run_gmp(home, "run", "--crm", str(sample_export), "--as-of", SAMPLE_AS_OF.isoformat(), extra_env=env)
+    assert run.ok, run.result.stdout + run.result.stderr
+    return {"run": run, "home": home, "chat_requests": len(vendor.chat_requests()) - chat_before}
+
+
+def test_batch_mode_writes_the_same_outbox_as_sync_and_leaves_no_file_at_the_vendor(batch_run, openai_runs, vendor):
+    def rows(run):
+        return [{k: v for k, v in row.items() if k != "generated_at"} for row in run.outbox_rows()]
+
+    assert batch_run["chat_requests"] == 0, "batch mode made synchronous calls"
+    assert rows(batch_run["run"]) == rows(openai_runs["first"])
+    api = vendor.batch_api
+    assert api.created_batch_ids and not api.files, "vendor-side input and output files are deleted once read"
+    with duckdb.connect(str(batch_run["home"] / "warehouse.duckdb")) as conn:
+        statuses = dict(conn.execute("select status, count(*) from ops.generation_ledger group by 1").fetchall())
+        lines = conn.execute("select count(*) from ops.generation_ledger where transport = 'batch'").fetchone()[0]
+    assert set(statuses) == {"succeeded"} and api.paid_lines == lines
+
+
+def test_nothing_personal_is_in_the_batch_files_either(batch_run, vendor, sample_export):
+    identifiers = contact_identifiers(sample_export)
+    bodies = [json.dumps(line) for line in vendor.batch_api.uploaded_lines()]
+    assert bodies
+    for kind, values in identifiers.items():
+        for value in values:
+            pattern = re.compile(rf"\b{re.escape(value)}\b") if kind == "name" else None
+            for body in bodies:
+                hit = pattern.search(body) if pattern else value in body
+                assert not hit, f"a contact's {kind} was sent to the vendor in a batch file"
+
+
 def test_nothing_personal_reaches_the_vendor(openai_runs, vendor, sample_export):
     identifiers = contact_identifiers(sample_export)
     bodies = [str(r.body) for r in vendor.chat_requests()]

@@ -8,6 +8,7 @@ in locally, after the vendor has answered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +35,11 @@ class DraftRequest:
     system_prompt: str  # fixed prefix: brand rules, placeholder rule, what may be claimed
     language: str  # ISO 639-1 the draft must be written in
     attributes: dict[str, str | None]  # allow-listed attributes only; data, never instructions
+    custom_id: str = ""  # the ledger key, and the Batch API custom_id
+    #: The sync call's Idempotency-Key: the ledger key and the paid attempt it belongs to, so a crash
+    #: retry of an in-doubt call is answered from the vendor's record while a deliberate re-request
+    #: (a failed or rejected draft) is a new call. Empty: the custom_id.
+    idempotency_key: str = ""
 
 
 @dataclass
@@ -46,12 +52,39 @@ class DraftResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DraftFailure:
+    """A unit that could not be drafted this time. `reason` never holds request or response text."""
+
+    unit_id: str
+    kind: str  # rate_limit | server | timeout | rejected | refused | filtered | expired | missing | client
+    reason: str
+    retryable: bool = True
+
+
+ResultCallback = Callable[[DraftRequest, DraftResult], None]
+FailureCallback = Callable[[DraftRequest, DraftFailure], None]
+
+
 class ContentProvider(Protocol):
     """Drafts content for a unit of work. `name` is the vendor key in governance.yml (or 'offline')."""
 
     name: str
     model: str
 
-    def draft_many(self, requests: list[DraftRequest]) -> dict[str, DraftResult]:
-        """Draft every request; return results keyed by `unit_id`. Raise on what cannot be drafted."""
+    def draft_many(
+        self,
+        requests: list[DraftRequest],
+        *,
+        on_result: ResultCallback | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> dict[str, DraftResult]:
+        """Draft every request; return results keyed by `unit_id`.
+
+        `on_result` is called on the calling thread as soon as each draft arrives (so the caller can
+        persist it before the next one: a crash loses nothing already paid for). Without
+        `on_failure`, the first unit that cannot be drafted raises `ProviderError`; with it, such a
+        unit is reported there and the others go on. Errors that make every further call pointless
+        (quota exhausted, bad credentials) always raise.
+        """
         ...

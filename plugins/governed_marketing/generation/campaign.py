@@ -1,13 +1,16 @@
 """Generate a campaign's content and write its outbox, with nothing personal sent to the vendor.
 
-Order of work, each step failing closed:
-1. read the minimized audience (campaign_audience) and its cohorts (generation_cohorts);
-2. the campaign-audience gate (Great Expectations); a failure stops here: no vendor call, no outbox;
-3. the last-moment consent check against the raw data; whoever became ineligible is dropped;
-4. one draft per cohort cell (cohort mode): only the cell's attributes go to the provider, and only
-   units not already in the content store are requested, so a rerun pays for nothing twice;
-5. the consent check again, then names merged locally into the `{{ first_name }}` placeholder, the
-   right-to-object notice appended, and the outbox file rewritten atomically.
+Three stages (three DAG tasks; `run_campaign` runs them back to back), each failing closed:
+1. `prepare_campaign`: the campaign-audience gate (Great Expectations), the last-moment consent
+   check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only where
+   governance.yml allows it), the intent recorded in the generation ledger with a cost estimate,
+   and the budget check. A failure here sends nothing.
+2. `draft_sync` (or the Batch API, generation/batch.py): the vendor-payload gate over exactly what
+   leaves, then only the units the ledger says are still to do; each draft is stored the moment it
+   arrives, so a crash or a retry pays for nothing twice.
+3. `publish_campaign`: the consent check again, names merged locally into the `{{ first_name }}`
+   placeholder, the right-to-object notice appended, the generated-content gate, and the outbox
+   file rewritten atomically. Drafts the gate rejects are marked in the ledger and drafted again.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from governed_marketing.generation.base import ContentProvider, DraftRequest, DraftResult
+from governed_marketing.generation import ledger
+from governed_marketing.generation.base import ContentProvider, DraftFailure, DraftRequest, DraftResult
 from governed_marketing.generation.notices import objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
@@ -35,26 +39,6 @@ PLACEHOLDER = re.compile(r"\{\{\s*first_name\s*\}\}")
 
 #: The attributes of a cohort cell that may be sent (columns of generation_cohorts).
 COHORT_ATTRIBUTES = ("language", "country", "lifecycle_stage", "interest", "last_purchase_category")
-
-CONTENT_DDL = """
-create schema if not exists ops;
-create table if not exists ops.generated_content (
-    campaign_id varchar not null,
-    unit_id varchar not null,
-    prompt_version varchar not null,
-    provider varchar not null,
-    model varchar not null,
-    language varchar not null,
-    subject varchar not null,
-    preheader varchar,
-    body varchar not null,
-    input_tokens bigint not null,
-    output_tokens bigint not null,
-    vendor_request_id varchar,
-    generated_at timestamp not null,
-    primary key (campaign_id, unit_id, prompt_version, model)
-);
-"""
 
 
 @dataclass
@@ -69,10 +53,19 @@ class CampaignOutcome:
     dropped_before_vendor: int = 0
     dropped_before_outbox: int = 0
     cohorts: int = 0
+    mode: str = "cohort"
+    transport: str = "offline"
+    units: int = 0
     vendor_calls: int = 0
     reused_drafts: int = 0
+    failed_units: int = 0
+    rejected_drafts: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    estimated_cost_usd: float = 0.0
+    cost_usd: float = 0.0
+    budget_usd: float | None = None
+    approval: str = "auto"
     messages: int = 0
     outbox_file: str | None = None
 
@@ -87,6 +80,33 @@ def prompt_version(policy: Policy, campaign_id: str) -> tuple[str, str]:
     return text, f"{path.stem}@{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+class UnitsFailed(RuntimeError):
+    """Some units could not be drafted this time; they are in the ledger as failed and retried next run."""
+
+
+class ModeRefused(RuntimeError):
+    """The campaign's personalization mode is not allowed by governance.yml; nothing was sent."""
+
+
+def individual_mode_refusal(policy: Policy, campaign_id: str, vendor: str) -> str | None:
+    """Why per-recipient drafting is not allowed for this campaign and vendor (None when it is).
+
+    Individual mode sends each recipient's allow-listed fields and pseudonym: personal data under a
+    processor agreement (Art. 28), possibly transferred (Art. 44-46), after a DPIA (Art. 35).
+    """
+    purpose = policy.purpose_of(campaign_id)
+    spec = policy.vendors.get(vendor)
+    if spec is None:
+        return f"vendors.{vendor} is not declared in governance.yml"
+    if spec.dpa_signed is None:
+        return f"vendors.{vendor}.dpa_signed is missing: no processor agreement (Art. 28) is on record"
+    if spec.transfer_mechanism in (None, "none"):
+        return f"vendors.{vendor}.transfer_mechanism is missing: no transfer safeguard (Art. 44-46) is on record"
+    if purpose.dpia.required and not purpose.dpia.reference:
+        return f"purposes.{policy.campaigns[campaign_id].purpose}.dpia.reference is missing (Art. 35)"
+    return None
+
+
 def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
     """Record a gate's result (pass or fail) as evidence, then fail closed: nothing after it runs."""
     record_gate(conn, run_id, result)
@@ -94,53 +114,284 @@ def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -
         raise GateFailed(result)
 
 
-def _cohort_requests(
-    cohorts: pd.DataFrame, *, campaign_id: str, version: str, system_prompt: str
-) -> list[DraftRequest]:
-    requests = []
-    for row in cohorts.itertuples(index=False):
-        attributes = {name: getattr(row, name) for name in COHORT_ATTRIBUTES if name != "language"}
-        attributes = {k: (None if pd.isna(v) else str(v)) for k, v in attributes.items()}
-        requests.append(
-            DraftRequest(
-                campaign_id=campaign_id,
-                unit_id=row.cohort_id,
-                prompt_version=version,
-                system_prompt=system_prompt,
-                language=row.language,
-                attributes={k: v for k, v in attributes.items() if v is not None},
-            )
-        )
-    return requests
+def _none_if_missing(value: object) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
-def _store_drafts(
+@dataclass
+class CampaignWork:
+    """Everything one stage needs, rebuilt from the warehouse (XCom carries counts, never rows)."""
+
+    campaign_id: str
+    mode: str
+    version: str
+    system_prompt: str
+    provider: str
+    model: str
+    audience: pd.DataFrame
+    sendable: pd.DataFrame
+    cohorts: pd.DataFrame
+    requests: dict[str, DraftRequest]
+
+
+def load_work(
     conn: duckdb.DuckDBPyConnection,
-    results: dict[str, DraftResult],
-    requests: dict[str, DraftRequest],
-    provider: ContentProvider,
+    policy: Policy,
+    campaign_id: str,
+    *,
+    provider: str,
+    model: str,
+    as_of: datetime,
+) -> CampaignWork:
+    """The audience, who may still be sent to (last-moment check), and one request per unit."""
+    from governed_marketing.consent import still_eligible
+
+    mode = policy.campaigns[campaign_id].personalization
+    system_prompt, version = prompt_version(policy, campaign_id)
+    audience = conn.execute(
+        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
+    ).df()
+    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
+    sendable = audience[audience["recipient_pseudonym"].isin(allowed)]
+    cohorts = conn.execute(
+        "select * from marts.generation_cohorts where campaign_id = ? order by cohort_id", [campaign_id]
+    ).df()
+    cohorts = cohorts[cohorts["cohort_id"].isin(set(sendable["cohort_id"]))]
+
+    def request(unit_id: str, language: str, attributes: dict[str, str | None]) -> DraftRequest:
+        return DraftRequest(
+            campaign_id=campaign_id,
+            unit_id=unit_id,
+            prompt_version=version,
+            system_prompt=system_prompt,
+            language=language,
+            attributes={k: v for k, v in attributes.items() if v is not None},
+            custom_id=ledger.custom_id(campaign_id, unit_id, version, model),
+        )
+
+    requests: dict[str, DraftRequest] = {}
+    if mode == "cohort":
+        for row in cohorts.itertuples(index=False):
+            attributes = {name: _none_if_missing(getattr(row, name)) for name in COHORT_ATTRIBUTES[1:]}
+            requests[row.cohort_id] = request(row.cohort_id, row.language, attributes)
+    else:
+        fields = [f for f in policy.purpose_of(campaign_id).fields if f != "language"]
+        fallback = policy.content.default_language
+        for row in sendable.to_dict("records"):
+            attributes = {name: _none_if_missing(row.get(name)) for name in fields}
+            language = _none_if_missing(row.get("language")) or fallback
+            requests[row["recipient_pseudonym"]] = request(row["recipient_pseudonym"], language, attributes)
+    return CampaignWork(
+        campaign_id, mode, version, system_prompt, provider, model, audience, sendable, cohorts, requests
+    )
+
+
+def units_to_request(conn: duckdb.DuckDBPyConnection, work: CampaignWork) -> tuple[list[DraftRequest], list[str]]:
+    """The units this run must request, and the vendor batches already holding the others in flight.
+
+    Succeeded units are reused (a rerun pays nothing twice); submitted units with a batch id are
+    re-attached, never sent again; a sync unit left `submitted` by a crash is in doubt and is sent
+    again with the same Idempotency-Key.
+    """
+    rows = ledger.rows(conn, work.campaign_id, work.version, work.model)
+    to_request, batches = [], set()
+    for unit_id, request in sorted(work.requests.items()):
+        row = rows.get(unit_id)
+        if row is None or row.status in ledger.TO_REQUEST:
+            to_request.append(request)
+        elif row.status == "submitted":
+            if row.vendor_batch_id:
+                batches.add(row.vendor_batch_id)
+            else:
+                to_request.append(request)
+    return to_request, sorted(batches)
+
+
+def check_payload(
+    conn: duckdb.DuckDBPyConnection, run_id: str, policy: Policy, work: CampaignWork, requests: list[DraftRequest]
 ) -> None:
-    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    for unit_id, result in sorted(results.items()):
-        request = requests[unit_id]
-        conn.execute(
-            "insert into ops.generated_content values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) on conflict do nothing",
-            [
-                request.campaign_id,
-                unit_id,
-                request.prompt_version,
-                provider.name,
-                provider.model,
-                request.language,
-                result.draft.subject,
-                result.draft.preheader,
-                result.draft.body,
-                result.input_tokens,
-                result.output_tokens,
-                result.vendor_request_id,
-                now,
-            ],
-        ).fetchall()
+    """The vendor-payload gate over exactly what is about to leave (fails closed)."""
+    from governed_marketing.validation import payload as payload_gate
+
+    attributes = payload_gate.payload_attributes(work.mode, policy=policy, campaign_id=work.campaign_id)
+    frame = payload_gate.payload_frame(requests, attributes=attributes, audience=work.audience, policy=policy)
+    _enforce(
+        conn,
+        run_id,
+        payload_gate.payload_gate(frame, attributes=attributes, policy=policy, campaign_id=work.campaign_id),
+    )
+
+
+def _outcome(conn: duckdb.DuckDBPyConnection, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+    campaign = policy.campaigns[work.campaign_id]
+    outcome = CampaignOutcome(work.campaign_id, work.provider, work.model, work.version)
+    outcome.mode, outcome.transport, outcome.approval = work.mode, transport, campaign.approval
+    outcome.budget_usd = campaign.budget_usd
+    outcome.audience = len(work.audience)
+    outcome.dropped_before_vendor = len(work.audience) - len(work.sendable)
+    outcome.cohorts = len(work.cohorts)
+    outcome.units = len(work.requests)
+    return outcome
+
+
+def _add_ledger_totals(conn: duckdb.DuckDBPyConnection, outcome: CampaignOutcome) -> None:
+    totals = conn.execute(
+        """
+        select coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
+               coalesce(sum(estimated_cost_usd) filter (where status <> 'succeeded'), 0),
+               count(*) filter (where status = 'failed')
+        from ops.generation_ledger where campaign_id = ? and prompt_version = ? and model = ?
+        """,
+        [outcome.campaign_id, outcome.prompt_version, outcome.model],
+    ).fetchone()
+    assert totals is not None
+    outcome.input_tokens, outcome.output_tokens = int(totals[0]), int(totals[1])
+    outcome.cost_usd, outcome.estimated_cost_usd = round(float(totals[2]), 6), round(float(totals[3]), 6)
+    outcome.failed_units = int(totals[4])
+
+
+def prepare_campaign(
+    campaign_id: str,
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    provider: str,
+    model: str,
+    transport: str,
+    as_of: datetime,
+    run_id: str,
+) -> CampaignOutcome:
+    """Gate the audience, record the intent for every unit still to draft, and check the budget.
+
+    Raises:
+        ModeRefused: individual mode without a DPA, a transfer safeguard or a DPIA reference.
+        GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
+        BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
+    """
+    from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
+    from governed_marketing.validation import audience as audience_gate
+
+    ledger.ensure_tables(conn)
+    campaign = policy.campaigns[campaign_id]
+    if campaign.personalization == "individual" and provider != "offline":
+        refusal = individual_mode_refusal(policy, campaign_id, provider)
+        if refusal:
+            raise ModeRefused(f"campaigns.{campaign_id}.personalization is individual, but {refusal}; nothing was sent")
+    audience = conn.execute(
+        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
+    ).df()
+    checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
+    _enforce(conn, run_id, audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id))
+
+    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
+    to_request, _ = units_to_request(conn, work)
+    pricing = pricing_for(policy, provider, model, transport=transport)
+    estimates = {
+        r.unit_id: pricing.estimate(request_body_for_estimate(r, model=model, policy=policy)) for r in to_request
+    }
+    unit_kind = "cohort" if work.mode == "cohort" else "recipient"
+    ledger.plan(
+        conn,
+        to_request,
+        model=model,
+        provider=provider,
+        transport=transport,
+        unit_kind=unit_kind,
+        run_id=run_id,
+        estimates=estimates,
+    )
+    spent = conn.execute(
+        "select coalesce(sum(cost_usd), 0) from ops.generation_ledger where campaign_id = ?", [campaign_id]
+    ).fetchone()
+    estimated = sum(e.cost_usd for e in estimates.values())
+    check_budget(
+        policy,
+        campaign_id,
+        vendor=provider,
+        model=model,
+        pricing=pricing,
+        spent_usd=float(spent[0] if spent else 0),
+        estimated_usd=estimated,
+        units=len(to_request),
+    )
+    outcome = _outcome(conn, policy, work, transport)
+    outcome.reused_drafts = len(work.requests) - len(to_request)
+    _add_ledger_totals(conn, outcome)
+    outcome.estimated_cost_usd = round(estimated, 6)
+    return outcome
+
+
+def draft_sync(
+    campaign_id: str,
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    provider: ContentProvider,
+    transport: str,
+    as_of: datetime,
+    run_id: str,
+) -> CampaignOutcome:
+    """Draft every unit still to request, one call each; each draft is stored the moment it arrives.
+
+    Raises:
+        GateFailed: the vendor-payload gate failed (nothing is sent).
+        UnitsFailed: some units failed after the SDK's retries; they are recorded as failed and the
+            next run (or task retry) requests only them.
+    """
+    from governed_marketing.generation.cost import pricing_for
+
+    ledger.ensure_tables(conn)
+    work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
+    to_request, _ = units_to_request(conn, work)
+    outcome = _outcome(conn, policy, work, transport)
+    outcome.reused_drafts = len(work.requests) - len(to_request)
+    if to_request:
+        check_payload(conn, run_id, policy, work, to_request)
+        pricing = pricing_for(policy, provider.name, provider.model, transport=transport)
+        unit_kind = "cohort" if work.mode == "cohort" else "recipient"
+        ledger.plan(
+            conn,
+            to_request,
+            model=provider.model,
+            provider=provider.name,
+            transport=transport,
+            unit_kind=unit_kind,
+            run_id=run_id,
+        )
+        rows = ledger.rows(conn, campaign_id, work.version, provider.model)
+        to_request = [replace(r, idempotency_key=ledger.idempotency_key(rows[r.unit_id])) for r in to_request]
+        ledger.mark_submitted(conn, [r.custom_id for r in to_request], run_id=run_id)
+        failures: dict[str, DraftFailure] = {}
+
+        def stored(request: DraftRequest, result: DraftResult) -> None:
+            cost = pricing.cost_of(result.input_tokens, result.output_tokens)
+            ledger.record_success(conn, request, result, provider=provider.name, model=provider.model, cost_usd=cost)
+
+        def failed(request: DraftRequest, failure: DraftFailure) -> None:
+            failures[request.unit_id] = failure
+            ledger.record_failure(conn, request.custom_id, failure)
+
+        try:
+            results = provider.draft_many(to_request, on_result=stored, on_failure=failed)
+        except Exception as exc:
+            # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
+            stored_rows = ledger.rows(conn, campaign_id, work.version, provider.model)
+            for request in to_request:
+                if stored_rows[request.unit_id].status == "submitted":
+                    reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
+                    ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
+            raise
+        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) + len(failures)
+        if failures:
+            _add_ledger_totals(conn, outcome)
+            kinds = sorted({f.kind for f in failures.values()})
+            raise UnitsFailed(
+                f"{len(failures)} of {len(to_request)} unit(s) of {campaign_id} could not be drafted "
+                f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
+                "requested again on the next run or task retry"
+            )
+    _add_ledger_totals(conn, outcome)
+    return outcome
 
 
 def _write_outbox(path: Path, rows: list[dict]) -> None:
@@ -155,99 +406,98 @@ def _write_outbox(path: Path, rows: list[dict]) -> None:
     partial.replace(path)
 
 
-def run_campaign(
+def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
+    return outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
+
+
+def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
+    """Drafts (by unit) whose own text breaks a content rule: they are dropped and drafted again.
+
+    Only vendor text is judged here; a missing notice or a language mismatch is our own doing and
+    would not be fixed by asking again.
+    """
+    from expectations.generated_content import MAX_SUBJECT_CHARS
+    from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
+
+    forbidden = re.compile("|".join([EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls)]))
+    template = re.compile(TEMPLATE_SYNTAX)
+    reasons: dict[str, str] = {}
+    for row in content.itertuples(index=False):
+        problems = []
+        if row.draft_placeholder_count != 1:
+            problems.append("first-name placeholder count is not 1")
+        if not 1 <= row.draft_body_length <= policy.content.max_body_chars:
+            problems.append("body length outside content.max_body_chars")
+        if row.draft_has_known_identifier:
+            problems.append("contains a known identifier of an audience member")
+        if not 1 <= len(row.subject or "") <= MAX_SUBJECT_CHARS:
+            problems.append("subject length")
+        for text in (row.subject or "", row.body or ""):
+            if forbidden.search(text):
+                problems.append("contains an email address, phone number or URL outside content.allowed_urls")
+            if template.search(text):
+                problems.append("contains template syntax")
+        if problems and row.cohort_id not in reasons:
+            reasons[row.cohort_id] = "; ".join(sorted(set(problems)))
+    return reasons
+
+
+def publish_campaign(
     campaign_id: str,
     *,
     conn: duckdb.DuckDBPyConnection,
     policy: Policy,
-    provider: ContentProvider,
+    provider: str,
+    model: str,
+    transport: str,
     as_of: datetime,
     run_id: str,
     outbox_root: Path,
 ) -> CampaignOutcome:
-    """Gate, draft and write the outbox for one campaign.
+    """Consent again, names merged locally, the content gate, then the outbox (rewritten atomically).
 
     Raises:
-        GateFailed: the audience gate failed (nothing was sent, nothing written), the vendor-payload
-            gate failed (nothing was sent) or the generated-content gate failed (nothing written).
+        UnitsFailed: some units have no draft yet (failed or still in flight): nothing is written.
+        GateFailed: the generated-content gate failed: nothing is written; drafts whose own text broke
+            a rule are marked rejected in the ledger and drafted again on the next run.
     """
     from governed_marketing.consent import still_eligible
-    from governed_marketing.validation import audience as audience_gate
     from governed_marketing.validation import content as content_gate
-    from governed_marketing.validation import payload as payload_gate
 
-    campaign = policy.campaigns[campaign_id]
-    if campaign.personalization != "cohort":
-        raise NotImplementedError(
-            f"campaigns.{campaign_id}.personalization: individual mode is not available yet; use cohort"
-        )
-    conn.execute(CONTENT_DDL)
-    system_prompt, version = prompt_version(policy, campaign_id)
-    outcome = CampaignOutcome(campaign_id, provider.name, provider.model, version)
-
-    audience = conn.execute(
-        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym",
-        [campaign_id],
-    ).df()
-    outcome.audience = len(audience)
-    checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    _enforce(conn, run_id, audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id))
-
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    sendable = audience[audience["recipient_pseudonym"].isin(allowed)]
-    outcome.dropped_before_vendor = len(audience) - len(sendable)
-
-    cohorts = conn.execute(
-        "select * from marts.generation_cohorts where campaign_id = ? order by cohort_id", [campaign_id]
-    ).df()
-    cohorts = cohorts[cohorts["cohort_id"].isin(set(sendable["cohort_id"]))]
-    outcome.cohorts = len(cohorts)
-    requests = {
-        r.unit_id: r
-        for r in _cohort_requests(cohorts, campaign_id=campaign_id, version=version, system_prompt=system_prompt)
-    }
-    stored = conn.execute(
-        "select unit_id from ops.generated_content where campaign_id = ? and prompt_version = ? and model = ?",
-        [campaign_id, version, provider.model],
-    ).fetchall()
-    done = {row[0] for row in stored}
-    missing = [request for unit_id, request in sorted(requests.items()) if unit_id not in done]
-    outcome.reused_drafts = len(requests) - len(missing)
-    attributes = payload_gate.payload_attributes()
-    payload = payload_gate.payload_frame(missing, attributes=attributes, audience=audience, policy=policy)
-    _enforce(
-        conn, run_id, payload_gate.payload_gate(payload, attributes=attributes, policy=policy, campaign_id=campaign_id)
-    )
+    ledger.ensure_tables(conn)
+    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
+    outcome = _outcome(conn, policy, work, transport)
+    missing, _ = units_to_request(conn, work)
+    stored = ledger.rows(conn, campaign_id, work.version, model)
+    missing = [r for r in missing if stored.get(r.unit_id) is None or stored[r.unit_id].status != "succeeded"]
     if missing:
-        results = provider.draft_many(missing)
-        absent = [r.unit_id for r in missing if r.unit_id not in results]
-        if absent:
-            raise RuntimeError(f"{provider.name} returned no draft for {len(absent)} cohort(s) of {campaign_id}")
-        outcome.vendor_calls = len(results) if provider.name != "offline" else 0
-        outcome.input_tokens = sum(r.input_tokens for r in results.values())
-        outcome.output_tokens = sum(r.output_tokens for r in results.values())
-        _store_drafts(conn, results, requests, provider)
+        _add_ledger_totals(conn, outcome)
+        raise UnitsFailed(
+            f"{len(missing)} of {len(work.requests)} unit(s) of {campaign_id} have no accepted draft yet; "
+            "nothing was written to the outbox (see ops.generation_ledger)"
+        )
 
     # Consent again, just before names are merged and the outbox is written.
     allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    final = sendable[sendable["recipient_pseudonym"].isin(allowed)]
-    outcome.dropped_before_outbox = len(sendable) - len(final)
-
+    final = work.sendable[work.sendable["recipient_pseudonym"].isin(allowed)]
+    outcome.dropped_before_outbox = len(work.sendable) - len(final)
+    unit_column = "a.cohort_id" if work.mode == "cohort" else "a.recipient_pseudonym"
     messages = conn.execute(
-        """
+        f"""
         select r.recipient_pseudonym, c.contact_id, c.email_normalized as email, c.first_name,
-               g.language, g.subject, g.preheader, g.body, g.model, g.generated_at, g.unit_id as cohort_id
+               g.language, g.subject, g.preheader, g.body, g.model, g.generated_at,
+               a.cohort_id as audience_cohort_id, g.unit_id as cohort_id
         from marts.campaign_recipients r
         join raw.crm_contacts c using (contact_id)
         join marts.campaign_audience a
           on a.campaign_id = r.campaign_id and a.recipient_pseudonym = r.recipient_pseudonym
         join ops.generated_content g
-          on g.campaign_id = r.campaign_id and g.unit_id = a.cohort_id
+          on g.campaign_id = r.campaign_id and g.unit_id = {unit_column}
          and g.prompt_version = ? and g.model = ?
         where r.campaign_id = ?
         order by c.contact_id
         """,
-        [version, provider.model, campaign_id],
+        [work.version, model, campaign_id],
     ).df()
     messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
     rows = []
@@ -267,31 +517,71 @@ def run_campaign(
                 "language": message.language,
                 "subject": message.subject,
                 "body": f"{body.rstrip()}\n\n--\n{notice}",
-                "prompt_version": version,
+                "prompt_version": work.version,
                 "model": message.model,
-                "cohort_id": message.cohort_id,
+                "cohort_id": message.audience_cohort_id,
                 "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
             }
         )
     identifiers = content_gate.audience_identifiers(conn, campaign_id)
-    expected = content_gate.expected_languages(final, cohorts, policy)
+    if work.mode == "cohort":
+        expected = content_gate.expected_languages(final, work.cohorts, policy)
+    else:
+        expected = pd.Series(
+            final["language"].fillna(policy.content.default_language).to_numpy(),
+            index=final["recipient_pseudonym"].to_numpy(),
+        )
     content = content_gate.content_frame(
         messages, rows, expected_language=expected, identifiers=identifiers, policy=policy
     )
-    _enforce(conn, run_id, content_gate.content_gate(content, policy=policy, campaign_id=campaign_id))
-    outbox_file = outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
+    result = content_gate.content_gate(content, policy=policy, campaign_id=campaign_id)
+    record_gate(conn, run_id, result)
+    if not result.success:
+        rejected = _rejected_drafts(content, policy)
+        if rejected:
+            ledger.mark_rejected(conn, campaign_id, rejected, prompt_version=work.version, model=model)
+        raise GateFailed(result, note=f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run")
+    outbox_file = outbox_path(outbox_root, campaign_id, work.version)
     _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)
     outcome.outbox_file = str(outbox_file)
+    _add_ledger_totals(conn, outcome)
     log.info(
-        "campaign %s: %d recipients, %d cohorts, %d vendor calls, %d messages",
-        campaign_id,
-        outcome.audience,
-        outcome.cohorts,
-        outcome.vendor_calls,
-        outcome.messages,
+        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
     )
     return outcome
+
+
+def run_campaign(
+    campaign_id: str,
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    provider: ContentProvider,
+    as_of: datetime,
+    run_id: str,
+    outbox_root: Path,
+    transport: str | None = None,
+) -> CampaignOutcome:
+    """Prepare, draft (sync) and publish one campaign in one go: the three DAG steps back to back."""
+    transport = transport or ("offline" if provider.name == "offline" else "sync")
+    common = {"conn": conn, "policy": policy, "as_of": as_of, "run_id": run_id}
+    prepared = prepare_campaign(
+        campaign_id, provider=provider.name, model=provider.model, transport=transport, **common
+    )
+    drafted = draft_sync(campaign_id, provider=provider, transport=transport, **common)
+    published = publish_campaign(
+        campaign_id,
+        provider=provider.name,
+        model=provider.model,
+        transport=transport,
+        outbox_root=outbox_root,
+        **common,
+    )
+    published.vendor_calls = drafted.vendor_calls
+    published.reused_drafts = prepared.reused_drafts
+    published.estimated_cost_usd = prepared.estimated_cost_usd
+    return published
 
 
 _READER = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,17 @@ from governed_marketing.generation.base import (
     FIRST_NAME_PLACEHOLDER,
     ContentProvider,
     Draft,
+    DraftFailure,
     DraftRequest,
     DraftResult,
+    FailureCallback,
+    ResultCallback,
+)
+from governed_marketing.generation.ratelimit import (
+    LimiterStopped,
+    RateLimiter,
+    RateLimitWaitTooLong,
+    estimate_tokens,
 )
 from governed_marketing.settings import openai_key_present
 
@@ -382,9 +392,20 @@ class OfflineProvider:
         )
         return Draft(subject=subject, preheader=preheader, body=body)
 
-    def draft_many(self, requests: list[DraftRequest]) -> dict[str, DraftResult]:
+    def draft_many(
+        self,
+        requests: list[DraftRequest],
+        *,
+        on_result: ResultCallback | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> dict[str, DraftResult]:
         _check_unique(requests)
-        results = {request.unit_id: DraftResult(draft=self.draft(request), model=self.model) for request in requests}
+        results: dict[str, DraftResult] = {}
+        for request in requests:
+            result = DraftResult(draft=self.draft(request), model=self.model)
+            results[request.unit_id] = result
+            if on_result is not None:
+                on_result(request, result)
         log.info("drafted %d units with offline templates", len(results))
         return results
 
@@ -462,6 +483,42 @@ def user_message(request: DraftRequest, *, max_body_chars: int | None = None) ->
     return f"{instruction}\n\n{_data_block(request.attributes)}"
 
 
+def completion_body(
+    request: DraftRequest,
+    *,
+    model: str,
+    max_body_chars: int | None = None,
+    max_output_tokens: int | None = None,
+    temperature: float = 0.7,
+    history: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The chat.completions request for one unit: the sync call's kwargs and a Batch API line's body.
+
+    One builder for both transports, so batch and sync send exactly the same thing. `history` is
+    the re-ask turn (the rejected answer and the reason) appended after the first two messages.
+    """
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": request.system_prompt},
+            {"role": "user", "content": user_message(request, max_body_chars=max_body_chars)},
+            *(history or []),
+        ],
+        "response_format": DRAFT_RESPONSE_FORMAT,
+        "store": False,
+        "prompt_cache_key": request.campaign_id,
+        "temperature": temperature,
+    }
+    if max_output_tokens:
+        body["max_completion_tokens"] = max_output_tokens
+    return body
+
+
+def parse_draft(content: str | None) -> tuple[str | None, Draft | None]:
+    """Why a model answer is not a usable draft (None if it is), and the draft when it is."""
+    return _problem_with(content)
+
+
 def _problem_with(content: str | None) -> tuple[str | None, Draft | None]:
     """Why a model answer is not a usable draft (None if it is), and the draft when it is."""
     if not content:
@@ -479,18 +536,64 @@ def _problem_with(content: str | None) -> tuple[str | None, Draft | None]:
     return None, draft
 
 
+class VendorQuotaExhausted(ProviderError):
+    """The vendor account's quota or billing is exhausted (429 insufficient_quota): no call can succeed."""
+
+
+class VendorAuthRejected(ProviderError):
+    """The vendor refused the credentials or the project (401/403): no call can succeed."""
+
+
+@dataclass
+class _UnitFailed(Exception):
+    """One unit could not be drafted; the run goes on when the caller takes failures."""
+
+    failure: DraftFailure
+
+
 @dataclass
 class _Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    sdk_retries: int = 0  # 5xx / timeout / connection retries the SDK made
+    rate_limited: int = 0  # 429s this unit waited out through the limiter
+
+
+def _leave_429_to_the_limiter(response: Any) -> None:
+    """httpx response hook: tell the SDK not to retry a 429 itself (the provider's limiter does).
+
+    `x-should-retry` is the header the SDK obeys first; 5xx, 408 and timeouts keep the SDK's retries.
+    """
+    if response.status_code == 429:
+        response.headers["x-should-retry"] = "false"
+
+
+def _error_code(exc: openai.APIStatusError) -> str:
+    """The vendor's error code or type, for messages (never the vendor's free-text message)."""
+    return str(exc.code or exc.type or "no error code")
+
+
+def _is_quota(exc: openai.APIStatusError) -> bool:
+    return exc.status_code == 429 and "insufficient_quota" in (exc.code, exc.type)
 
 
 class OpenAIProvider:
-    """Drafts through OpenAI chat completions with a strict JSON schema, one call per request.
+    """Drafts through OpenAI chat completions with a strict JSON schema, one call per unit, in parallel.
 
-    HTTP failures (429, 5xx, timeouts) are retried by the SDK (`max_retries` on the client). A draft
-    that does not validate, or lacks the first-name placeholder, is re-asked once with the reason;
-    a refusal stops the run with a `ProviderError` naming the unit.
+    Calls run on `concurrency` worker threads under a shared `RateLimiter` that learns the account's
+    requests and tokens per minute from the response headers. Retries are split by cause (see
+    `governed_marketing.generation.ratelimit`): the SDK retries 5xx, timeouts and connection errors
+    (`max_retries` on the client); a 429 is waited out by every thread at once and sent again through
+    the limiter, up to `max_rate_limit_retries` times. A draft that does not validate, or lacks the
+    first-name placeholder, is re-asked once with the reason. A unit that still fails is a
+    `DraftFailure` (rate_limit, server, timeout, rejected, refused, filtered, client); an exhausted
+    quota or rejected credentials stop the whole run (`VendorQuotaExhausted`, `VendorAuthRejected`).
+
+    Each call carries `Idempotency-Key: <custom_id>` (the re-ask `<custom_id>-reask`), so re-sending a
+    unit whose answer was lost is not paid twice by a vendor that honours the header. The provider
+    drafts over its own HTTP connection pool (the SDK's default httpx client plus one response hook);
+    the client's base URL, key, timeout and `max_retries` are kept.
     """
 
     name = "openai"
@@ -503,7 +606,12 @@ class OpenAIProvider:
         *,
         temperature: float = 0.7,
         max_body_chars: int | None = None,
+        max_output_tokens: int | None = None,
+        max_rate_limit_retries: int = 8,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        import openai
+
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.client = client
@@ -511,54 +619,134 @@ class OpenAIProvider:
         self.concurrency = concurrency
         self.temperature = temperature
         self.max_body_chars = max_body_chars
+        self.max_output_tokens = max_output_tokens
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.limiter = limiter or RateLimiter(max_in_flight=concurrency)
+        hooked = openai.DefaultHttpxClient(event_hooks={"response": [_leave_429_to_the_limiter]})
+        self._api = client.with_options(http_client=hooked)
 
-    def _complete(self, request: DraftRequest, messages: list[dict[str, str]]) -> Any:
+    # ---- one HTTP call, under the limiter ---------------------------------------------------
+    def _send(
+        self, request: DraftRequest, body: dict[str, Any], key: str | None, stop: threading.Event, usage: _Usage
+    ) -> Any:
+        """The raw response of one completion; 429s are waited out here, other failures classified."""
         import openai
 
-        try:
-            return self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_format=DRAFT_RESPONSE_FORMAT,
-                store=False,
-                prompt_cache_key=request.campaign_id,
-                temperature=self.temperature,
-            )
-        except openai.APIStatusError as exc:
-            raise ProviderError(
-                f"unit {request.unit_id}: the vendor answered HTTP {exc.status_code} after the SDK's "
-                f"retries: {exc.message}"
-            ) from exc
-        except openai.APIError as exc:
-            raise ProviderError(
-                f"unit {request.unit_id}: the vendor call failed after the SDK's retries: {type(exc).__name__}"
-            ) from exc
+        tokens = estimate_tokens(body)
+        extra_headers = {"Idempotency-Key": key} if key else None
+        while True:
+            try:
+                ticket = self.limiter.acquire(tokens, stop=stop)
+            except RateLimitWaitTooLong as exc:
+                raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", str(exc))) from exc
+            try:
+                raw = self._api.chat.completions.with_raw_response.create(**body, extra_headers=extra_headers)
+            except openai.APIStatusError as exc:
+                self.limiter.release(ticket, exc.response.headers)
+                if exc.status_code == 429 and not _is_quota(exc):
+                    usage.rate_limited += 1
+                    if usage.rate_limited > self.max_rate_limit_retries:
+                        raise _UnitFailed(
+                            DraftFailure(
+                                request.unit_id,
+                                "rate_limit",
+                                f"the vendor answered HTTP 429 ({_error_code(exc)}) {usage.rate_limited} times",
+                            )
+                        ) from exc
+                    self.limiter.rate_limited(exc.response.headers)
+                    continue
+                raise self._classify(request, exc) from exc
+            except openai.APITimeoutError as exc:
+                self.limiter.release(ticket)
+                raise _UnitFailed(
+                    DraftFailure(request.unit_id, "timeout", "no answer in time, after the SDK's retries")
+                ) from exc
+            except openai.APIConnectionError as exc:
+                self.limiter.release(ticket)
+                raise _UnitFailed(
+                    DraftFailure(request.unit_id, "server", "the connection failed, after the SDK's retries")
+                ) from exc
+            except BaseException:
+                self.limiter.release(ticket)
+                raise
+            self.limiter.release(ticket, raw.headers)
+            self.limiter.succeeded()
+            usage.sdk_retries += raw.retries_taken
+            return raw
 
-    def draft(self, request: DraftRequest) -> DraftResult:
-        """One request: a completion, validated into a Draft, re-asked once if it does not validate."""
-        messages = [
-            {"role": "system", "content": request.system_prompt},
-            {"role": "user", "content": user_message(request, max_body_chars=self.max_body_chars)},
-        ]
+    def _classify(self, request: DraftRequest, exc: openai.APIStatusError) -> Exception:
+        status, code = exc.status_code, _error_code(exc)
+        if _is_quota(exc):
+            return VendorQuotaExhausted(
+                "the vendor says this account's quota is exhausted (HTTP 429 insufficient_quota): check the "
+                f"plan and billing of the OpenAI account; stopped at unit {request.unit_id}, and no further "
+                "request was sent"
+            )
+        if status in (401, 403):
+            return VendorAuthRejected(
+                f"the vendor rejected the credentials (HTTP {status} {code}): check OPENAI_API_KEY and the "
+                f"project's access to model {self.model}; stopped at unit {request.unit_id}, and no further "
+                "request was sent"
+            )
+        if status == 408:
+            kind, retryable = "timeout", True
+        elif status >= 500:
+            kind, retryable = "server", True
+        else:
+            kind, retryable = "client", False
+        param = f", param {exc.param}" if exc.param else ""
+        reason = f"the vendor answered HTTP {status} ({code}{param}) after the SDK's retries"
+        return _UnitFailed(DraftFailure(request.unit_id, kind, reason, retryable=retryable))
+
+    # ---- one unit ---------------------------------------------------------------------------
+    def _draft_unit(self, request: DraftRequest, stop: threading.Event) -> DraftResult:
+        """A completion, validated into a Draft, re-asked once if it does not validate."""
         usage = _Usage()
+        history: list[dict[str, str]] = []
         for attempt in (1, 2):
-            completion = self._complete(request, messages)
+            body = completion_body(
+                request,
+                model=self.model,
+                max_body_chars=self.max_body_chars,
+                max_output_tokens=self.max_output_tokens,
+                temperature=self.temperature,
+                history=history,
+            )
+            key = (request.custom_id if attempt == 1 else f"{request.custom_id}-reask") if request.custom_id else None
+            raw = self._send(request, body, key, stop, usage)
+            completion = raw.parse()
             if completion.usage is not None:
                 usage.input_tokens += completion.usage.prompt_tokens
                 usage.output_tokens += completion.usage.completion_tokens
+                details = completion.usage.prompt_tokens_details
+                if details is not None and details.cached_tokens:
+                    usage.cached_input_tokens += details.cached_tokens
             if not completion.choices:
-                raise ProviderError(f"unit {request.unit_id}: the vendor returned no choices")
+                raise _UnitFailed(DraftFailure(request.unit_id, "rejected", "the vendor returned no choices"))
             choice = completion.choices[0]
             message = choice.message
             if message.refusal:
-                raise ProviderError(f"unit {request.unit_id}: the model refused to draft: {message.refusal[:200]}")
+                raise _UnitFailed(
+                    DraftFailure(request.unit_id, "refused", "the model refused to draft", retryable=False)
+                )
             if choice.finish_reason == "content_filter":
-                raise ProviderError(f"unit {request.unit_id}: the vendor's content filter stopped the draft")
-            problem, draft = _problem_with(message.content)
+                raise _UnitFailed(
+                    DraftFailure(
+                        request.unit_id, "filtered", "the vendor's content filter stopped the draft", retryable=False
+                    )
+                )
+            problem, draft = parse_draft(message.content)
             if draft is not None:
                 extra = {"attempts": str(attempt)}
-                if completion._request_id:
-                    extra["http_request_id"] = completion._request_id
+                request_id = raw.request_id or completion._request_id
+                if request_id:
+                    extra["http_request_id"] = request_id
+                if usage.cached_input_tokens:
+                    extra["cached_input_tokens"] = str(usage.cached_input_tokens)
+                if usage.sdk_retries:
+                    extra["sdk_retries"] = str(usage.sdk_retries)
+                if usage.rate_limited:
+                    extra["rate_limited"] = str(usage.rate_limited)
                 return DraftResult(
                     draft=draft,
                     model=completion.model,
@@ -567,40 +755,106 @@ class OpenAIProvider:
                     vendor_request_id=completion.id,
                     extra=extra,
                 )
+            if choice.finish_reason == "length":
+                problem = f"it was cut off at max_completion_tokens ({problem})"
             if attempt == 2:
-                raise ProviderError(f"unit {request.unit_id}: the draft was rejected twice; last time {problem}")
-            messages = [
-                *messages,
+                raise _UnitFailed(
+                    DraftFailure(request.unit_id, "rejected", f"the draft was rejected twice; last time {problem}")
+                )
+            history = [
                 {"role": "assistant", "content": message.content or ""},
                 {"role": "user", "content": _REASK.format(problem=problem)},
             ]
         raise AssertionError("unreachable")
 
-    def draft_many(self, requests: list[DraftRequest]) -> dict[str, DraftResult]:
+    def draft(self, request: DraftRequest) -> DraftResult:
+        """One unit (a convenience over `draft_many`)."""
+        return self.draft_many([request])[request.unit_id]
+
+    # ---- many units -------------------------------------------------------------------------
+    def draft_many(
+        self,
+        requests: list[DraftRequest],
+        *,
+        on_result: ResultCallback | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> dict[str, DraftResult]:
+        """Draft every request on worker threads; callbacks run on this (the calling) thread.
+
+        A fatal vendor error (quota, credentials), or the first failing unit when there is no
+        `on_failure`, stops new calls at once; calls already in flight are waited for and their drafts
+        still go to `on_result` (they are paid for), then the error is raised.
+        """
         _check_unique(requests)
+        for request in requests:  # a bad language code is refused before anything is sent
+            user_message(request)
         if not requests:
             return {}
         results: dict[str, DraftResult] = {}
+        failures: dict[str, str] = {}
+        stop = threading.Event()
+        fatal: BaseException | None = None
+        rate_limited_before = self.limiter.rate_limited_count
         workers = min(self.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmp-openai") as pool:
-            futures = {pool.submit(self.draft, request): request.unit_id for request in requests}
+            futures = {pool.submit(self._draft_unit, request, stop): request for request in requests}
+
+            def halt(error: BaseException) -> None:
+                nonlocal fatal
+                if fatal is None:
+                    fatal = error
+                stop.set()
+                self.limiter.wake()
+                for future in futures:
+                    future.cancel()
+
             try:
                 for future in as_completed(futures):
-                    results[futures[future]] = future.result()
+                    request = futures[future]
+                    if future.cancelled():
+                        continue
+                    try:
+                        result = future.result()
+                    except LimiterStopped:
+                        continue
+                    except _UnitFailed as exc:
+                        failures[request.unit_id] = exc.failure.kind
+                        if on_failure is None:
+                            halt(ProviderError(f"unit {request.unit_id}: {exc.failure.reason}"))
+                        else:
+                            on_failure(request, exc.failure)
+                        continue
+                    except ProviderError as exc:
+                        halt(exc)
+                        continue
+                    results[request.unit_id] = result
+                    if on_result is not None:
+                        on_result(request, result)
             except BaseException:
+                stop.set()
+                self.limiter.wake()
                 for future in futures:
                     future.cancel()
                 raise
-        reasked = sum(1 for result in results.values() if result.extra.get("attempts") != "1")
+        by_kind: dict[str, int] = {}
+        for kind in failures.values():
+            by_kind[kind] = by_kind.get(kind, 0) + 1
         log.info(
-            "drafted %d units with openai model %s (%d re-asked; %d input and %d output tokens)",
+            "drafted %d units with openai model %s (%d re-asked; %d failed %s; %d rate-limit waits; "
+            "%d input, %d cached and %d output tokens)",
             len(results),
             self.model,
-            reasked,
+            sum(1 for result in results.values() if result.extra.get("attempts") != "1"),
+            len(failures),
+            by_kind or "",
+            self.limiter.rate_limited_count - rate_limited_before,
             sum(r.input_tokens for r in results.values()),
+            sum(int(r.extra.get("cached_input_tokens", 0)) for r in results.values()),
             sum(r.output_tokens for r in results.values()),
         )
-        return {request.unit_id: results[request.unit_id] for request in requests}
+        if fatal is not None:
+            raise fatal
+        return {request.unit_id: results[request.unit_id] for request in requests if request.unit_id in results}
 
 
 # ==== selection ==================================================================================

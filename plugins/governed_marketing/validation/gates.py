@@ -83,9 +83,9 @@ WITHHELD = "[withheld: looks like personal data]"
 class GateFailed(RuntimeError):
     """A gate failed: what follows must not run. The message names the gate and the counts."""
 
-    def __init__(self, result: GateResult) -> None:
+    def __init__(self, result: GateResult, note: str | None = None) -> None:
         self.result = result
-        super().__init__(result.one_line())
+        super().__init__(result.one_line() + (f"; {note}" if note else ""))
 
 
 @dataclass

@@ -21,10 +21,21 @@ _AUDIENCE_VALUE = {
 }
 
 
-def payload_attributes() -> list[str]:
-    """The keys a request may carry: the columns of generation_cohorts (the dbt contract), in order."""
-    columns = manifest_classes().get("generation_cohorts", {})
-    return [name for name in columns if name not in COHORT_BOOKKEEPING]
+def payload_attributes(
+    mode: str = "cohort", *, policy: Policy | None = None, campaign_id: str | None = None
+) -> list[str]:
+    """The keys a request may carry.
+
+    Cohort mode: the columns of generation_cohorts (the dbt contract), in order. Individual mode: the
+    purpose's allow-listed fields (governance.yml) that campaign_audience carries.
+    """
+    if mode == "cohort":
+        columns = manifest_classes().get("generation_cohorts", {})
+        return [name for name in columns if name not in COHORT_BOOKKEEPING]
+    if policy is None or campaign_id is None:
+        raise ValueError("individual mode: the policy and campaign decide the allowed fields")
+    audience_columns = manifest_classes().get("campaign_audience", {})
+    return [f for f in policy.purpose_of(campaign_id).fields if f in audience_columns]
 
 
 def payload_frame(
@@ -61,7 +72,8 @@ def _holder_counts(audience: pd.DataFrame, attribute: str) -> dict[str, int]:
 def payload_gate(frame: pd.DataFrame, *, attributes: list[str], policy: Policy, campaign_id: str) -> GateResult:
     from expectations.vendor_payload import build_suite, computed_columns
 
-    classes = column_classes("generation_cohorts", extra=computed_columns(attributes))
+    model = "generation_cohorts" if policy.campaigns[campaign_id].personalization == "cohort" else "campaign_audience"
+    classes = column_classes(model, extra=computed_columns(attributes))
     return run_gate(
         "vendor_payload",
         campaign_id,

@@ -1,0 +1,136 @@
+"""Batch mode for one campaign: what the draft task submits, re-attaches to and collects.
+
+The campaign side (which units, the payload gate, prices) joins the transport side
+(generation/batch.py) here, so the Airflow operator only calls two functions and passes batch ids.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from governed_marketing.generation import batch, ledger
+from governed_marketing.generation.campaign import (
+    _add_ledger_totals,
+    _outcome,
+    check_payload,
+    load_work,
+    units_to_request,
+)
+from governed_marketing.generation.cost import pricing_for
+from governed_marketing.policy import Policy
+
+
+def _client() -> Any:
+    import openai
+
+    return openai.OpenAI(max_retries=3, timeout=60)  # OPENAI_API_KEY and OPENAI_BASE_URL from the env
+
+
+def _body_kwargs(policy: Policy, provider: str) -> dict[str, Any]:
+    vendor = policy.vendors.get(provider)
+    return {
+        "max_body_chars": policy.content.max_body_chars,
+        "max_output_tokens": vendor.max_output_tokens if vendor else None,
+    }
+
+
+def submit_campaign_batch(
+    campaign_id: str,
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    provider: str,
+    model: str,
+    as_of: datetime,
+    run_id: str,
+    client: Any = None,
+) -> dict:
+    """Re-attach to the campaign's batches in flight, then submit the units still to do as one batch.
+
+    Returns counts with `batch_ids`: every batch the task must wait for (none when all is done).
+    """
+    client = client or _client()
+    ledger.ensure_tables(conn)
+    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
+    in_flight = batch.reattach(conn, client, campaign_id, work.version, model)
+    to_request, _ = units_to_request(conn, work)
+    outcome = _outcome(conn, policy, work, "batch")
+    outcome.reused_drafts = len(work.requests) - len(to_request)
+    submitted = None
+    if to_request:
+        check_payload(conn, run_id, policy, work, to_request)
+        ledger.plan(
+            conn,
+            to_request,
+            model=model,
+            provider=provider,
+            transport="batch",
+            unit_kind="cohort" if work.mode == "cohort" else "recipient",
+            run_id=run_id,
+        )
+        submitted = batch.submit(
+            conn,
+            client,
+            to_request,
+            campaign_id=campaign_id,
+            model=model,
+            run_id=run_id,
+            body_kwargs=_body_kwargs(policy, provider),
+        )
+    outcome.vendor_calls = len(to_request)
+    _add_ledger_totals(conn, outcome)
+    batch_ids = sorted({*in_flight, *([submitted] if submitted else [])})
+    return {**outcome.counts(), "batch_ids": batch_ids, "reattached_batches": len(in_flight)}
+
+
+def collect_campaign_batches(
+    campaign_id: str,
+    batch_ids: list[str],
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    policy: Policy,
+    provider: str,
+    model: str,
+    as_of: datetime,
+    run_id: str,
+    client: Any = None,
+) -> dict:
+    """Read finished batches into the ledger (vendor files deleted), and resubmit what came back
+    missing, expired or failed at the server in one new batch (re-asks carry their history)."""
+    client = client or _client()
+    ledger.ensure_tables(conn)
+    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
+    by_custom_id = {r.custom_id: r for r in work.requests.values()}
+    pricing = pricing_for(policy, provider, model, transport="batch")
+    resubmit: list[str] = []
+    reasks: dict[str, list[dict[str, str]]] = {}
+    collected = {"succeeded": 0, "failed": 0, "deleted_files": 0}
+    for batch_id in batch_ids:
+        result = batch.collect(
+            conn, client, batch_id, by_custom_id, provider=provider, model=model, cost_of=pricing.cost_of
+        )
+        collected["succeeded"] += result.succeeded
+        collected["failed"] += sum(result.failed.values())
+        collected["deleted_files"] += len(result.deleted_files)
+        resubmit += result.resubmit
+        reasks.update(result.reasks)
+    again = [by_custom_id[cid] for cid in dict.fromkeys(resubmit) if cid in by_custom_id]
+    new_batch = None
+    if again:
+        check_payload(conn, run_id, policy, work, again)
+        new_batch = batch.submit(
+            conn,
+            client,
+            again,
+            campaign_id=campaign_id,
+            model=model,
+            run_id=run_id,
+            body_kwargs=_body_kwargs(policy, provider),
+            histories={cid: history for cid, history in reasks.items() if cid in by_custom_id},
+        )
+    outcome = _outcome(conn, policy, work, "batch")
+    _add_ledger_totals(conn, outcome)
+    return {**outcome.counts(), **collected, "resubmitted": len(again), "batch_ids": [new_batch] if new_batch else []}

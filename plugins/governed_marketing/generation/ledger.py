@@ -1,0 +1,349 @@
+"""The generation ledger: one row per unit of paid work, written before anything is submitted.
+
+A unit is (campaign, cohort or recipient pseudonym, prompt version, model). Its life:
+
+    planned --submit--> submitted --result--> succeeded
+                            |                    |  (the content gate rejects the draft)
+                            +--failure--> failed  +--> rejected
+    failed / rejected / planned: requested again on the next run or task retry
+    submitted: re-attached (batch: the batch id is on the row), never submitted blind a second time
+
+Intent is recorded (`plan`) before any request leaves, the submit is recorded before the call
+(`mark_submitted`), and each draft is stored with its ledger row in one transaction
+(`record_success`), so a crash anywhere leaves a ledger that says what was paid for. The ledger
+holds ids, counts, tokens and money: never request or response text, never personal data
+(individual-mode unit ids are pseudonyms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+
+from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
+
+STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected")
+#: Units a run still has to request (besides re-attaching to `submitted` ones).
+TO_REQUEST = ("planned", "failed", "rejected")
+
+LEDGER_DDL = """
+create schema if not exists ops;
+create table if not exists ops.generation_ledger (
+    campaign_id varchar not null,
+    unit_id varchar not null,
+    prompt_version varchar not null,
+    model varchar not null,
+    custom_id varchar not null unique,
+    unit_kind varchar not null,
+    provider varchar not null,
+    transport varchar not null,
+    status varchar not null,
+    attempts integer not null default 0,
+    vendor_batch_id varchar,
+    vendor_request_id varchar,
+    estimated_input_tokens bigint,
+    estimated_output_tokens bigint,
+    estimated_cost_usd double,
+    input_tokens bigint not null default 0,
+    output_tokens bigint not null default 0,
+    cost_usd double not null default 0,
+    last_error_kind varchar,
+    last_error varchar,
+    run_id varchar,
+    planned_at timestamp not null,
+    submitted_at timestamp,
+    finished_at timestamp,
+    primary key (campaign_id, unit_id, prompt_version, model)
+);
+"""
+
+CONTENT_DDL = """
+create schema if not exists ops;
+create table if not exists ops.generated_content (
+    campaign_id varchar not null,
+    unit_id varchar not null,
+    prompt_version varchar not null,
+    provider varchar not null,
+    model varchar not null,
+    language varchar not null,
+    subject varchar not null,
+    preheader varchar,
+    body varchar not null,
+    input_tokens bigint not null,
+    output_tokens bigint not null,
+    vendor_request_id varchar,
+    generated_at timestamp not null,
+    primary key (campaign_id, unit_id, prompt_version, model)
+);
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(LEDGER_DDL)
+    conn.execute(CONTENT_DDL)
+
+
+def custom_id(campaign_id: str, unit_id: str, prompt_version: str, model: str) -> str:
+    """The unit's stable id at the vendor: Batch API custom_id and Idempotency-Key.
+
+    A hash, so the vendor sees neither the campaign's cohort ids nor (in individual mode) pseudonyms.
+    """
+    digest = hashlib.sha256("\x1f".join((campaign_id, unit_id, prompt_version, model)).encode()).hexdigest()
+    return f"gmp-{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class UnitEstimate:
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    unit_id: str
+    custom_id: str
+    status: str
+    attempts: int
+    vendor_batch_id: str | None
+
+
+def plan(
+    conn: duckdb.DuckDBPyConnection,
+    requests: Iterable[DraftRequest],
+    *,
+    model: str,
+    provider: str,
+    transport: str,
+    unit_kind: str,
+    run_id: str,
+    estimates: dict[str, UnitEstimate] | None = None,
+) -> None:
+    """Record the intent to draft each unit (idempotent: a unit already in the ledger keeps its row).
+
+    Units still to request take the current transport and estimate; finished and submitted ones are
+    left exactly as they are.
+    """
+    now = _now()
+    estimates = estimates or {}
+    for request in requests:
+        estimate = estimates.get(request.unit_id)
+        values = [
+            request.campaign_id,
+            request.unit_id,
+            request.prompt_version,
+            model,
+            request.custom_id or custom_id(request.campaign_id, request.unit_id, request.prompt_version, model),
+            unit_kind,
+            provider,
+            transport,
+            estimate.input_tokens if estimate else None,
+            estimate.output_tokens if estimate else None,
+            estimate.cost_usd if estimate else None,
+            run_id,
+            now,
+        ]
+        conn.execute(
+            """
+            insert into ops.generation_ledger (
+                campaign_id, unit_id, prompt_version, model, custom_id, unit_kind, provider, transport,
+                status, estimated_input_tokens, estimated_output_tokens, estimated_cost_usd, run_id, planned_at
+            ) values (?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)
+            on conflict do nothing
+            """,
+            values,
+        ).fetchall()
+        conn.execute(
+            """
+            update ops.generation_ledger
+               set transport = ?, estimated_input_tokens = ?, estimated_output_tokens = ?,
+                   estimated_cost_usd = ?, run_id = ?
+             where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?
+               and status in ('planned', 'failed', 'rejected')
+            """,
+            [transport, values[8], values[9], values[10], run_id, *values[:4]],
+        ).fetchall()
+
+
+def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
+    """The campaign's ledger rows for this prompt version and model, by unit id."""
+    result = conn.execute(
+        """
+        select unit_id, custom_id, status, attempts, vendor_batch_id
+        from ops.generation_ledger
+        where campaign_id = ? and prompt_version = ? and model = ?
+        """,
+        [campaign_id, prompt_version, model],
+    ).fetchall()
+    return {r[0]: LedgerRow(*r) for r in result}
+
+
+def mark_submitted(
+    conn: duckdb.DuckDBPyConnection,
+    custom_ids: Iterable[str],
+    *,
+    run_id: str,
+    batch_id: str | None = None,
+) -> None:
+    """Record that these units are about to be (or have just been) sent; attempts count paid tries.
+
+    A unit already `submitted` (in doubt after a crash) keeps its attempt number: it is the same try.
+    """
+    now = _now()
+    for cid in custom_ids:
+        conn.execute(
+            """
+            update ops.generation_ledger
+               set attempts = attempts + (case when status = 'submitted' then 0 else 1 end),
+                   status = 'submitted', submitted_at = ?, run_id = ?,
+                   vendor_batch_id = coalesce(?, vendor_batch_id), last_error_kind = null, last_error = null
+             where custom_id = ?
+            """,
+            [now, run_id, batch_id, cid],
+        ).fetchall()
+
+
+def idempotency_key(row: LedgerRow) -> str:
+    """The key of the try a sync call belongs to (see DraftRequest.idempotency_key)."""
+    attempt = row.attempts if row.status == "submitted" else row.attempts + 1
+    return f"{row.custom_id}-{max(attempt, 1)}"
+
+
+def set_batch(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], batch_id: str) -> None:
+    """Attach the vendor's batch id to units already marked submitted (re-attach point for retries)."""
+    for cid in custom_ids:
+        conn.execute(
+            "update ops.generation_ledger set vendor_batch_id = ? where custom_id = ?", [batch_id, cid]
+        ).fetchall()
+
+
+def record_success(
+    conn: duckdb.DuckDBPyConnection,
+    request: DraftRequest,
+    result: DraftResult,
+    *,
+    provider: str,
+    model: str,
+    cost_usd: float,
+) -> None:
+    """Store the draft and close its ledger row in one transaction (both or neither survive a crash).
+
+    `model` is the ledger's model key (what was asked for); the vendor's exact model name is kept in
+    neither table's key so a dated snapshot name does not make a rerun pay again.
+    """
+    cid = request.custom_id or custom_id(request.campaign_id, request.unit_id, request.prompt_version, model)
+    now = _now()
+    conn.execute("begin transaction")
+    try:
+        conn.execute(
+            "delete from ops.generated_content "
+            "where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?",
+            [request.campaign_id, request.unit_id, request.prompt_version, model],
+        ).fetchall()
+        conn.execute(
+            "insert into ops.generated_content values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                request.campaign_id,
+                request.unit_id,
+                request.prompt_version,
+                provider,
+                model,
+                request.language,
+                result.draft.subject,
+                result.draft.preheader,
+                result.draft.body,
+                result.input_tokens,
+                result.output_tokens,
+                result.vendor_request_id,
+                now,
+            ],
+        ).fetchall()
+        conn.execute(
+            """
+            update ops.generation_ledger
+               set status = 'succeeded', vendor_request_id = ?, input_tokens = input_tokens + ?,
+                   output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, finished_at = ?,
+                   last_error_kind = null, last_error = null
+             where custom_id = ?
+            """,
+            [result.vendor_request_id, result.input_tokens, result.output_tokens, cost_usd, now, cid],
+        ).fetchall()
+        conn.execute("commit")
+    except BaseException:
+        conn.execute("rollback")
+        raise
+
+
+def record_failure(
+    conn: duckdb.DuckDBPyConnection,
+    request_custom_id: str,
+    failure: DraftFailure,
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cost_usd: float = 0.0,
+) -> None:
+    """Mark a unit failed with its reason (and whatever it cost); the next run requests it again."""
+    conn.execute(
+        """
+        update ops.generation_ledger
+           set status = 'failed', last_error_kind = ?, last_error = ?, finished_at = ?,
+               input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, cost_usd = cost_usd + ?
+         where custom_id = ?
+        """,
+        [failure.kind, failure.reason[:500], _now(), input_tokens, output_tokens, cost_usd, request_custom_id],
+    ).fetchall()
+
+
+def mark_rejected(conn: duckdb.DuckDBPyConnection, campaign_id: str, unit_reasons: dict[str, str], **key: str) -> None:
+    """The content gate rejected these units' drafts: drop the drafts and request them again next run.
+
+    `key` holds prompt_version and model.
+    """
+    for unit_id, reason in unit_reasons.items():
+        where = [campaign_id, unit_id, key["prompt_version"], key["model"]]
+        conn.execute(
+            """
+            update ops.generation_ledger set status = 'rejected', last_error_kind = 'rejected', last_error = ?
+             where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?
+            """,
+            [reason[:500], *where],
+        ).fetchall()
+        conn.execute(
+            "delete from ops.generated_content "
+            "where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?",
+            where,
+        ).fetchall()
+
+
+def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, float]:
+    """Counts by status and the money spent so far on this campaign version: for the summary."""
+    by_status = dict(
+        conn.execute(
+            "select status, count(*) from ops.generation_ledger "
+            "where campaign_id = ? and prompt_version = ? and model = ? group by status",
+            [campaign_id, prompt_version, model],
+        ).fetchall()
+    )
+    spent = conn.execute(
+        "select coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0), "
+        "coalesce(sum(attempts), 0) from ops.generation_ledger "
+        "where campaign_id = ? and prompt_version = ? and model = ?",
+        [campaign_id, prompt_version, model],
+    ).fetchone()
+    assert spent is not None
+    return {
+        **{status: int(by_status.get(status, 0)) for status in STATUSES},
+        "input_tokens": int(spent[0]),
+        "output_tokens": int(spent[1]),
+        "cost_usd": float(spent[2]),
+        "attempts": int(spent[3]),
+    }

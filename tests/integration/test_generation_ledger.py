@@ -1,0 +1,317 @@
+"""The generation ledger end to end on a real warehouse: exactly one paid draft per unit, whatever happens.
+
+A small generated export is ingested and the dbt models are built once per module; each test works
+on its own copy of that DuckDB file, with the real `openai` SDK talking to the local server.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import openai
+import pytest
+
+from governed_marketing.generation import batch, ledger
+from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
+from governed_marketing.generation.campaign import (
+    ModeRefused,
+    UnitsFailed,
+    draft_sync,
+    prepare_campaign,
+    publish_campaign,
+    run_campaign,
+)
+from governed_marketing.generation.cost import BudgetExceeded
+from governed_marketing.generation.providers import OpenAIProvider
+from governed_marketing.policy import Policy, load_policy
+from tests.conftest import PROJECT_ROOT
+from tests.support.openai_server import LocalOpenAIServer
+
+pytestmark = pytest.mark.integration
+
+CAMPAIGN = "spring_newsletter"
+MODEL = "gpt-4.1-mini"
+AS_OF_TEXT = "2026-11-15T12:00:00"
+
+
+@pytest.fixture(scope="module")
+def built_warehouse(tmp_path_factory) -> Path:
+    """A warehouse with raw CRM data and the marts, built by a real ingest and a real dbt build."""
+    from dbt.cli.main import dbtRunner
+
+    from governed_marketing import warehouse
+    from governed_marketing.crm.generate import write_sample_export
+    from governed_marketing.crm.ingest import ingest_export
+    from governed_marketing.governance_tables import write_governance_tables
+    from governed_marketing.settings import reset_settings
+
+    root = tmp_path_factory.mktemp("ledger")
+    home = root / "home"
+    home.mkdir()
+    write_sample_export(root / "crm", contacts=400, seed=7)
+    policy = load_policy()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_HOME", str(home))
+        reset_settings()
+        with warehouse.session(home / "warehouse.duckdb") as conn:
+            ingest_export(root / "crm", conn=conn, policy=policy, landing_root=home / "landing")
+            write_governance_tables(conn, policy)
+        project = PROJECT_ROOT / "dbt_project"
+        result = dbtRunner().invoke(
+            [
+                "build",
+                "--project-dir",
+                str(project),
+                "--profiles-dir",
+                str(project),
+                "--target-path",
+                str(root / "target"),
+                "--log-path",
+                str(root / "logs"),
+                "--vars",
+                json.dumps({"as_of": AS_OF_TEXT}),
+                "--quiet",
+            ]
+        )
+        reset_settings()
+    assert result.success, result.exception
+    return home / "warehouse.duckdb"
+
+
+@pytest.fixture
+def conn(built_warehouse: Path, tmp_path: Path):
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(built_warehouse, copy)
+    connection = duckdb.connect(str(copy))
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy()
+
+
+def _as_of():
+    from governed_marketing.pipeline import parse_as_of
+
+    return parse_as_of(AS_OF_TEXT)
+
+
+def _provider(server: LocalOpenAIServer, **kwargs) -> OpenAIProvider:
+    """Configured as build_provider configures it from governance.yml."""
+    policy = load_policy()
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=kwargs.pop("max_retries", 2))
+    return OpenAIProvider(
+        client,
+        MODEL,
+        kwargs.pop("concurrency", 4),
+        max_body_chars=policy.content.max_body_chars,
+        max_output_tokens=policy.vendors["openai"].max_output_tokens,
+        **kwargs,
+    )
+
+
+def _client(server: LocalOpenAIServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="sk-local", max_retries=0)
+
+
+def _statuses(conn) -> dict[str, int]:
+    return dict(conn.execute("select status, count(*) from ops.generation_ledger group by status").fetchall())
+
+
+def _common(conn, policy, run_id="run-1") -> dict:
+    return {"conn": conn, "policy": policy, "as_of": _as_of(), "run_id": run_id}
+
+
+def _outbox(root: Path) -> list[dict]:
+    rows = []
+    for path in sorted(root.rglob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows
+
+
+def _units(conn) -> int:
+    found = conn.execute(
+        "select count(distinct cohort_id) from marts.campaign_audience where campaign_id = ?", [CAMPAIGN]
+    ).fetchone()
+    return int(found[0])
+
+
+class _Crash(BaseException):
+    """Stands for the worker dying: not an Exception, so no handler of ours runs."""
+
+
+def test_a_crash_after_submit_and_a_task_retry_pay_for_each_unit_once(conn, policy, openai_server, tmp_path):
+    provider = _provider(openai_server)
+    prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, policy))
+    assert _statuses(conn) == {"planned": _units(conn)}, "intent is recorded before anything is sent"
+    assert openai_server.paid_requests == 0
+
+    stored = 0
+    real_record = ledger.record_success
+
+    def crash_after_three(*args, **kwargs):
+        nonlocal stored
+        if stored == 3:
+            raise _Crash
+        stored += 1
+        real_record(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "record_success", crash_after_three)
+        with pytest.raises(_Crash):
+            draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy))
+    statuses = _statuses(conn)
+    assert statuses["succeeded"] == 3 and statuses["submitted"] == _units(conn) - 3
+    paid_before_retry = openai_server.paid_requests
+
+    # The task retry: finished units are reused, in-doubt ones go again under the same Idempotency-Key.
+    draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy, "run-1-try-2"))
+    assert _statuses(conn) == {"succeeded": _units(conn)}
+    assert openai_server.paid_requests == _units(conn) == paid_before_retry or openai_server.paid_requests == _units(
+        conn
+    )
+    keys = [r.headers.get("idempotency-key") for r in openai_server.chat_requests()]
+    assert all(k and k.startswith("gmp-") for k in keys)
+    assert len(set(keys)) == _units(conn), "one key per unit, reused by the retry"
+
+    published = publish_campaign(
+        CAMPAIGN, provider="openai", model=MODEL, transport="sync", outbox_root=tmp_path, **_common(conn, policy)
+    )
+    assert published.messages > 0
+    # A rerun of the whole campaign pays nothing.
+    run_campaign(CAMPAIGN, provider=provider, outbox_root=tmp_path, **_common(conn, policy, "run-2"))
+    assert openai_server.paid_requests == _units(conn)
+
+
+def test_a_batch_crash_between_create_and_recording_reattaches_instead_of_paying_again(
+    conn, policy, openai_server, tmp_path
+):
+    client = _client(openai_server)
+    common = {**_common(conn, policy), "provider": "openai", "model": MODEL}
+    prepare_campaign(CAMPAIGN, transport="batch", **common)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "set_batch", lambda *a, **k: (_ for _ in ()).throw(_Crash()))
+        with pytest.raises(_Crash):
+            submit_campaign_batch(CAMPAIGN, client=client, **common)
+    assert len(openai_server.batch_api.created_batch_ids) == 1
+
+    retried = submit_campaign_batch(CAMPAIGN, client=client, **common)  # the task retry
+    assert len(openai_server.batch_api.created_batch_ids) == 1, "the retry created a second batch"
+    assert retried["batch_ids"] == openai_server.batch_api.created_batch_ids
+    openai_server.batch_api.advance()
+    collected = collect_campaign_batches(CAMPAIGN, retried["batch_ids"], client=client, **common)
+    assert collected["batch_ids"] == [] and collected["succeeded"] == _units(conn)
+    assert openai_server.batch_api.paid_lines == _units(conn)
+    assert _statuses(conn) == {"succeeded": _units(conn)}
+    assert not openai_server.batch_api.files, "vendor-side input and output files are deleted once read"
+
+
+def test_batch_and_sync_write_the_same_outbox(built_warehouse, policy, openai_server, tmp_path):
+    outboxes = {}
+    for transport in ("sync", "batch"):
+        copy = tmp_path / transport / "warehouse.duckdb"
+        copy.parent.mkdir()
+        shutil.copy(built_warehouse, copy)
+        with duckdb.connect(str(copy)) as connection:
+            common = {**_common(connection, policy), "provider": "openai", "model": MODEL}
+            prepare_campaign(CAMPAIGN, transport=transport, **common)
+            if transport == "sync":
+                draft_sync(
+                    CAMPAIGN, provider=_provider(openai_server), transport="sync", **_common(connection, policy)
+                )
+            else:
+                client = _client(openai_server)
+                submitted = submit_campaign_batch(CAMPAIGN, client=client, **common)
+                openai_server.batch_api.advance()
+                collect_campaign_batches(CAMPAIGN, submitted["batch_ids"], client=client, **common)
+            publish_campaign(CAMPAIGN, transport=transport, outbox_root=tmp_path / transport / "outbox", **common)
+        outboxes[transport] = [
+            {k: v for k, v in row.items() if k != "generated_at"} for row in _outbox(tmp_path / transport / "outbox")
+        ]
+    assert outboxes["sync"] and outboxes["sync"] == outboxes["batch"]
+
+
+def test_injected_faults_lose_no_unit_and_the_next_run_requests_only_the_failed(conn, policy, openai_server, tmp_path):
+    units = _units(conn)
+    provider = _provider(openai_server, max_retries=1, concurrency=1)
+    prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, policy))
+    for _ in range(4):  # two units fail: each gets a 500 and a 503 on its one SDK retry
+        openai_server.fail_next(500)
+    openai_server.malformed_next(2)  # one unit is re-asked twice and rejected
+    with pytest.raises(UnitsFailed, match="could not be drafted"):
+        draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy))
+    statuses = _statuses(conn)
+    assert statuses.get("failed") == 3 and statuses["succeeded"] == units - 3 and "submitted" not in statuses
+    kinds = dict(
+        conn.execute("select last_error_kind, count(*) from ops.generation_ledger group by 1 having count(*) > 0")
+        .fetchall()
+    )
+    assert kinds.get("server") == 2 and kinds.get("rejected") == 1
+    with pytest.raises(UnitsFailed, match="no accepted draft"):
+        publish_campaign(
+            CAMPAIGN, provider="openai", model=MODEL, transport="sync", outbox_root=tmp_path, **_common(conn, policy)
+        )
+    assert not list(tmp_path.rglob("*.jsonl")), "nothing is written while units are missing"
+
+    before = len(openai_server.chat_requests())
+    draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy, "run-2"))
+    assert len(openai_server.chat_requests()) - before == 3, "only the failed units were requested again"
+    assert _statuses(conn) == {"succeeded": units}
+    assert publish_campaign(
+        CAMPAIGN, provider="openai", model=MODEL, transport="sync", outbox_root=tmp_path, **_common(conn, policy)
+    ).messages
+
+
+def test_an_over_budget_campaign_submits_nothing(conn, policy, openai_server):
+    campaign = policy.campaigns[CAMPAIGN].model_copy(update={"budget_usd": 0.0001})
+    tight = policy.model_copy(update={"campaigns": {**policy.campaigns, CAMPAIGN: campaign}})
+    with pytest.raises(BudgetExceeded, match="would exceed campaigns.spring_newsletter.budget_usd"):
+        prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, tight))
+    assert openai_server.requests == []
+    assert set(_statuses(conn)) <= {"planned"}
+
+
+def test_the_estimate_is_recorded_and_is_not_below_what_was_paid(conn, policy, openai_server, tmp_path):
+    outcome = run_campaign(CAMPAIGN, provider=_provider(openai_server), outbox_root=tmp_path, **_common(conn, policy))
+    estimated_in, estimated_out, paid_in, paid_out, cost = conn.execute(
+        "select sum(estimated_input_tokens), sum(estimated_output_tokens), sum(input_tokens), sum(output_tokens), "
+        "sum(cost_usd) from ops.generation_ledger"
+    ).fetchone()
+    assert estimated_in >= paid_in and estimated_out >= paid_out
+    price = policy.vendors["openai"].prices_usd_per_1m_tokens[MODEL]
+    assert cost == pytest.approx((paid_in * price.input + paid_out * price.output) / 1e6, rel=1e-6)
+    assert outcome.cost_usd == pytest.approx(cost, rel=1e-6) and outcome.estimated_cost_usd >= outcome.cost_usd
+
+
+def test_individual_mode_is_refused_without_a_processor_agreement(conn, policy, openai_server):
+    vendor = policy.vendors["openai"].model_copy(update={"dpa_signed": None})
+    campaign = policy.campaigns[CAMPAIGN].model_copy(update={"personalization": "individual"})
+    risky = policy.model_copy(
+        update={"vendors": {"openai": vendor}, "campaigns": {**policy.campaigns, CAMPAIGN: campaign}}
+    )
+    with pytest.raises(ModeRefused, match="dpa_signed is missing"):
+        prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, risky))
+    assert openai_server.requests == []
+
+
+def test_individual_mode_sends_only_the_allow_listed_fields(conn, policy, openai_server, tmp_path):
+    campaign = policy.campaigns[CAMPAIGN].model_copy(update={"personalization": "individual"})
+    individual = policy.model_copy(update={"campaigns": {**policy.campaigns, CAMPAIGN: campaign}})
+    outcome = run_campaign(
+        CAMPAIGN, provider=_provider(openai_server), outbox_root=tmp_path, **_common(conn, individual)
+    )
+    recipients = conn.execute(
+        "select count(*) from marts.campaign_audience where campaign_id = ?", [CAMPAIGN]
+    ).fetchone()[0]
+    assert outcome.units == recipients == openai_server.paid_requests == outcome.messages
+    allowed = set(policy.purpose_of(CAMPAIGN).fields) - {"language"}
+    for request in openai_server.chat_requests():
+        user = request.body["messages"][1]["content"]
+        data = json.loads(user.split("<cohort_data>")[1].split("</cohort_data>")[0])
+        assert set(data) <= allowed
