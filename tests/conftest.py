@@ -21,3 +21,22 @@ for leaked in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GMP_LLM_PROVIDER", "GMP_POL
     os.environ.pop(leaked, None)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- GMP_REQUIRE_POSTGRES=1 (set by .ci/run): a skipped `postgres` test fails with its reason ----
+import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        os.environ.get("GMP_REQUIRE_POSTGRES") == "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("postgres") is not None
+    ):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"GMP_REQUIRE_POSTGRES=1 but this postgres test was skipped: {reason}"

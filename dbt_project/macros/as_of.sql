@@ -14,8 +14,17 @@
     cast(cast('{{ text }}' as timestamptz) at time zone 'UTC' as timestamp)
 {%- endmacro %}
 
+{#-
+    Postgres reads a zone-less timestamptz literal in the session's TimeZone, which dbt-postgres
+    does not set: only a literal with an offset goes through timestamptz; a zone-less one is UTC
+    already and becomes a plain timestamp, whatever the server's TimeZone is.
+-#}
 {% macro postgres__utc_timestamp_literal(text) -%}
-    (timestamptz '{{ text }}' at time zone 'UTC')
+    {%- if modules.re.search('[T ][0-9:.]+ *([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$', text | trim) -%}
+        (timestamptz '{{ text }}' at time zone 'UTC')
+    {%- else -%}
+        timestamp '{{ text }}'
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro default__utc_now() -%}

@@ -38,7 +38,17 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4.1-mini"
     llm_mode: Literal["sync", "batch"] = "sync"
     llm_concurrency: int = Field(default=4, ge=1, le=64)
+    #: How often a deferred draft task asks the vendor whether its batches are done.
+    llm_batch_poll_seconds: float = Field(default=60.0, gt=0)
     crm_dir: Path | None = None
+    # Where dbt builds: the DuckDB file under GMP_HOME, or Postgres (GMP_PG_*, the names
+    # dbt_project/profiles.yml reads for its `postgres` target).
+    warehouse: Literal["duckdb", "postgres"] = "duckdb"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = Field(default=5432, ge=1, le=65535)
+    pg_user: str = "postgres"
+    pg_password: SecretStr | None = None
+    pg_database: str = "marketing"
 
     # ---- derived paths -----------------------------------------------------------------
     @property
@@ -56,6 +66,11 @@ class Settings(BaseSettings):
     @property
     def dbt_project_dir(self) -> Path:
         return self.project_root / "dbt_project"
+
+    @property
+    def dbt_target(self) -> str:
+        """The dbt profile target for the chosen warehouse (profiles.yml names them alike)."""
+        return self.warehouse
 
     @property
     def dags_dir(self) -> Path:
