@@ -13,8 +13,7 @@ from pathlib import Path
 import duckdb
 import openai
 import pytest
-
-from governed_marketing.generation import batch, ledger
+from governed_marketing.generation import ledger
 from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
 from governed_marketing.generation.campaign import (
     ModeRefused,
@@ -27,7 +26,8 @@ from governed_marketing.generation.campaign import (
 from governed_marketing.generation.cost import BudgetExceeded
 from governed_marketing.generation.providers import OpenAIProvider
 from governed_marketing.policy import Policy, load_policy
-from tests.conftest import PROJECT_ROOT
+
+from tests.support.built_warehouse import build_home
 from tests.support.openai_server import LocalOpenAIServer
 
 pytestmark = pytest.mark.integration
@@ -39,46 +39,7 @@ AS_OF_TEXT = "2026-11-15T12:00:00"
 
 @pytest.fixture(scope="module")
 def built_warehouse(tmp_path_factory) -> Path:
-    """A warehouse with raw CRM data and the marts, built by a real ingest and a real dbt build."""
-    from dbt.cli.main import dbtRunner
-
-    from governed_marketing import warehouse
-    from governed_marketing.crm.generate import write_sample_export
-    from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.governance_tables import write_governance_tables
-    from governed_marketing.settings import reset_settings
-
-    root = tmp_path_factory.mktemp("ledger")
-    home = root / "home"
-    home.mkdir()
-    write_sample_export(root / "crm", contacts=400, seed=7)
-    policy = load_policy()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GMP_HOME", str(home))
-        reset_settings()
-        with warehouse.session(home / "warehouse.duckdb") as conn:
-            ingest_export(root / "crm", conn=conn, policy=policy, landing_root=home / "landing")
-            write_governance_tables(conn, policy)
-        project = PROJECT_ROOT / "dbt_project"
-        result = dbtRunner().invoke(
-            [
-                "build",
-                "--project-dir",
-                str(project),
-                "--profiles-dir",
-                str(project),
-                "--target-path",
-                str(root / "target"),
-                "--log-path",
-                str(root / "logs"),
-                "--vars",
-                json.dumps({"as_of": AS_OF_TEXT}),
-                "--quiet",
-            ]
-        )
-        reset_settings()
-    assert result.success, result.exception
-    return home / "warehouse.duckdb"
+    return build_home(tmp_path_factory.mktemp("ledger"), contacts=400, seed=7, as_of=AS_OF_TEXT) / "warehouse.duckdb"
 
 
 @pytest.fixture
@@ -222,9 +183,7 @@ def test_batch_and_sync_write_the_same_outbox(built_warehouse, policy, openai_se
             common = {**_common(connection, policy), "provider": "openai", "model": MODEL}
             prepare_campaign(CAMPAIGN, transport=transport, **common)
             if transport == "sync":
-                draft_sync(
-                    CAMPAIGN, provider=_provider(openai_server), transport="sync", **_common(connection, policy)
-                )
+                draft_sync(CAMPAIGN, provider=_provider(openai_server), transport="sync", **_common(connection, policy))
             else:
                 client = _client(openai_server)
                 submitted = submit_campaign_batch(CAMPAIGN, client=client, **common)
@@ -249,8 +208,9 @@ def test_injected_faults_lose_no_unit_and_the_next_run_requests_only_the_failed(
     statuses = _statuses(conn)
     assert statuses.get("failed") == 3 and statuses["succeeded"] == units - 3 and "submitted" not in statuses
     kinds = dict(
-        conn.execute("select last_error_kind, count(*) from ops.generation_ledger group by 1 having count(*) > 0")
-        .fetchall()
+        conn.execute(
+            "select last_error_kind, count(*) from ops.generation_ledger group by 1 having count(*) > 0"
+        ).fetchall()
     )
     assert kinds.get("server") == 2 and kinds.get("rejected") == 1
     with pytest.raises(UnitsFailed, match="no accepted draft"):

@@ -5,7 +5,7 @@ A unit is (campaign, cohort or recipient pseudonym, prompt version, model). Its 
     planned --submit--> submitted --result--> succeeded
                             |                    |  (the content gate rejects the draft)
                             +--failure--> failed  +--> rejected
-    failed / rejected / planned: requested again on the next run or task retry
+    failed / rejected / planned / purged (retention deleted the draft): requested again next run
     submitted: re-attached (batch: the batch id is on the row), never submitted blind a second time
 
 Intent is recorded (`plan`) before any request leaves, the submit is recorded before the call
@@ -26,9 +26,10 @@ import duckdb
 
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
 
-STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected")
-#: Units a run still has to request (besides re-attaching to `submitted` ones).
-TO_REQUEST = ("planned", "failed", "rejected")
+STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged")
+#: Units a run still has to request (besides re-attaching to `submitted` ones). `purged`: the draft
+#: passed its retention period and was deleted.
+TO_REQUEST = ("planned", "failed", "rejected", "purged")
 
 LEDGER_DDL = """
 create schema if not exists ops;
@@ -167,7 +168,7 @@ def plan(
                set transport = ?, estimated_input_tokens = ?, estimated_output_tokens = ?,
                    estimated_cost_usd = ?, run_id = ?
              where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?
-               and status in ('planned', 'failed', 'rejected')
+               and status in ('planned', 'failed', 'rejected', 'purged')
             """,
             [transport, values[8], values[9], values[10], run_id, *values[:4]],
         ).fetchall()

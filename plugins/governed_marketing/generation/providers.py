@@ -552,6 +552,19 @@ class _UnitFailed(Exception):
 
 
 @dataclass
+class _Run:
+    """What the worker threads of one `draft_many` share: when to stop sending."""
+
+    stop: threading.Event
+    halt_on_failure: bool  # no on_failure: the first failing unit ends the run
+
+    def halt_if(self, error: BaseException) -> None:
+        """Stop new calls now, from the worker that saw the error, before other workers can send."""
+        if isinstance(error, ProviderError) or (isinstance(error, _UnitFailed) and self.halt_on_failure):
+            self.stop.set()
+
+
+@dataclass
 class _Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -626,9 +639,7 @@ class OpenAIProvider:
         self._api = client.with_options(http_client=hooked)
 
     # ---- one HTTP call, under the limiter ---------------------------------------------------
-    def _send(
-        self, request: DraftRequest, body: dict[str, Any], key: str | None, stop: threading.Event, usage: _Usage
-    ) -> Any:
+    def _send(self, request: DraftRequest, body: dict[str, Any], key: str | None, run: _Run, usage: _Usage) -> Any:
         """The raw response of one completion; 429s are waited out here, other failures classified."""
         import openai
 
@@ -636,36 +647,34 @@ class OpenAIProvider:
         extra_headers = {"Idempotency-Key": key} if key else None
         while True:
             try:
-                ticket = self.limiter.acquire(tokens, stop=stop)
+                ticket = self.limiter.acquire(tokens, stop=run.stop)
             except RateLimitWaitTooLong as exc:
                 raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", str(exc))) from exc
             try:
                 raw = self._api.chat.completions.with_raw_response.create(**body, extra_headers=extra_headers)
             except openai.APIStatusError as exc:
-                self.limiter.release(ticket, exc.response.headers)
                 if exc.status_code == 429 and not _is_quota(exc):
+                    self.limiter.release(ticket, exc.response.headers)
                     usage.rate_limited += 1
                     if usage.rate_limited > self.max_rate_limit_retries:
-                        raise _UnitFailed(
-                            DraftFailure(
-                                request.unit_id,
-                                "rate_limit",
-                                f"the vendor answered HTTP 429 ({_error_code(exc)}) {usage.rate_limited} times",
-                            )
-                        ) from exc
+                        reason = f"the vendor answered HTTP 429 ({_error_code(exc)}) {usage.rate_limited} times"
+                        raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", reason)) from exc
                     self.limiter.rate_limited(exc.response.headers)
                     continue
-                raise self._classify(request, exc) from exc
-            except openai.APITimeoutError as exc:
-                self.limiter.release(ticket)
-                raise _UnitFailed(
+                error = self._classify(request, exc)
+                run.halt_if(error)  # before the release lets a waiting worker send
+                self.limiter.release(ticket, exc.response.headers)
+                raise error from exc
+            except openai.APIConnectionError as exc:  # APITimeoutError is one too
+                timed_out = isinstance(exc, openai.APITimeoutError)
+                failure = _UnitFailed(
                     DraftFailure(request.unit_id, "timeout", "no answer in time, after the SDK's retries")
-                ) from exc
-            except openai.APIConnectionError as exc:
+                    if timed_out
+                    else DraftFailure(request.unit_id, "server", "the connection failed, after the SDK's retries")
+                )
+                run.halt_if(failure)
                 self.limiter.release(ticket)
-                raise _UnitFailed(
-                    DraftFailure(request.unit_id, "server", "the connection failed, after the SDK's retries")
-                ) from exc
+                raise failure from exc
             except BaseException:
                 self.limiter.release(ticket)
                 raise
@@ -699,8 +708,15 @@ class OpenAIProvider:
         return _UnitFailed(DraftFailure(request.unit_id, kind, reason, retryable=retryable))
 
     # ---- one unit ---------------------------------------------------------------------------
-    def _draft_unit(self, request: DraftRequest, stop: threading.Event) -> DraftResult:
+    def _draft_unit(self, request: DraftRequest, run: _Run) -> DraftResult:
         """A completion, validated into a Draft, re-asked once if it does not validate."""
+        try:
+            return self._draft_validated(request, run)
+        except (_UnitFailed, ProviderError) as exc:
+            run.halt_if(exc)
+            raise
+
+    def _draft_validated(self, request: DraftRequest, run: _Run) -> DraftResult:
         usage = _Usage()
         history: list[dict[str, str]] = []
         for attempt in (1, 2):
@@ -713,7 +729,7 @@ class OpenAIProvider:
                 history=history,
             )
             key = (request.custom_id if attempt == 1 else f"{request.custom_id}-reask") if request.custom_id else None
-            raw = self._send(request, body, key, stop, usage)
+            raw = self._send(request, body, key, run, usage)
             completion = raw.parse()
             if completion.usage is not None:
                 usage.input_tokens += completion.usage.prompt_tokens
@@ -792,18 +808,18 @@ class OpenAIProvider:
             return {}
         results: dict[str, DraftResult] = {}
         failures: dict[str, str] = {}
-        stop = threading.Event()
+        run = _Run(stop=threading.Event(), halt_on_failure=on_failure is None)
         fatal: BaseException | None = None
         rate_limited_before = self.limiter.rate_limited_count
         workers = min(self.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmp-openai") as pool:
-            futures = {pool.submit(self._draft_unit, request, stop): request for request in requests}
+            futures = {pool.submit(self._draft_unit, request, run): request for request in requests}
 
             def halt(error: BaseException) -> None:
                 nonlocal fatal
                 if fatal is None:
                     fatal = error
-                stop.set()
+                run.stop.set()
                 self.limiter.wake()
                 for future in futures:
                     future.cancel()
@@ -831,7 +847,7 @@ class OpenAIProvider:
                     if on_result is not None:
                         on_result(request, result)
             except BaseException:
-                stop.set()
+                run.stop.set()
                 self.limiter.wake()
                 for future in futures:
                     future.cancel()

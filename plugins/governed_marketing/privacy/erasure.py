@@ -380,16 +380,19 @@ def erase_warehouse(
                     results[ref].removed["raw.quarantine"] += 1
         if warehouse.table_exists(conn, "raw", "crm_dsr_requests"):
             _pseudonymize_requests(conn, identities, results, key=key)
-        if warehouse.table_exists(conn, "ops", "generated_content"):
+        # Individual-mode drafts and their ledger rows are keyed by the recipient's pseudonym.
+        for table in ("generated_content", "generation_ledger"):
+            if not warehouse.table_exists(conn, "ops", table):
+                continue
             counts = conn.execute(
-                "select s.ref, count(*) from ops.generated_content g "
+                f"select s.ref, count(*) from ops.{table} g "
                 "join erase_pseudonyms s on g.unit_id = s.pseudonym group by s.ref"
             ).fetchall()
             conn.execute(
-                "delete from ops.generated_content where unit_id in (select pseudonym from erase_pseudonyms)"
+                f"delete from ops.{table} where unit_id in (select pseudonym from erase_pseudonyms)"
             ).fetchall()
             for ref, n in counts:
-                results[ref].removed["ops.generated_content"] += int(n)
+                results[ref].removed[f"ops.{table}"] += int(n)
         for ref, identity in identities.items():
             for email in sorted(identity.emails):
                 suppress(conn, key=key, email=email, contact_ids=identity.contact_ids, reason="erasure", request_id=ref)

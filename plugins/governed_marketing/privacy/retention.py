@@ -129,7 +129,19 @@ def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutc
 
 
 def purge_generated_content(conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome) -> None:
+    """Drafts past retention. Their ledger rows stay (cost evidence) but say `purged`, so a later run
+    of the campaign drafts them again instead of publishing without them."""
     if warehouse.table_exists(conn, "ops", "generated_content"):
+        if warehouse.table_exists(conn, "ops", "generation_ledger"):
+            conn.execute(
+                """
+                update ops.generation_ledger l set status = 'purged'
+                from ops.generated_content g
+                where g.generated_at < ? and l.status = 'succeeded' and l.campaign_id = g.campaign_id
+                  and l.unit_id = g.unit_id and l.prompt_version = g.prompt_version and l.model = g.model
+                """,
+                [outcome.cutoff],
+            ).fetchall()
         outcome.counts["ops.generated_content"] = _delete(
             conn, "ops.generated_content where generated_at < ?", [outcome.cutoff], dry_run=outcome.dry_run
         )

@@ -1,0 +1,52 @@
+"""A GMP_HOME with raw CRM data and the dbt marts, built by a real ingest and a real dbt build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def build_home(root: Path, *, contacts: int, seed: int, as_of: str) -> Path:
+    """Generate an export under `root`, ingest it and build the models; return the GMP_HOME."""
+    from dbt.cli.main import dbtRunner
+    from governed_marketing import warehouse
+    from governed_marketing.crm.generate import write_sample_export
+    from governed_marketing.crm.ingest import ingest_export
+    from governed_marketing.governance_tables import write_governance_tables
+    from governed_marketing.policy import load_policy
+    from governed_marketing.settings import reset_settings
+
+    home = root / "home"
+    home.mkdir(parents=True)
+    write_sample_export(root / "crm", contacts=contacts, seed=seed)
+    policy = load_policy()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_HOME", str(home))
+        reset_settings()
+        with warehouse.session(home / "warehouse.duckdb") as conn:
+            ingest_export(root / "crm", conn=conn, policy=policy, landing_root=home / "landing")
+            write_governance_tables(conn, policy)
+        project = PROJECT_ROOT / "dbt_project"
+        result = dbtRunner().invoke(
+            [
+                "build",
+                "--project-dir",
+                str(project),
+                "--profiles-dir",
+                str(project),
+                "--target-path",
+                str(root / "target"),
+                "--log-path",
+                str(root / "logs"),
+                "--vars",
+                json.dumps({"as_of": as_of}),
+                "--quiet",
+            ]
+        )
+        reset_settings()
+    assert result.success, result.exception
+    return home
