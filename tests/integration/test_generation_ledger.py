@@ -7,6 +7,7 @@ on its own copy of that DuckDB file, with the real `openai` SDK talking to the l
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -133,9 +134,8 @@ def test_a_crash_after_submit_and_a_task_retry_pay_for_each_unit_once(conn, poli
     # The task retry: finished units are reused, in-doubt ones go again under the same Idempotency-Key.
     draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy, "run-1-try-2"))
     assert _statuses(conn) == {"succeeded": _units(conn)}
-    assert openai_server.paid_requests == _units(conn) == paid_before_retry or openai_server.paid_requests == _units(
-        conn
-    )
+    assert openai_server.paid_requests == _units(conn), "an in-doubt unit was paid twice"
+    assert paid_before_retry <= _units(conn)
     keys = [r.headers.get("idempotency-key") for r in openai_server.chat_requests()]
     assert all(k and k.startswith("gmp-") for k in keys)
     assert len(set(keys)) == _units(conn), "one key per unit, reused by the retry"
@@ -273,5 +273,5 @@ def test_individual_mode_sends_only_the_allow_listed_fields(conn, policy, openai
     allowed = set(policy.purpose_of(CAMPAIGN).fields) - {"language"}
     for request in openai_server.chat_requests():
         user = request.body["messages"][1]["content"]
-        data = json.loads(user.split("<cohort_data>")[1].split("</cohort_data>")[0])
+        data = json.loads(re.findall(r"<cohort_data>\s*(\{.*?\})\s*</cohort_data>", user, re.S)[-1])
         assert set(data) <= allowed

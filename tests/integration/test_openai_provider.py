@@ -100,13 +100,14 @@ def test_request_sends_store_false_and_the_campaign_as_prompt_cache_key(
     assert "user" not in body and "safety_identifier" not in body
 
 
-def test_rate_limit_is_retried_by_the_sdk_and_yields_the_draft(openai_server: LocalOpenAIServer) -> None:
+def test_rate_limit_is_waited_out_by_the_limiter_and_yields_the_draft(openai_server: LocalOpenAIServer) -> None:
     openai_server.fail_next(429, headers=RETRY_NOW)
 
     result = _provider(openai_server).draft_many([_request()])["cohort-001"]
 
-    assert len(openai_server.chat_requests()) == 2
+    assert len(openai_server.chat_requests()) == 2  # sent again once: not by the SDK and the limiter both
     assert FIRST_NAME_PLACEHOLDER in result.draft.body
+    assert result.extra["rate_limited"] == "1" and "sdk_retries" not in result.extra
 
 
 def test_server_error_is_retried_by_the_sdk_and_yields_the_draft(openai_server: LocalOpenAIServer) -> None:

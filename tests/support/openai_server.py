@@ -3,21 +3,38 @@
 It answers `POST /v1/chat/completions` with a `chat.completion` whose message content is JSON that
 satisfies the request's `response_format` json_schema (deterministic, derived from the last user
 message; a `body` property always greets with `{{ first_name }}`), and `GET /v1/models`. Every
-request is recorded (path, headers without Authorization, parsed JSON body) in `server.requests`, so
-a test can scan exactly what left. Faults are queued by the test:
+request is recorded (arrival time, path, headers without Authorization, parsed JSON body) in
+`server.requests`, so a test can scan exactly what left. Faults are queued by the test:
 
-    with LocalOpenAIServer() as server:
+    with LocalOpenAIServer(rpm=600, tpm=200_000, window_s=6, latency_s=0.05) as server:
         server.fail_next(429, headers={"retry-after-ms": "1"})
         server.malformed_next(1)          # content that is not valid JSON for the schema
         server.refuse_next(1)             # message.refusal instead of content
         server.no_placeholder_next(1)     # valid JSON, but the body lacks {{ first_name }}
+        server.timeout_next(1, seconds=2) # answer only after 2 s (longer than the client's timeout)
+        server.quota_exhausted(after=10)  # 429 insufficient_quota after 10 more paid completions
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-local")
+
+Rate limits (`rpm`, `tpm`, or `set_limits`) work like OpenAI's: a budget per resource that refills
+continuously and is full again `window_s` after it was emptied (60 s for the real per-minute limits;
+a short window makes a test fast: rpm=600 over window_s=6 admits 60 requests at once, then 10 a
+second). A request costs one request and its prompt's rough tokens plus `max_completion_tokens`, as
+OpenAI counts them before answering; over budget it gets 429 with `retry-after-ms` and `retry-after`.
+While limits are set, every chat response carries `x-ratelimit-{limit,remaining,reset}-{requests,
+tokens}`; the limit is the budget per window (the per-minute limit when window_s is 60).
+
+`Idempotency-Key` is honoured: a repeated key whose first answer was 200 gets the stored answer
+again (not paid again; `x-idempotent-replayed: true`), a key still being answered gets 409 with the
+time left, and a key reused with another body gets 400. `paid_requests` / `paid_tokens` count
+completions produced (not replays), `accepted()` lists (time, tokens) of requests admitted by the
+limits, `answers()` lists (time, status) of every chat answer, so a benchmark can compute throughput.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -35,6 +52,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any  # the parsed JSON body, or None (GET, or a body that was not JSON)
+    at: float = field(default_factory=time.monotonic)  # arrival, time.monotonic() of this process
 
 
 @dataclass
@@ -47,6 +65,50 @@ class _Failure:
 def _tokens(text: str) -> int:
     """A rough token count (about four characters a token), enough for usage accounting tests."""
     return max(1, len(text) // 4)
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration the way OpenAI's x-ratelimit-reset-* headers write it ("20ms", "1s", "6m0s"), rounded up."""
+    millis = math.ceil(max(0.0, seconds) * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    text = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
+
+
+class _Budget:
+    """One rate limit: `capacity` a window, refilled continuously so that it is full `window_s` after empty."""
+
+    def __init__(self, capacity: float, window_s: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = capacity / window_s
+        self.level = capacity
+        self._updated = now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + self.rate * (now - self._updated))
+        self._updated = now
+
+    def wait_for(self, amount: float) -> float:
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def headers(self, resource: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{resource}": str(int(self.capacity)),
+            f"x-ratelimit-remaining-{resource}": str(max(0, math.floor(self.level))),
+            f"x-ratelimit-reset-{resource}": _go_duration((self.capacity - self.level) / self.rate),
+        }
+
+
+@dataclass
+class _Stored:
+    """An Idempotency-Key's answer: pending until produced, then replayed for the same body."""
+
+    body_digest: str
+    done: threading.Event = field(default_factory=threading.Event)
+    ready_at: float = 0.0
+    answer: tuple[int, Any, dict[str, str]] | None = None
 
 
 def _message_text(message: dict[str, Any]) -> str:
@@ -80,15 +142,38 @@ def _schema_problem(response_format: Any) -> str | None:
 class LocalOpenAIServer:
     """ThreadingHTTPServer on 127.0.0.1 and an ephemeral port, run in a background thread."""
 
-    def __init__(self, models: tuple[str, ...] = DEFAULT_MODELS) -> None:
+    def __init__(
+        self,
+        models: tuple[str, ...] = DEFAULT_MODELS,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        window_s: float = 60.0,
+        latency_s: float = 0.0,
+    ) -> None:
         self.models = models
+        self.latency_s = latency_s
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
         self._malformed = 0
         self._refusals = 0
         self._no_placeholder = 0
+        self._timeouts: deque[float] = deque()
+        self._quota_after: int | None = None  # paid completions allowed before insufficient_quota
         self._counter = 0
+        self._request_budget: _Budget | None = None
+        self._token_budget: _Budget | None = None
+        self._accepted: list[tuple[float, int]] = []
+        self._answers: list[tuple[float, int]] = []
+        self._idempotency: dict[str, _Stored] = {}
+        self._cache_prefixes: set[tuple[str, str]] = set()
+        self.paid_requests = 0
+        self.paid_tokens = 0
+        self.rate_limited = 0  # 429s the limits emulation answered (not injected ones)
+        self.replayed = 0  # answers served again for a repeated Idempotency-Key
+        self.set_limits(rpm, tpm, window_s)
+        self._batch_api: Any = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -127,6 +212,16 @@ class LocalOpenAIServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def batch_api(self) -> Any:
+        """The Files and Batch API emulation (tests/support/openai_batch_api.py), made on first use."""
+        with self._lock:
+            if self._batch_api is None:
+                from tests.support.openai_batch_api import BatchAPI
+
+                self._batch_api = BatchAPI(self)
+            return self._batch_api
 
     # ---- what left --------------------------------------------------------------------------
     @property
@@ -171,6 +266,48 @@ class LocalOpenAIServer:
         """The next n completions are schema-valid but the body has no first-name placeholder."""
         with self._lock:
             self._no_placeholder += n
+
+    def timeout_next(self, n: int = 1, seconds: float = 2.0) -> None:
+        """The next n chat completions are produced (and paid) at once but answered only after `seconds`."""
+        with self._lock:
+            self._timeouts.extend([seconds] * n)
+
+    def quota_exhausted(self, after: int = 0) -> None:
+        """After `after` more paid completions, every chat completion gets 429 insufficient_quota."""
+        with self._lock:
+            self._quota_after = self.paid_requests + after
+
+    def set_limits(self, rpm: float | None = None, tpm: float | None = None, window_s: float = 60.0) -> None:
+        """Requests and tokens allowed per minute (None: unlimited), enforced over `window_s` (budgets full)."""
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        now = time.monotonic()
+        with self._lock:
+            self.window_s = window_s
+            self._request_budget = _Budget(rpm * window_s / 60, window_s, now) if rpm else None
+            self._token_budget = _Budget(tpm * window_s / 60, window_s, now) if tpm else None
+
+    # ---- what was paid and admitted ---------------------------------------------------------
+    def accepted(self) -> list[tuple[float, int]]:
+        """(time.monotonic(), tokens counted) of every chat request the rate limits admitted, oldest first."""
+        with self._lock:
+            return list(self._accepted)
+
+    def answers(self) -> list[tuple[float, int]]:
+        """(time.monotonic(), HTTP status) of every chat completion answer, in the order decided."""
+        with self._lock:
+            return list(self._answers)
+
+    def max_requests_in_window(self, window_s: float | None = None) -> int:
+        """The most admitted requests in any span of `window_s` (default: the limits' window)."""
+        span = window_s or self.window_s
+        times = [t for t, _ in self.accepted()]
+        best, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= span:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     # ---- used by the handler ----------------------------------------------------------------
     def _record(self, request: RecordedRequest) -> None:
@@ -221,6 +358,7 @@ class LocalOpenAIServer:
 
         prompt_tokens = sum(_tokens(_message_text(m)) for m in messages if isinstance(m, dict))
         completion_tokens = _tokens(content or refusal or "")
+        cached_tokens = self._cached_tokens(body)
         payload = {
             "id": f"chatcmpl-local-{number:06d}",
             "object": "chat.completion",
@@ -243,11 +381,122 @@ class LocalOpenAIServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached_tokens},
             },
             "service_tier": "default",
             "system_fingerprint": "fp_local",
         }
         return 200, payload, {"x-request-id": f"req_local_{number:06d}"}
+
+    def _cached_tokens(self, body: dict[str, Any]) -> int:
+        """Prompt caching: a system prompt seen before under the same prompt_cache_key is served from cache."""
+        messages = body.get("messages") or []
+        first = messages[0] if messages and isinstance(messages[0], dict) else {}
+        if first.get("role") != "system":
+            return 0
+        prefix = (str(body.get("prompt_cache_key") or ""), _message_text(first))
+        with self._lock:
+            seen = prefix in self._cache_prefixes
+            self._cache_prefixes.add(prefix)
+        return _tokens(prefix[1]) if seen else 0
+
+    def _limit_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self._request_budget is not None:
+            headers.update(self._request_budget.headers("requests"))
+        if self._token_budget is not None:
+            headers.update(self._token_budget.headers("tokens"))
+        return headers
+
+    def _admit(self, tokens: int, now: float) -> tuple[int, Any, dict[str, str]] | None:
+        """Charge the rate limits for one request (lock held); the 429 answer when over budget."""
+        waits = []
+        for budget, amount in ((self._request_budget, 1), (self._token_budget, tokens)):
+            if budget is not None:
+                budget.refill(now)
+                if amount > budget.capacity:
+                    status, payload, _ = _error(429, f"Request too large: {amount} tokens, limit {budget.capacity:.0f}")
+                    payload["error"].update(type="tokens", code="rate_limit_exceeded")
+                    return status, payload, self._limit_headers()
+                waits.append(budget.wait_for(amount))
+        wait = max(waits, default=0.0)
+        if wait > 0:
+            self.rate_limited += 1
+            status, payload, _ = _error(429, "Rate limit reached; please try again later.")
+            payload["error"].update(type="requests", code="rate_limit_exceeded")
+            retry = {"retry-after-ms": str(math.ceil(wait * 1000)), "retry-after": str(math.ceil(wait))}
+            return status, payload, {**self._limit_headers(), **retry}
+        for budget, amount in ((self._request_budget, 1), (self._token_budget, tokens)):
+            if budget is not None:
+                budget.level -= amount
+        self._accepted.append((now, tokens))
+        return None
+
+    def _chat(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any, dict[str, str], float]:
+        """One HTTP chat completion: quota, rate limits, Idempotency-Key, then `_completion`.
+
+        Returns the answer and how long to wait before sending it (latency, or an injected timeout).
+        `_completion` stays the pure answer (the Batch API emulation reuses it without any of this).
+        """
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not body.get("model"):
+            return (*self._completion(body), 0.0)
+        prompt_tokens = sum(_tokens(_message_text(m)) for m in messages if isinstance(m, dict))
+        counted = prompt_tokens + int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+        key = headers.get("idempotency-key")
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            if self._quota_after is not None and self.paid_requests >= self._quota_after:
+                self._answers.append((now, 429))
+                status, payload, _ = _error(
+                    429,
+                    "You exceeded your current quota, please check your plan and billing details.",
+                )
+                payload["error"].update(type="insufficient_quota", code="insufficient_quota")
+                return status, payload, self._limit_headers(), 0.0
+            refused = self._admit(counted, now)
+            if refused is not None:
+                self._answers.append((now, refused[0]))
+                return (*refused, 0.0)
+            limit_headers = self._limit_headers()
+            stored = self._idempotency.get(key) if key else None
+            if stored is not None and stored.body_digest != digest:
+                self._answers.append((now, 400))
+                return (*_error(400, "Idempotency-Key was already used with a different request body"), 0.0)
+            if stored is not None and not stored.done.is_set():
+                self._answers.append((now, 409))
+                left = max(0.001, stored.ready_at - now)
+                status, payload, _ = _error(409, "A request with this Idempotency-Key is still in progress")
+                return status, payload, {**limit_headers, "retry-after-ms": str(math.ceil(left * 1000))}, 0.0
+            if stored is not None and stored.answer is not None:
+                self.replayed += 1
+                self._answers.append((now, stored.answer[0]))
+                status, payload, extra = stored.answer
+                return status, payload, {**extra, **limit_headers, "x-idempotent-replayed": "true"}, 0.0
+            delay = self._timeouts.popleft() if self._timeouts else self.latency_s
+            if key:
+                stored = self._idempotency[key] = _Stored(digest, ready_at=now + delay)
+        status, payload, extra = self._completion(body)
+        with self._lock:
+            self._answers.append((now, status))
+            if status == 200:
+                self.paid_requests += 1
+                self.paid_tokens += payload["usage"]["total_tokens"]
+            if stored is not None:
+                if status == 200:
+                    stored.answer = (status, payload, extra)
+                else:  # only a 200 is kept: a failed call may be sent again with the same key
+                    self._idempotency.pop(key or "", None)
+        return status, payload, {**extra, **limit_headers}, delay
+
+    def _finish(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Mark an Idempotency-Key's answer as sent (after its latency), so repeats replay it."""
+        key = headers.get("idempotency-key")
+        with self._lock:
+            stored = self._idempotency.get(key) if key else None
+        if stored is not None:
+            stored.done.set()
 
     def _models(self) -> dict[str, Any]:
         created = int(time.time())
@@ -326,14 +575,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _files_and_batches(self) -> bool:
+        """Files and Batch API routes live in openai_batch_api.py; True when it answered."""
+        if not self.path.startswith(("/v1/files", "/v1/batches")):
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw and "json" in (self.headers.get("Content-Type") or "") else None
+        except ValueError:
+            body = None
+        self._record(body)
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}
+        status, payload, extra = self.server_state.batch_api.handle(self.command, self.path, headers, raw)
+        self._send(status, payload, extra)
+        return True
+
     def do_GET(self) -> None:
+        if self._files_and_batches():
+            return
         self._record(None)
         if self.path.rstrip("/") == "/v1/models":
             self._send(200, self.server_state._models())
         else:
             self._send(*_error(404, f"no route for GET {self.path}"))
 
+    def do_DELETE(self) -> None:
+        if not self._files_and_batches():
+            self._record(None)
+            self._send(*_error(404, f"no route for DELETE {self.path}"))
+
     def do_POST(self) -> None:
+        if self._files_and_batches():
+            return
         body = self._read_json()
         self._record(body)
         if self.path.rstrip("/") != "/v1/chat/completions":
@@ -341,4 +615,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif not isinstance(body, dict):
             self._send(*_error(400, "the request body must be a JSON object"))
         else:
-            self._send(*self.server_state._completion(body))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, payload, extra, delay = self.server_state._chat(body, headers)
+            try:
+                if delay > 0:
+                    time.sleep(delay)
+                self.server_state._finish(body, headers)
+                self._send(status, payload, extra)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout): that is the test
+                self.close_connection = True

@@ -48,10 +48,10 @@ create table if not exists ops.generation_ledger (
     vendor_request_id varchar,
     estimated_input_tokens bigint,
     estimated_output_tokens bigint,
-    estimated_cost_usd double,
+    estimated_cost_usd double precision,
     input_tokens bigint not null default 0,
     output_tokens bigint not null default 0,
-    cost_usd double not null default 0,
+    cost_usd double precision not null default 0,
     last_error_kind varchar,
     last_error varchar,
     run_id varchar,
@@ -165,8 +165,9 @@ def plan(
         conn.execute(
             """
             update ops.generation_ledger
-               set transport = ?, estimated_input_tokens = ?, estimated_output_tokens = ?,
-                   estimated_cost_usd = ?, run_id = ?
+               set transport = ?, estimated_input_tokens = coalesce(?, estimated_input_tokens),
+                   estimated_output_tokens = coalesce(?, estimated_output_tokens),
+                   estimated_cost_usd = coalesce(?, estimated_cost_usd), run_id = ?
              where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?
                and status in ('planned', 'failed', 'rejected', 'purged')
             """,

@@ -55,9 +55,7 @@ class DraftCampaignOperator(BaseOperator):
         from governed_marketing.validation import GateFailed
 
         deterministic: tuple[type[BaseException], ...] = (GateFailed, BudgetExceeded, ModeRefused)
-        quota = getattr(providers, "VendorQuotaExhausted", None)
-        if quota is not None:
-            deterministic = (*deterministic, quota)
+        deterministic = (*deterministic, providers.VendorQuotaExhausted, providers.VendorAuthRejected)
         if isinstance(exc, deterministic):
             raise AirflowFailException(str(exc)) from None
 

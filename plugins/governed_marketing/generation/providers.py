@@ -603,7 +603,7 @@ class OpenAIProvider:
     `DraftFailure` (rate_limit, server, timeout, rejected, refused, filtered, client); an exhausted
     quota or rejected credentials stop the whole run (`VendorQuotaExhausted`, `VendorAuthRejected`).
 
-    Each call carries `Idempotency-Key: <custom_id>` (the re-ask `<custom_id>-reask`), so re-sending a
+    Each call carries `Idempotency-Key: <idempotency_key or custom_id>` (the re-ask `<key>-reask`), so re-sending a
     unit whose answer was lost is not paid twice by a vendor that honours the header. The provider
     drafts over its own HTTP connection pool (the SDK's default httpx client plus one response hook);
     the client's base URL, key, timeout and `max_retries` are kept.
@@ -728,7 +728,8 @@ class OpenAIProvider:
                 temperature=self.temperature,
                 history=history,
             )
-            key = (request.custom_id if attempt == 1 else f"{request.custom_id}-reask") if request.custom_id else None
+            base_key = request.idempotency_key or request.custom_id
+            key = (base_key if attempt == 1 else f"{base_key}-reask") if base_key else None
             raw = self._send(request, body, key, run, usage)
             completion = raw.parse()
             if completion.usage is not None:
@@ -913,6 +914,7 @@ def build_provider(settings: Settings, policy: Policy, vendor_allowed: bool) -> 
         settings.llm_model,
         settings.llm_concurrency,
         max_body_chars=policy.content.max_body_chars,
+        max_output_tokens=policy.vendors["openai"].max_output_tokens if "openai" in policy.vendors else None,
     )
 
 

@@ -53,6 +53,9 @@ def payload_frame(
     extra = [c for c in frame.columns if c not in (UNIT, *attributes)]
     frame = frame.reindex(columns=[UNIT, *attributes, *extra]).astype(object)
     frame = frame.where(frame.notna(), None)
+    individual = bool(requests) and policy.campaigns[requests[0].campaign_id].personalization != "cohort"
+    if individual:  # each request is one recipient's allow-listed fields by design: no k to count
+        return frame
     for attribute in attributes:
         counts = _holder_counts(audience, attribute)
         holders = frame[attribute].map(lambda v, counts=counts: None if v is None else int(counts.get(v, 0)))
