@@ -12,7 +12,9 @@ from typing import Any
 import duckdb
 
 from governed_marketing.generation import batch, ledger
+from governed_marketing.generation.base import DraftRequest
 from governed_marketing.generation.campaign import (
+    CampaignWork,
     _add_ledger_totals,
     _outcome,
     check_payload,
@@ -37,6 +39,41 @@ def _body_kwargs(policy: Policy, provider: str) -> dict[str, Any]:
     }
 
 
+def _submit(
+    conn: duckdb.DuckDBPyConnection,
+    client: Any,
+    policy: Policy,
+    work: CampaignWork,
+    requests: list[DraftRequest],
+    *,
+    run_id: str,
+    histories: dict[str, list[dict[str, str]]] | None = None,
+) -> str | None:
+    """The payload gate over exactly these requests, the ledger intent, then one vendor batch."""
+    if not requests:
+        return None
+    check_payload(conn, run_id, policy, work, requests)
+    ledger.plan(
+        conn,
+        requests,
+        model=work.model,
+        provider=work.provider,
+        transport="batch",
+        unit_kind="cohort" if work.mode == "cohort" else "recipient",
+        run_id=run_id,
+    )
+    return batch.submit(
+        conn,
+        client,
+        requests,
+        campaign_id=work.campaign_id,
+        model=work.model,
+        run_id=run_id,
+        body_kwargs=_body_kwargs(policy, work.provider),
+        histories=histories,
+    )
+
+
 def submit_campaign_batch(
     campaign_id: str,
     *,
@@ -59,27 +96,7 @@ def submit_campaign_batch(
     to_request, _ = units_to_request(conn, work)
     outcome = _outcome(conn, policy, work, "batch")
     outcome.reused_drafts = len(work.requests) - len(to_request)
-    submitted = None
-    if to_request:
-        check_payload(conn, run_id, policy, work, to_request)
-        ledger.plan(
-            conn,
-            to_request,
-            model=model,
-            provider=provider,
-            transport="batch",
-            unit_kind="cohort" if work.mode == "cohort" else "recipient",
-            run_id=run_id,
-        )
-        submitted = batch.submit(
-            conn,
-            client,
-            to_request,
-            campaign_id=campaign_id,
-            model=model,
-            run_id=run_id,
-            body_kwargs=_body_kwargs(policy, provider),
-        )
+    submitted = _submit(conn, client, policy, work, to_request, run_id=run_id)
     outcome.vendor_calls = len(to_request)
     _add_ledger_totals(conn, outcome)
     batch_ids = sorted({*in_flight, *([submitted] if submitted else [])})
@@ -118,19 +135,8 @@ def collect_campaign_batches(
         resubmit += result.resubmit
         reasks.update(result.reasks)
     again = [by_custom_id[cid] for cid in dict.fromkeys(resubmit) if cid in by_custom_id]
-    new_batch = None
-    if again:
-        check_payload(conn, run_id, policy, work, again)
-        new_batch = batch.submit(
-            conn,
-            client,
-            again,
-            campaign_id=campaign_id,
-            model=model,
-            run_id=run_id,
-            body_kwargs=_body_kwargs(policy, provider),
-            histories={cid: history for cid, history in reasks.items() if cid in by_custom_id},
-        )
+    histories = {cid: history for cid, history in reasks.items() if cid in by_custom_id}
+    new_batch = _submit(conn, client, policy, work, again, run_id=run_id, histories=histories)
     outcome = _outcome(conn, policy, work, "batch")
     _add_ledger_totals(conn, outcome)
     return {**outcome.counts(), **collected, "resubmitted": len(again), "batch_ids": [new_batch] if new_batch else []}
