@@ -15,7 +15,7 @@ UV := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: help demo test test-fast bench lint format airflow dbt-parse clean
+.PHONY: help demo test test-fast test-celery bench lint format airflow dbt-parse clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: $(VENV)/.synced  ## The whole test suite on real components (Airflow, dbt,
 
 test-fast: $(VENV)/.synced  ## Unit tests only
 	$(RUN) pytest tests/unit $(PYTEST_ARGS)
+
+test-celery: $(VENV)/.synced  ## Distributed smoke test: the DAGs on CeleryExecutor, local Postgres and Redis
+	$(RUN) python tests/celery/celery_smoke.py
 
 bench: $(VENV)/.synced  ## Benchmarks; figures go to bench/results.json
 	$(RUN) pytest -m benchmark tests/benchmarks $(PYTEST_ARGS)

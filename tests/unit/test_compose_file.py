@@ -291,7 +291,7 @@ def test_celery_executor_with_redis_broker_and_postgres_backends(services: dict)
             env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
             and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
         ), name
-        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://"), name
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].endswith("@postgres/airflow"), name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name

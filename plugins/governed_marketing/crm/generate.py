@@ -15,18 +15,21 @@ case) and every phone number matches `SAMPLE_PHONE`, so tests can prove none of 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import itertools
 import json
+import operator
 import random
 import re
 import unicodedata
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from faker import Faker
 
@@ -223,31 +226,133 @@ def write_sample_export(
     generator = _Generator(seed=seed, as_of=as_of.astimezone(UTC), max_age_days=consent_max_age_days)
     files = {spec.name: (out_dir / spec.name).open("w", encoding="utf-8", newline="") for spec in contract.EXPORT_FILES}
     try:
-        writers = {name: csv.writer(handle, lineterminator="\n") for name, handle in files.items()}
-        for spec in contract.EXPORT_FILES:
-            writers[spec.name].writerow(spec.columns)
-        generator.run(contacts, writers)
+        outputs = _Outputs(*(_CsvFile(files[spec.name], spec.columns) for spec in contract.EXPORT_FILES))
+        generator.run(contacts, outputs)
+        for output in outputs.files():
+            output.flush()
     finally:
         for handle in files.values():
             handle.close()
-    return SampleExportSummary(
-        out_dir=out_dir, seed=seed, as_of=as_of, rows=dict(generator.rows), cases=dict(generator.cases)
-    )
+    rows = {spec.name: output.records for spec, output in zip(contract.EXPORT_FILES, outputs.files(), strict=True)}
+    return SampleExportSummary(out_dir=out_dir, seed=seed, as_of=as_of, rows=rows, cases=dict(generator.cases))
 
 
 # ---- internals -------------------------------------------------------------------------------
+#
+# Speed: a million contacts (about 7M records) take about half a minute of one core, in constant
+# memory. Instants are kept as whole seconds since the epoch (every one is as-of plus or minus whole
+# seconds, so all share its microseconds) and written from cached day and time-of-day strings. The
+# draws `Random.choice`, `randint`, `randrange` and `choices` would make are made directly
+# (`_Generator.below`, `pick`), consuming the same random numbers in the same order, so a seed gives
+# the files the plain calls gave (tests/unit/crm/test_generate.py checks each fast path against the
+# slow one). Records are joined into lines without the csv module when no field needs quoting, and
+# written `_BLOCK_LINES` at a time.
+
+_HOUR, _DAY = 3600, 86400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+_ONE_SECOND = timedelta(seconds=1)
+
+# positions in a contacts.csv record
+_COLUMN = {name: position for position, name in enumerate(contract.CONTACTS.columns)}
+_ID, _EMAIL, _FIRST, _LAST = _COLUMN["contact_id"], _COLUMN["email"], _COLUMN["first_name"], _COLUMN["last_name"]
+_PHONE, _BIRTH, _COUNTRY, _LANGUAGE = _COLUMN["phone"], _COLUMN["birth_date"], _COLUMN["country"], _COLUMN["language"]
+_CITY, _STAGE, _INTEREST, _NOTES = _COLUMN["city"], _COLUMN["lifecycle_stage"], _COLUMN["interests"], _COLUMN["notes"]
+_CREATED, _UPDATED = _COLUMN["created_at"], _COLUMN["updated_at"]
+
+_INTEREST_COUNTS = (0, 1, 1, 2, 2, 3, 4)
+_ACTIVITY_COUNTS = (0, 0, 1, 1, 2, 2, 3, 4, 6, 9)
+_ACTIVITY_WEIGHTS = dict(zip(contract.ACTIVITY_TYPES, (20, 35, 15, 30), strict=True))
+_DSR_KEEPING_ELIGIBILITY = ("none", "access", "rectification", "portability", "restriction_lifted")
+_AGES_KEEPING_ELIGIBILITY = ("adult", "missing", "be_dk_13_to_15", "sixteenth_birthday")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Person:
     """A contact already written, kept briefly so later rows can duplicate or update it."""
 
     contact_id: str
     row: list[str]
     email: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: int  # seconds since the epoch, as all instants below
+    updated_at: int
     plan_eligible: bool
+
+
+@dataclass(frozen=True)
+class _Weighted:
+    """Keys and cumulative weights for `Random.choices(keys, cum_weights=...)`, computed once."""
+
+    keys: tuple[str, ...]
+    cumulative: tuple[int, ...]
+    total: float
+    hi: int
+
+    @classmethod
+    def of(cls, weights: dict[str, int]) -> _Weighted:
+        cumulative = tuple(itertools.accumulate(weights.values()))
+        return cls(tuple(weights), cumulative, cumulative[-1] + 0.0, len(weights) - 1)
+
+
+_ROW_PICK, _CONSENT_PICK, _AGE_PICK, _NOTE_PICK, _DSR_PICK, _LIFECYCLE_PICK, _ACTIVITY_PICK, _COUNTRY_PICK = (
+    _Weighted.of(weights)
+    for weights in (
+        _ROW_KINDS,
+        _CONSENT_SCENARIOS,
+        _AGE_SCENARIOS,
+        _NOTE_KINDS,
+        _DSR_KINDS,
+        _LIFECYCLE,
+        _ACTIVITY_WEIGHTS,
+        {country: spec[3] for country, spec in _COUNTRIES.items()},
+    )
+)
+
+
+_BLOCK_LINES = 4096  # records gathered before one write to a file: memory stays flat however many
+
+
+class _CsvFile:
+    """An export file: records as `csv.writer(handle, lineterminator="\\n")` writes them, in blocks.
+
+    Most records need no quoting, so they are their fields joined by commas; the others (a comma, a
+    double quote or a line break in a field, or a single field) go through `csv.writer`.
+    """
+
+    def __init__(self, handle: TextIO, columns: Sequence[str]) -> None:
+        self.handle = handle
+        self.lines: list[str] = []
+        self.records = 0  # header excluded
+        self.quoting = csv.writer(self, lineterminator="\n")  # writes to self.write
+        self.quoting.writerow(columns)
+
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+
+    def writerow(self, fields: Sequence[str]) -> None:
+        line = ",".join(fields)
+        if line.count(",") == len(fields) - 1 > 0 and '"' not in line and "\n" not in line and "\r" not in line:
+            self.lines.append(line + "\n")
+        else:
+            self.quoting.writerow(fields)
+        self.records += 1
+        if len(self.lines) >= _BLOCK_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        self.handle.write("".join(self.lines))
+        self.lines.clear()
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    contacts: _CsvFile
+    events: _CsvFile
+    activity: _CsvFile
+    requests: _CsvFile
+
+    def files(self) -> tuple[_CsvFile, ...]:
+        return self.contacts, self.events, self.activity, self.requests
 
 
 def _iso(moment: datetime, style: str = "Z") -> str:
@@ -262,6 +367,54 @@ def _iso(moment: datetime, style: str = "Z") -> str:
     return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
+class _Days(dict[int, str]):
+    """Days since the epoch -> "YYYY-MM-DDT", filled on first use (a few thousand days at most)."""
+
+    def __missing__(self, number: int) -> str:
+        text = self[number] = date.fromordinal(_EPOCH_ORDINAL + number).isoformat() + "T"
+        return text
+
+
+class _Clock:
+    """`_iso` for instants held as whole seconds since the epoch that all carry as-of's microseconds."""
+
+    def __init__(self, microsecond: int, random: Callable[[], float]) -> None:
+        fraction = f".{microsecond:06d}" if microsecond else ""
+        r = range(60)
+        self.times = [f"{h:02d}:{m:02d}:{s:02d}{fraction}" for h in range(24) for m in r for s in r]
+        self.days = _Days()
+        self.random = random
+
+    def z(self, moment: int) -> str:
+        """`_iso(moment)`."""
+        day, second = divmod(moment, _DAY)
+        return self.days[day] + self.times[second] + "Z"
+
+    def stamp(self, moment: int) -> str:
+        """`_iso(moment, style)` in a random style: 'Z' (94%), 'naive' (3%) or 'offset' (3%)."""
+        roll = self.random()
+        day, second = divmod(moment, _DAY)
+        if roll >= 0.06:
+            return self.days[day] + self.times[second] + "Z"
+        if roll < 0.03:
+            return self.days[day] + self.times[second]
+        hours = 2 if 4 <= int(self.days[day][5:7]) <= 10 else 1  # CEST from April to October, else CET
+        day, second = divmod(moment + hours * _HOUR, _DAY)
+        return self.days[day] + self.times[second] + f"+{hours:02d}:00"
+
+
+def _seconds(moment: datetime) -> int:
+    """Whole seconds since the epoch (rounded down)."""
+    return (moment - _EPOCH) // _ONE_SECOND
+
+
+# consent events carry the privacy notice in force: v1.0 before 2024, v2.1 until 2026, then v3.0
+_NOTICE_V2_FROM, _NOTICE_V3_FROM = (
+    _seconds(datetime(2024, 1, 1, tzinfo=UTC)),
+    _seconds(datetime(2026, 1, 1, tzinfo=UTC)),
+)
+
+
 def _years_before(day: date, years: int) -> date:
     try:
         return day.replace(year=day.year - years)
@@ -269,14 +422,10 @@ def _years_before(day: date, years: int) -> date:
         return day.replace(year=day.year - years, day=28)
 
 
-@functools.cache
-def _cumulative(weights: tuple[tuple[str, int], ...]) -> tuple[list[str], list[int]]:
-    return [key for key, _ in weights], list(itertools.accumulate(weight for _, weight in weights))
-
-
 _TRANSLIT = str.maketrans({"ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "æ": "ae", "Æ": "AE", "ß": "ss", "đ": "d"})
 
 
+@functools.cache
 def _slug(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text.translate(_TRANSLIT)).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]", "", ascii_text.lower())
@@ -285,10 +434,13 @@ def _slug(text: str) -> str:
 class _Generator:
     def __init__(self, *, seed: int, as_of: datetime, max_age_days: int) -> None:
         self.rng = random.Random(seed)
-        self.as_of = as_of
+        self.random = self.rng.random
+        self.bits = self.rng.getrandbits
+        self.as_of = _seconds(as_of)
+        self.clock = _Clock(as_of.microsecond, self.random)
         self.as_of_date = as_of.date()
-        self.max_age = timedelta(days=max_age_days)
-        self.rows: Counter[str] = Counter({spec.name: 0 for spec in contract.EXPORT_FILES})
+        self.max_age_days = max_age_days
+        self.fresh = self.as_of - max_age_days * _DAY + 30 * _DAY  # a grant after this is well within the limit
         self.cases: Counter[str] = Counter()
         self.recent: deque[_Person] = deque(maxlen=64)
         self.pending_duplicates: list[tuple[int, list[str]]] = []
@@ -296,8 +448,8 @@ class _Generator:
         self.activity_seq = 0
         self.dsr_seq = 0
         self.names = self._name_pools(seed)
-        self.country_codes = list(_COUNTRIES)
-        self.country_weights = list(itertools.accumulate(spec[3] for spec in _COUNTRIES.values()))
+        self.birth_ranges: dict[int, tuple[int, int]] = {}  # age -> (first ordinal, last - first)
+        self.out: _Outputs  # set by run()
 
     @staticmethod
     def _name_pools(seed: int) -> dict[str, tuple[list[str], list[str]]]:
@@ -313,26 +465,34 @@ class _Generator:
                 )
         return pools
 
-    # ---- small helpers -----------------------------------------------------------------------
-    def pick(self, weights: dict[str, int]) -> str:
-        keys, cumulative = _cumulative(tuple(weights.items()))
-        return self.rng.choices(keys, cum_weights=cumulative)[0]
+    # ---- draws: what random.Random's methods draw, without their call overhead --------------------
+    def below(self, n: int) -> int:
+        """`Random._randbelow(n)`, behind `choice(seq)` (n = len(seq)), `randrange(n)` and `randint(0, n - 1)`."""
+        bits = self.bits
+        k = n.bit_length()
+        r = bits(k)
+        while r >= n:
+            r = bits(k)
+        return r
 
-    def between(self, low: datetime, high: datetime) -> datetime:
+    def choice(self, seq: Sequence[str]) -> str:
+        return seq[self.below(len(seq))]
+
+    def pick(self, weighted: _Weighted) -> str:
+        """`Random.choices(keys, cum_weights=cumulative)[0]`."""
+        return weighted.keys[bisect.bisect_right(weighted.cumulative, self.random() * weighted.total, 0, weighted.hi)]
+
+    def between(self, low: int, high: int) -> int:
         """A whole-second instant in [low, high] (low when the range is empty)."""
-        span = int((high - low).total_seconds())
-        return low + timedelta(seconds=self.rng.randint(0, span)) if span > 0 else low
+        return low + self.below(high - low + 1) if high > low else low
 
-    def days_ago(self, low: float, high: float) -> datetime:
-        return self.between(self.as_of - timedelta(days=high), self.as_of - timedelta(days=low))
-
-    def style(self) -> str:
-        roll = self.rng.random()
-        return "naive" if roll < 0.03 else "offset" if roll < 0.06 else "Z"
+    def days_ago(self, low: int, high: int) -> int:
+        return self.between(self.as_of - high * _DAY, self.as_of - low * _DAY)
 
     def phone(self, calling_code: str) -> str:
-        a, b = self.rng.randint(0, 999), self.rng.randint(0, 999)
-        shape = self.rng.random()
+        below = self.below
+        a, b = below(1000), below(1000)
+        shape = self.random()
         if shape < 0.5:
             return f"+{calling_code}5550{a:03d}{b:03d}"
         if shape < 0.8:
@@ -345,7 +505,7 @@ class _Generator:
         """The same address after trim + lower-case, but a different string."""
         local, _, domain = email.strip().partition("@")
         for _ in range(10):
-            shape = self.rng.choice(("upper", "title", "spaces", "upper_spaces", "tab"))
+            shape = self.choice(("upper", "title", "spaces", "upper_spaces", "tab"))
             candidate_local = local.upper() if "upper" in shape else local.title() if shape == "title" else local
             candidate = f"{candidate_local}@{domain}"
             if "spaces" in shape:
@@ -373,72 +533,79 @@ class _Generator:
         return forced
 
     def random_plan(self, index: int) -> dict[str, str]:
+        pick = self.pick
         plan = {
-            "row": "normal" if index == 0 else self.pick(_ROW_KINDS),
-            "consent": self.pick(_CONSENT_SCENARIOS),
-            "age": self.pick(_AGE_SCENARIOS),
-            "notes": self.pick(_NOTE_KINDS),
-            "dsr": self.pick(_DSR_KINDS),
+            "row": "normal" if index == 0 else pick(_ROW_PICK),
+            "consent": pick(_CONSENT_PICK),
+            "age": pick(_AGE_PICK),
+            "notes": pick(_NOTE_PICK),
+            "dsr": pick(_DSR_PICK),
         }
-        if self.rng.random() < 0.02:
-            plan["name"] = str(self.rng.randrange(len(_UNICODE_NAMES)))
+        if self.random() < 0.02:
+            plan["name"] = str(self.below(len(_UNICODE_NAMES)))
         return plan
 
-    def run(self, contacts: int, writers: dict[str, Any]) -> None:
+    def run(self, contacts: int, out: _Outputs) -> None:
+        self.out = out
         forced = self.plans(contacts)
         plain = {"row": "normal", "consent": "recent_grant", "age": "adult", "notes": "empty", "dsr": "none"}
+        random, contact_row, random_plan = self.random, self.contact_row, self.random_plan
         for index in range(contacts):
-            plan = {**plain, **forced[index]} if index in forced else self.random_plan(index)
-            if index in forced and "notes" not in forced[index]:
-                plan["notes"] = self.rng.choice(("empty", "plain"))
-            self.contact_row(index, plan, writers)
-            self.flush_duplicates(index, writers)
-            if self.rng.random() < 0.002:
-                self.unknown_subject_request(index, writers)
-        self.flush_duplicates(None, writers)
+            if index in forced:
+                plan = {**plain, **forced[index]}
+                if "notes" not in forced[index]:
+                    plan["notes"] = self.choice(("empty", "plain"))
+            else:
+                plan = random_plan(index)
+            contact_row(index, plan)
+            if self.pending_duplicates:
+                self.flush_duplicates(index)
+            if random() < 0.002:
+                self.unknown_subject_request(index)
+        self.flush_duplicates(None)
 
     # ---- contacts ----------------------------------------------------------------------------
-    def contact_row(self, index: int, plan: dict[str, str], writers: dict[str, Any]) -> None:
+    def contact_row(self, index: int, plan: dict[str, str]) -> None:
         kind = plan["row"]
         if kind in ("duplicate_email", "repeated_contact_id") and not self.recent:
             kind = plan["row"] = "normal"
         if kind == "repeated_contact_id":
-            self.repeat_contact(writers)
+            self.repeat_contact()
             return
+        cases = self.cases
         contact_id = str(index + 1)
         original = self.pick_original(contact_id, tie=plan.get("tie") == "1") if kind == "duplicate_email" else None
         created = self.created_at(plan["consent"])
         if original is not None:
-            row = dict(zip(contract.CONTACTS.columns, original.row, strict=True))
+            fields = list(original.row)
             email = self.email_variant(original.email)
             if plan.get("tie") == "1":
                 updated = original.updated_at
                 created = min(created, updated)
-                self.cases["row.duplicate_email_same_updated_at"] += 1
+                cases["row.duplicate_email_same_updated_at"] += 1
             else:
                 updated = self.between(created, self.as_of)
                 if updated == original.updated_at:
-                    updated -= timedelta(seconds=1)
-            row.update(contact_id=contact_id, email=email, notes="")
-            country = row["country"].strip().upper()
-            self.cases["age.inherited"] += 1
+                    updated -= 1
+            fields[_ID], fields[_EMAIL], fields[_NOTES] = contact_id, email, ""
+            country = fields[_COUNTRY].strip().upper()
+            cases["age.inherited"] += 1
         else:
-            row, country = self.new_person(index, plan)
-            email = row["email"]
+            fields, country = self.new_person(index, plan)
+            email = fields[_EMAIL]
             updated = self.between(created, self.as_of)
-        row["created_at"] = _iso(created, self.style())
-        row["updated_at"] = _iso(updated, self.style())
-        row["lifecycle_stage"] = self.pick(_LIFECYCLE)
+        fields[_CREATED] = self.clock.stamp(created)
+        fields[_UPDATED] = self.clock.stamp(updated)
+        fields[_STAGE] = self.pick(_LIFECYCLE_PICK)
         if plan["notes"] != "empty" or original is None:
-            row["notes"] = self.note(plan, email, _COUNTRIES.get(country, _COUNTRIES["DE"])[1], index)
-        self.cases[f"row.{kind}"] += 1
+            fields[_NOTES] = self.note(plan, email, _COUNTRIES.get(country, _COUNTRIES["DE"])[1], index)
+        cases[f"row.{kind}"] += 1
 
-        fields = [row[column] for column in contract.CONTACTS.columns]
         if kind == "missing_contact_id":
-            fields[0] = self.rng.choice(("", "", "   "))
+            fields[_ID] = self.choice(("", "", "   "))
         elif kind == "invalid_email":
             local = email.strip().partition("@")[0]
-            fields[1] = plan.get("bad_email") or self.rng.choice(
+            fields[_EMAIL] = plan.get("bad_email") or self.choice(
                 (
                     "not-an-email",
                     "a@b",
@@ -447,18 +614,17 @@ class _Generator:
                 )
             )
         elif kind == "bad_birth_date":
-            fields[5] = plan.get("bad_birth") or self.rng.choice(_BAD_BIRTH_DATES)
+            fields[_BIRTH] = plan.get("bad_birth") or self.choice(_BAD_BIRTH_DATES)
         elif kind == "wrong_field_count":
-            fields = fields[: self.rng.randint(3, 7)]
-        writers["contacts.csv"].writerow(fields)
-        self.rows["contacts.csv"] += 1
+            fields = fields[: 3 + self.below(5)]  # 3 to 7 fields
+        self.out.contacts.writerow(fields)
 
         eligible = False
         if kind != "missing_contact_id":
-            eligible = self.consent_events(contact_id, created, plan, writers)
-            self.activity(contact_id, created, writers)
+            eligible = self.consent_events(contact_id, created, plan)
+            self.activity(contact_id, created)
         if kind in ("normal", "duplicate_email"):
-            self.subject_request(email, plan, writers)
+            self.subject_request(email, plan)
             self.recent.append(
                 _Person(
                     contact_id=contact_id,
@@ -468,79 +634,76 @@ class _Generator:
                     updated_at=updated,
                     plan_eligible=eligible
                     and original is None
-                    and plan["dsr"] in ("none", "access", "rectification", "portability", "restriction_lifted")
-                    and plan["age"] in ("adult", "missing", "be_dk_13_to_15", "sixteenth_birthday"),
+                    and plan["dsr"] in _DSR_KEEPING_ELIGIBILITY
+                    and plan["age"] in _AGES_KEEPING_ELIGIBILITY,
                 )
             )
 
-    def created_at(self, scenario: str) -> datetime:
-        limit = self.max_age.days
+    def created_at(self, scenario: str) -> int:
+        limit = self.max_age_days
         if scenario == "stale_grant":
             return self.days_ago(limit + 30, limit + 1500)
         if scenario in ("exact_max_age", "just_over_max_age", "regrant"):
             return self.days_ago(limit + 2, limit + 1500)
         return self.days_ago(1, 2200)
 
-    def new_person(self, index: int, plan: dict[str, str]) -> tuple[dict[str, str], str]:
-        rng = self.rng
+    def new_person(self, index: int, plan: dict[str, str]) -> tuple[list[str], str]:
+        random, below, choice, cases = self.random, self.below, self.choice, self.cases
         if "name" in plan:
             first, last, country = _UNICODE_NAMES[int(plan["name"])]
-            self.cases["name.unicode"] += 1
+            cases["name.unicode"] += 1
             locale, language = _COUNTRIES[country][0][0]
         else:
-            country = rng.choices(self.country_codes, cum_weights=self.country_weights)[0]
-            locale, language = rng.choice(_COUNTRIES[country][0])
+            country = self.pick(_COUNTRY_PICK)
+            locales = _COUNTRIES[country][0]
+            locale, language = locales[below(len(locales))]
             firsts, lasts = self.names[locale]
-            first, last = rng.choice(firsts), rng.choice(lasts)
+            first = firsts[below(len(firsts))]
+            last = lasts[below(len(lasts))]
         age = plan["age"]
         if age == "be_dk_13_to_15" and country not in _LOW_AGE_COUNTRIES:
-            country = rng.choice(_LOW_AGE_COUNTRIES)
-            locale, language = rng.choice(_COUNTRIES[country][0])
+            country = choice(_LOW_AGE_COUNTRIES)
+            locales = _COUNTRIES[country][0]
+            locale, language = locales[below(len(locales))]
         elif age in ("sixteenth_birthday", "sixteen_tomorrow") and country in _LOW_AGE_COUNTRIES:
             country, language = "DE", "de"
-        self.cases[f"age.{age}"] += 1
-        if rng.random() < 0.04:
+        cases[f"age.{age}"] += 1
+        if random() < 0.04:
             language = "en"  # an expat, or a CRM default nobody changed
-            self.cases["contact.language_not_of_country"] += 1
+            cases["contact.language_not_of_country"] += 1
         written_country = country
-        if rng.random() < 0.005:
-            written_country = rng.choice((country.lower(), f" {country}"))
-            self.cases["contact.country_not_normalized"] += 1
+        if random() < 0.005:
+            written_country = choice((country.lower(), f" {country}"))
+            cases["contact.country_not_normalized"] += 1
 
-        local = ".".join(part for part in (_slug(first), _slug(last)) if part) or "contact"
-        email = f"{local}.{index + 1}@{SAMPLE_EMAIL_DOMAIN}"
-        shape = rng.random()
+        first_slug, last_slug = _slug(first), _slug(last)
+        local = f"{first_slug}.{last_slug}" if first_slug and last_slug else first_slug or last_slug or "contact"
+        number = index + 1
+        shape = random()
         if shape < 0.08:
-            email = f"{local.title()}.{index + 1}@{SAMPLE_EMAIL_DOMAIN}"
+            email = f"{local.title()}.{number}@{SAMPLE_EMAIL_DOMAIN}"
         elif shape < 0.10:
-            email = f"{local.upper()}.{index + 1}@{SAMPLE_EMAIL_DOMAIN}"
+            email = f"{local.upper()}.{number}@{SAMPLE_EMAIL_DOMAIN}"
         elif shape < 0.12:
-            email = f" {email} "
-        calling_code, cities = _COUNTRIES[country][1], _COUNTRIES[country][2]
-        interests = rng.sample(_INTERESTS, rng.choice((0, 1, 1, 2, 2, 3, 4)))
-        row = {
-            "contact_id": str(index + 1),
-            "email": email,
-            "first_name": first,
-            "last_name": last,
-            "phone": self.phone(calling_code) if rng.random() < 0.85 else "",
-            "birth_date": self.birth_date(age, country),
-            "country": written_country,
-            "language": language,
-            "city": rng.choice(cities) if rng.random() < 0.9 else "",
-            "lifecycle_stage": "",
-            "interests": ";".join(interests),
-            "notes": "",
-        }
-        return row, country
+            email = f" {local}.{number}@{SAMPLE_EMAIL_DOMAIN} "
+        else:
+            email = f"{local}.{number}@{SAMPLE_EMAIL_DOMAIN}"
+        _, calling_code, cities, _ = _COUNTRIES[country]
+        interests = _INTEREST_COUNTS[below(len(_INTEREST_COUNTS))]
+        fields = [""] * len(_COLUMN)
+        fields[_ID] = str(number)
+        fields[_EMAIL] = email
+        fields[_FIRST] = first
+        fields[_LAST] = last
+        fields[_INTEREST] = ";".join(self.rng.sample(_INTERESTS, interests)) if interests else ""
+        fields[_PHONE] = self.phone(calling_code) if random() < 0.85 else ""
+        fields[_BIRTH] = self.birth_date(age, country)
+        fields[_COUNTRY] = written_country
+        fields[_LANGUAGE] = language
+        fields[_CITY] = choice(cities) if random() < 0.9 else ""
+        return fields, country
 
     def birth_date(self, scenario: str, country: str) -> str:
-        def aged(low: int, high: int) -> date:
-            age = self.rng.randint(low, high)
-            earliest = _years_before(self.as_of_date, age + 1) + timedelta(days=1)
-            latest = _years_before(self.as_of_date, age)
-            return earliest + timedelta(days=self.rng.randint(0, (latest - earliest).days))
-
         if scenario == "missing":
             return ""
         if scenario == "sixteenth_birthday":
@@ -548,10 +711,22 @@ class _Generator:
         if scenario == "sixteen_tomorrow":
             return (_years_before(self.as_of_date, 16) + timedelta(days=1)).isoformat()
         if scenario == "be_dk_13_to_15":
-            return aged(13, 15).isoformat()
+            return self.aged(13, 15)
         if scenario == "minor_under_16":
-            return (aged(9, 12) if country in _LOW_AGE_COUNTRIES else aged(10, 15)).isoformat()
-        return (aged(16, 17) if self.rng.random() < 0.04 else aged(18, 82)).isoformat()
+            return self.aged(9, 12) if country in _LOW_AGE_COUNTRIES else self.aged(10, 15)
+        return self.aged(16, 17) if self.random() < 0.04 else self.aged(18, 82)
+
+    def aged(self, low: int, high: int) -> str:
+        """A birth date of someone aged `low` to `high` on the as-of date."""
+        age = low + self.below(high - low + 1)
+        earliest, span = self.birth_ranges.get(age) or self.birth_range(age)
+        return date.fromordinal(earliest + self.below(span + 1)).isoformat()
+
+    def birth_range(self, age: int) -> tuple[int, int]:
+        earliest = _years_before(self.as_of_date, age + 1) + timedelta(days=1)
+        latest = _years_before(self.as_of_date, age)
+        self.birth_ranges[age] = earliest.toordinal(), (latest - earliest).days
+        return self.birth_ranges[age]
 
     def note(self, plan: dict[str, str], email: str, calling_code: str, index: int) -> str:
         kind = plan["notes"]
@@ -559,16 +734,16 @@ class _Generator:
         if kind == "empty":
             return ""
         if kind == "plain":
-            return self.rng.choice(_PLAIN_NOTES)
+            return self.choice(_PLAIN_NOTES)
         if kind == "phone":
-            template = self.rng.choice(("Call back on {p}.", "Mobile: {p} (after 6pm)", "Landline {p}, ask for Mrs."))
+            template = self.choice(("Call back on {p}.", "Mobile: {p} (after 6pm)", "Landline {p}, ask for Mrs."))
             return template.format(p=self.phone(calling_code))
         if kind == "email":
             return f"Prefers {email.strip()} for invoices"
         if kind == "multiline":
             second = self.phone(calling_code)
             return f"Called twice.\nAsked for catalogue, sent 2026-03.\nSecond number: {second}"
-        injection = _INJECTIONS[int(plan["injection"])] if "injection" in plan else self.rng.choice(_INJECTIONS)
+        injection = _INJECTIONS[int(plan["injection"])] if "injection" in plan else self.choice(_INJECTIONS)
         return injection.format(to=f"export.{index + 1}@{SAMPLE_EMAIL_DOMAIN}")
 
     def pick_original(self, contact_id: str, *, tie: bool) -> _Person:
@@ -578,190 +753,166 @@ class _Generator:
                 p for p in people if p.plan_eligible
             ]
             people = candidates or people
-        return self.rng.choice(people)
+        return people[self.below(len(people))]
 
-    def repeat_contact(self, writers: dict[str, Any]) -> None:
+    def repeat_contact(self) -> None:
         """The same contact_id again: a newer version, or an older one written after the newer."""
-        person = self.rng.choice(list(self.recent))
-        row = dict(zip(contract.CONTACTS.columns, person.row, strict=True))
-        stages = [s for s in contract.LIFECYCLE_STAGES if s != row["lifecycle_stage"]]
-        row["lifecycle_stage"] = self.rng.choice(stages)
-        newer = person.updated_at < self.as_of - timedelta(seconds=1) and self.rng.random() < 0.5
+        person = self.recent[self.below(len(self.recent))]
+        fields = list(person.row)
+        fields[_STAGE] = self.choice([s for s in contract.LIFECYCLE_STAGES if s != fields[_STAGE]])
+        newer = person.updated_at < self.as_of - 1 and self.random() < 0.5
         if newer:
-            updated = self.between(person.updated_at + timedelta(seconds=1), self.as_of)
+            updated = self.between(person.updated_at + 1, self.as_of)
             person.updated_at = updated
             self.cases["row.repeated_contact_id_newer"] += 1
         else:
-            updated = self.between(person.created_at, person.updated_at - timedelta(seconds=1))
+            updated = self.between(person.created_at, person.updated_at - 1)
             if updated >= person.updated_at:  # created == updated: no older instant exists
-                updated = person.updated_at - timedelta(days=1)
+                updated = person.updated_at - _DAY
             self.cases["row.repeated_contact_id_older"] += 1
-        row["updated_at"] = _iso(updated)
-        writers["contacts.csv"].writerow([row[column] for column in contract.CONTACTS.columns])
-        self.rows["contacts.csv"] += 1
+        fields[_UPDATED] = self.clock.z(updated)
+        self.out.contacts.writerow(fields)
         self.cases["row.repeated_contact_id"] += 1
 
     # ---- consent events ----------------------------------------------------------------------
-    def consent_events(self, contact_id: str, created: datetime, plan: dict[str, str], writers: dict[str, Any]) -> bool:
+    def consent_events(self, contact_id: str, created: int, plan: dict[str, str]) -> bool:
         """Write the contact's consent history; True when the plan leaves it consented at as-of."""
         scenario = plan["consent"]
         self.cases[f"consent.{scenario}"] += 1
-        as_of, limit, rng = self.as_of, self.max_age, self.rng
-        signup = min(created + timedelta(seconds=rng.randint(0, 600)), as_of - timedelta(hours=1))
-        fresh = as_of - limit + timedelta(days=30)  # a grant after this is comfortably within the limit
-        events: list[tuple[str, str, datetime]] = []
+        as_of, fresh, between, below, random = self.as_of, self.fresh, self.between, self.below, self.random
+        last_hour = as_of - _HOUR
+        signup = min(created + below(601), last_hour)
+        events: list[tuple[str, str, int]] = []
 
-        def recent_grant() -> datetime:
+        one = CONSENT_PURPOSES[below(2)]
+        if scenario in ("recent_grant", "future_withdraw", "unknown_action", "withdrawn", "same_instant_withdraw"):
             if signup >= fresh:
-                events.extend([(_EM, "grant", signup), (_AI, "grant", signup + timedelta(seconds=rng.randint(0, 90)))])
-                return max(t for *_, t in events)
-            events.append((_EM, "grant", signup))
-            if rng.random() < 0.5:
-                events.append((_AI, "grant", signup))
-            again = self.between(max(fresh, created), as_of - timedelta(hours=1))
-            events.extend([(_EM, "grant", again), (_AI, "grant", again + timedelta(seconds=rng.randint(0, 90)))])
-            return max(t for *_, t in events)
-
-        one = rng.choice(CONSENT_PURPOSES)
-        if scenario in (
-            "recent_grant",
-            "future_withdraw",
-            "unknown_action",
-            "withdrawn",
-            "same_instant_withdraw",
-        ):
-            latest = recent_grant()
+                events += ((_EM, "grant", signup), (_AI, "grant", signup + below(91)))
+            else:
+                events.append((_EM, "grant", signup))
+                if random() < 0.5:
+                    events.append((_AI, "grant", signup))
+                again = between(max(fresh, created), last_hour)
+                events += ((_EM, "grant", again), (_AI, "grant", again + below(91)))
+            latest = max(moment for *_, moment in events)
             if scenario == "withdrawn":
-                for purpose in rng.choice(((_EM,), (_AI,), CONSENT_PURPOSES)):
-                    events.append((purpose, "withdraw", self.between(latest + timedelta(seconds=1), as_of)))
+                for purpose in self.choice(((_EM,), (_AI,), CONSENT_PURPOSES)):
+                    events.append((purpose, "withdraw", between(latest + 1, as_of)))
             elif scenario == "same_instant_withdraw":
-                moment = self.between(latest + timedelta(seconds=1), as_of - timedelta(minutes=1))
+                moment = between(latest + 1, as_of - 60)
                 pair = [(one, "withdraw", moment), (one, "grant", moment)]
-                rng.shuffle(pair)
-                events.extend(pair)
+                self.rng.shuffle(pair)
+                events += pair
             elif scenario == "future_withdraw":
-                events.append((one, "withdraw", as_of + timedelta(seconds=rng.randint(3600, 10 * 86400))))
+                events.append((one, "withdraw", as_of + 3600 + below(10 * _DAY - 3600 + 1)))
             elif scenario == "unknown_action":
-                when = self.between(latest + timedelta(seconds=1), as_of)
-                events.append((one, rng.choice(("requested", "pending_double_opt_in")), when))
+                when = between(latest + 1, as_of)
+                events.append((one, self.choice(("requested", "pending_double_opt_in")), when))
         elif scenario == "stale_grant":
-            events.extend([(_EM, "grant", signup), (_AI, "grant", signup)])
-            if rng.random() < 0.5:  # one consent renewed, the other left to expire
-                events.append((one, "grant", self.between(fresh, as_of - timedelta(hours=1))))
+            events += ((_EM, "grant", signup), (_AI, "grant", signup))
+            if random() < 0.5:  # one consent renewed, the other left to expire
+                events.append((one, "grant", between(fresh, last_hour)))
         elif scenario in ("exact_max_age", "just_over_max_age"):
-            edge = as_of - limit - (timedelta(seconds=1) if scenario == "just_over_max_age" else timedelta(0))
+            edge = as_of - self.max_age_days * _DAY - (1 if scenario == "just_over_max_age" else 0)
             other = _EM if one == _AI else _AI
-            events.extend([(one, "grant", edge), (other, "grant", self.between(fresh, as_of - timedelta(hours=1)))])
+            events += ((one, "grant", edge), (other, "grant", between(fresh, last_hour)))
         elif scenario == "regrant":
-            first = self.between(fresh, as_of - timedelta(days=200))
-            withdrawn = self.between(first + timedelta(days=1), as_of - timedelta(days=100))
-            again = self.between(withdrawn + timedelta(seconds=1), as_of - timedelta(hours=1))
-            events.extend([(_EM, "grant", first), (_AI, "grant", first)])
-            for purpose in rng.choice(((one,), CONSENT_PURPOSES)):
-                events.extend([(purpose, "withdraw", withdrawn), (purpose, "grant", again)])
+            first = between(fresh, as_of - 200 * _DAY)
+            withdrawn = between(first + _DAY, as_of - 100 * _DAY)
+            again = between(withdrawn + 1, last_hour)
+            events += ((_EM, "grant", first), (_AI, "grant", first))
+            for purpose in self.choice(((one,), CONSENT_PURPOSES)):
+                events += ((purpose, "withdraw", withdrawn), (purpose, "grant", again))
         elif scenario == "missing_ai_consent":
-            events.append((_EM, "grant", self.between(max(fresh, created), as_of - timedelta(hours=1))))
+            events.append((_EM, "grant", between(max(fresh, created), last_hour)))
         # "no_consent": nothing for the purpose's consents
-        if rng.random() < 0.08:
-            sms_at = self.between(created, as_of)
+        if random() < 0.08:
+            sms_at = between(created, as_of)
             events.append((OTHER_CONSENTS[0], "grant", sms_at))
-            if rng.random() < 0.5:
-                events.append((OTHER_CONSENTS[0], "withdraw", self.between(sms_at, as_of)))
+            if random() < 0.5:
+                events.append((OTHER_CONSENTS[0], "withdraw", between(sms_at, as_of)))
             self.cases["consent.other_purpose"] += 1
 
-        self.write_events(contact_id, events, plan.get("events"), writers)
+        self.write_events(contact_id, events, plan.get("events"))
         return scenario in _ELIGIBLE_SCENARIOS
 
-    def write_events(
-        self,
-        contact_id: str,
-        events: list[tuple[str, str, datetime]],
-        mode: str | None,
-        writers: dict[str, Any],
-    ) -> None:
-        rng = self.rng
-        stamped = []
-        for purpose, action, moment in sorted(events, key=lambda e: e[2]):
-            self.event_seq += 1
-            stamped.append((f"ce-{self.event_seq:08d}", purpose, action, moment))
-        if mode == "reversed" or (mode is None and len(stamped) > 1 and rng.random() < 0.35):
+    def write_events(self, contact_id: str, events: list[tuple[str, str, int]], mode: str | None) -> None:
+        random, below, cases = self.random, self.below, self.cases
+        events.sort(key=operator.itemgetter(2))  # stable, like the order they were planned in
+        first = self.event_seq + 1
+        stamped = [(f"ce-{seq:08d}", *event) for seq, event in enumerate(events, first)]
+        self.event_seq += len(stamped)
+        if mode == "reversed" or (mode is None and len(stamped) > 1 and random() < 0.35):
             if mode == "reversed":
                 stamped.reverse()
             else:
-                rng.shuffle(stamped)
-            self.cases["events.out_of_order_contact"] += 1
+                self.rng.shuffle(stamped)
+            cases["events.out_of_order_contact"] += 1
+        write, stamp = self.out.events.writerow, self.clock.stamp
         for event_id, purpose, action, moment in stamped:
-            if rng.random() < 0.02:
-                purpose = rng.choice((purpose.title(), f" {purpose}", f"{purpose} "))
-                self.cases["events.untrimmed_or_cased_purpose"] += 1
-            if action in contract.CONSENT_ACTIONS and rng.random() < 0.02:
-                action = rng.choice((action.upper(), action.title(), f" {action}"))
-                self.cases["events.untrimmed_or_cased_action"] += 1
-            notice = "v1.0" if moment.year < 2024 else "v2.1" if moment.year < 2026 else "v3.0"
-            line = [
-                event_id,
-                contact_id,
-                purpose,
-                action,
-                rng.choice(_SOURCES),
-                notice,
-                _iso(moment, self.style()),
-            ]
-            writers["consent_events.csv"].writerow(line)
-            self.rows["consent_events.csv"] += 1
-            if mode == "duplicated" or rng.random() < 0.015:
-                due = int(self.rows["contacts.csv"]) + rng.randint(0, 40)
-                self.pending_duplicates.append((due, line))
+            if random() < 0.02:
+                purpose = (purpose.title(), f" {purpose}", f"{purpose} ")[below(3)]
+                cases["events.untrimmed_or_cased_purpose"] += 1
+            if action in contract.CONSENT_ACTIONS and random() < 0.02:
+                action = (action.upper(), action.title(), f" {action}")[below(3)]
+                cases["events.untrimmed_or_cased_action"] += 1
+            notice = "v1.0" if moment < _NOTICE_V2_FROM else "v2.1" if moment < _NOTICE_V3_FROM else "v3.0"
+            line = [event_id, contact_id, purpose, action, _SOURCES[below(len(_SOURCES))], notice, stamp(moment)]
+            write(line)
+            if mode == "duplicated" or random() < 0.015:
+                self.pending_duplicates.append((self.out.contacts.records + below(41), line))
 
-    def flush_duplicates(self, index: int | None, writers: dict[str, Any]) -> None:
+    def flush_duplicates(self, index: int | None) -> None:
         if not self.pending_duplicates:
             return
         due_now = [line for due, line in self.pending_duplicates if index is None or due <= index]
+        if not due_now:
+            return
         self.pending_duplicates = [(d, line) for d, line in self.pending_duplicates if index is not None and d > index]
         for line in due_now:
-            writers["consent_events.csv"].writerow(line)
-            self.rows["consent_events.csv"] += 1
-            self.cases["events.duplicated_line"] += 1
+            self.out.events.writerow(line)
+        self.cases["events.duplicated_line"] += len(due_now)
 
     # ---- activity and requests ---------------------------------------------------------------
-    def activity(self, contact_id: str, created: datetime, writers: dict[str, Any]) -> None:
-        rng = self.rng
-        for _ in range(rng.choice((0, 0, 1, 1, 2, 2, 3, 4, 6, 9))):
-            self.activity_seq += 1
-            kind = rng.choices(contract.ACTIVITY_TYPES, weights=(20, 35, 15, 30))[0]
+    def activity(self, contact_id: str, created: int) -> None:
+        random, below, pick, write = self.random, self.below, self.pick, self.out.activity.writerow
+        days, times = self.clock.days, self.clock.times
+        count = _ACTIVITY_COUNTS[below(len(_ACTIVITY_COUNTS))]
+        span = self.as_of - created + 1  # activity falls between creation and as-of
+        for seq in range(self.activity_seq + 1, self.activity_seq + count + 1):
+            kind = pick(_ACTIVITY_PICK)
             category, amount = "", ""
             if kind == "purchase":
-                category = rng.choice(_CATEGORIES)
-                amount = f"{rng.lognormvariate(4.0, 0.7):.2f}"
-            elif kind == "page_view" and rng.random() < 0.5:
-                category = rng.choice(_CATEGORIES)
-            when = _iso(self.between(created, self.as_of))
-            writers["activity.csv"].writerow([f"act-{self.activity_seq:09d}", contact_id, kind, category, amount, when])
-            self.rows["activity.csv"] += 1
+                category = _CATEGORIES[below(len(_CATEGORIES))]
+                amount = f"{self.rng.lognormvariate(4.0, 0.7):.2f}"
+            elif kind == "page_view" and random() < 0.5:
+                category = _CATEGORIES[below(len(_CATEGORIES))]
+            day, second = divmod(created + below(span) if span > 1 else created, _DAY)
+            write([f"act-{seq:09d}", contact_id, kind, category, amount, days[day] + times[second] + "Z"])
+        self.activity_seq += count
 
-    def subject_request(self, email: str, plan: dict[str, str], writers: dict[str, Any]) -> None:
+    def subject_request(self, email: str, plan: dict[str, str]) -> None:
         kind = plan["dsr"]
         if kind == "none":
             return
-        if plan.get("dsr_email") == "variant" or self.rng.random() < 0.4:
+        if plan.get("dsr_email") == "variant" or self.random() < 0.4:
             email = self.email_variant(email)
             self.cases["dsr.email_written_differently"] += 1
-        received = self.days_ago(1 / 24, 90)
+        received = self.between(self.as_of - 90 * _DAY, self.as_of - _HOUR)
         details = "{}"
         if kind == "restriction_lifted":
-            details = json.dumps({"lifted_at": _iso(self.between(received + timedelta(hours=1), self.as_of))})
+            details = json.dumps({"lifted_at": self.clock.z(self.between(received + _HOUR, self.as_of))})
         request_type = "restriction" if kind == "restriction_lifted" else kind
-        self.write_request(email, request_type, details, received, writers)
+        self.write_request(email, request_type, details, received)
         self.cases[f"dsr.{kind}"] += 1
 
-    def unknown_subject_request(self, index: int, writers: dict[str, Any]) -> None:
+    def unknown_subject_request(self, index: int) -> None:
         """A request from someone the export does not hold (already deleted, or never a contact)."""
         email = f"former.customer.{index + 1}@{SAMPLE_EMAIL_DOMAIN}"
-        kind = self.rng.choice(("erasure", "access", "objection"))
-        self.write_request(email, kind, "{}", self.days_ago(1, 120), writers)
+        kind = self.choice(("erasure", "access", "objection"))
+        self.write_request(email, kind, "{}", self.days_ago(1, 120))
         self.cases["dsr.unknown_subject"] += 1
 
-    def write_request(self, email: str, kind: str, details: str, received: datetime, writers: dict[str, Any]) -> None:
+    def write_request(self, email: str, kind: str, details: str, received: int) -> None:
         self.dsr_seq += 1
-        writers["dsr_requests.csv"].writerow([f"dsr-{self.dsr_seq:06d}", email, kind, details, _iso(received)])
-        self.rows["dsr_requests.csv"] += 1
+        self.out.requests.writerow([f"dsr-{self.dsr_seq:06d}", email, kind, details, self.clock.z(received)])

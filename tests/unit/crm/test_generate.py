@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
+import random
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from governed_marketing.crm import contract
+from governed_marketing.crm import contract, generate
 from governed_marketing.crm.contract import is_valid_email, normalize_email
 from governed_marketing.crm.generate import (
     LLM_INSTRUCTION,
@@ -79,6 +82,19 @@ def test_the_same_seed_writes_byte_identical_files(tmp_path):
     for spec in contract.EXPORT_FILES:
         assert (tmp_path / "a" / spec.name).read_bytes() == (tmp_path / "b" / spec.name).read_bytes(), spec.name
     assert first.rows == second.rows and first.cases == second.cases
+
+
+@pytest.mark.parametrize("block_lines", [1, 7])
+def test_files_are_streamed_in_blocks_that_do_not_change_them(tmp_path, monkeypatch, block_lines):
+    write_sample_export(tmp_path / "default", contacts=600, seed=4)
+    monkeypatch.setattr(generate, "_BLOCK_LINES", block_lines)
+    summary = write_sample_export(tmp_path / "small_blocks", contacts=600, seed=4)
+    for spec in contract.EXPORT_FILES:
+        default = (tmp_path / "default" / spec.name).read_bytes()
+        assert (tmp_path / "small_blocks" / spec.name).read_bytes() == default, spec.name
+    assert summary.rows == {
+        name: len(records) for name, records in Export(tmp_path / "small_blocks", summary).records.items()
+    }
 
 
 def test_another_seed_or_as_of_writes_another_export(tmp_path):
@@ -304,3 +320,85 @@ def test_planned_edges_land_on_the_right_side_of_the_rules(export, policy):
     limit = SAMPLE_AS_OF - timedelta(days=730)
     at_limit = {e["contact_id"] for e in export.events if parse_timestamp(e["occurred_at"]) == limit}
     assert any(decisions.get(i) == RECIPIENT for i in at_limit)
+
+
+# ---- fast paths that must not change the files -----------------------------------------------
+
+
+@pytest.fixture
+def bare_generator(monkeypatch) -> generate._Generator:
+    """A generator without its Faker name pools (the draws below do not use them)."""
+    monkeypatch.setattr(generate._Generator, "_name_pools", staticmethod(lambda seed: {}))
+    return generate._Generator(seed=7, as_of=SAMPLE_AS_OF, max_age_days=730)
+
+
+def test_the_draws_take_the_random_numbers_random_random_takes(bare_generator):
+    fast, reference = bare_generator, random.Random(7)
+    for n in (1, 2, 3, 5, 7, 8, 10, 150, 1000, 86_401, 190_000_001):
+        assert [fast.below(n) for _ in range(300)] == [reference.randrange(n) for _ in range(300)], n
+    sources = ("signup_form", "checkout", "preference_center", "call_center", "crm_import")
+    assert [fast.choice(sources) for _ in range(300)] == [reference.choice(sources) for _ in range(300)]
+    low = 1_700_000_000
+    for span in (0, 1, 59, 3_600, 190_080_000):
+        drawn = [fast.between(low, low + span) for _ in range(200)]
+        assert drawn == [low + reference.randint(0, span) if span else low for _ in range(200)], span
+    assert fast.between(low, low - 5) == low
+    weights = {"a": 5, "b": 0, "c": 990, "d": 3, "e": 2}
+    cumulative = list(itertools.accumulate(weights.values()))
+    picked = [fast.pick(generate._Weighted.of(weights)) for _ in range(3000)]
+    assert picked == [reference.choices(list(weights), cum_weights=cumulative)[0] for _ in range(3000)]
+    assert fast.rng.random() == reference.random()  # and both streams are at the same place
+
+
+_INSTANTS = [
+    datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 0, tzinfo=UTC),
+    datetime(2024, 2, 29, 12, 0, 1, tzinfo=UTC),
+    datetime(2026, 3, 31, 22, 30, tzinfo=UTC),  # +02:00 moves it into April
+    datetime(2026, 3, 31, 23, 30, tzinfo=UTC),
+    datetime(2026, 10, 31, 23, 30, tzinfo=UTC),  # +02:00 moves it into November
+    datetime(2026, 11, 15, tzinfo=UTC),
+    datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),  # +01:00 moves it into the next year
+    *(SAMPLE_AS_OF - timedelta(seconds=s) for s in random.Random(1).sample(range(3000 * 86_400), 300)),
+]
+
+
+@pytest.mark.parametrize("microsecond", [0, 123_456])
+def test_the_clock_writes_instants_as_iso_does(microsecond):
+    # the style a roll of random() picks: < 0.03 zone-less, < 0.06 with an offset, else 'Z'
+    for roll, style in ((0.0, "naive"), (0.0299, "naive"), (0.03, "offset"), (0.0599, "offset"), (0.06, "Z")):
+        clock = generate._Clock(microsecond, lambda roll=roll: roll)
+        for instant in _INSTANTS:
+            moment = instant.replace(microsecond=microsecond)
+            seconds = generate._seconds(moment)
+            assert clock.stamp(seconds) == generate._iso(moment, style), (moment, style)
+            assert clock.z(seconds) == generate._iso(moment), moment
+
+
+def test_records_are_written_as_the_csv_module_writes_them():
+    records = [
+        ["contact_id", "email"],
+        ["1", "a@example-crm.test", "", "", ""],
+        ["", ""],
+        [""],
+        ["only"],
+        ["Lyon, France", "x"],
+        ['Asked about the "loyalty" programme', "y"],
+        ["Called twice.\nAsked for catalogue", "z"],
+        ["carriage\rreturn", "z"],
+        [" lead", "trail ", "\ttab", "   "],
+        ["Zoë", "王", "Ольга", "Ó Briain"],
+        ["{}", '{"lifted_at": "2026-11-01T10:00:00Z"}', ";"],
+    ]
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerows(records)
+    for block_lines in (1, 3, 4096):
+        handle = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(generate, "_BLOCK_LINES", block_lines)
+            out = generate._CsvFile(handle, records[0])
+            for record in records[1:]:
+                out.writerow(record)
+            out.flush()
+        assert handle.getvalue() == expected.getvalue(), block_lines
+        assert out.records == len(records) - 1
