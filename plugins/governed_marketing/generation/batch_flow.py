@@ -124,7 +124,14 @@ def collect_campaign_batches(
     pricing = pricing_for(policy, provider, model, transport="batch")
     resubmit: list[str] = []
     reasks: dict[str, list[dict[str, str]]] = {}
-    collected = {"succeeded": 0, "failed": 0, "deleted_files": 0}
+    collected = {
+        "succeeded": 0,
+        "failed": 0,
+        "deleted_files": 0,
+        "run_input_tokens": 0,
+        "run_output_tokens": 0,
+        "run_cost_usd": 0.0,
+    }
     for batch_id in batch_ids:
         result = batch.collect(
             conn, client, batch_id, by_custom_id, provider=provider, model=model, cost_of=pricing.cost_of
@@ -132,6 +139,9 @@ def collect_campaign_batches(
         collected["succeeded"] += result.succeeded
         collected["failed"] += sum(result.failed.values())
         collected["deleted_files"] += len(result.deleted_files)
+        collected["run_input_tokens"] += result.input_tokens
+        collected["run_output_tokens"] += result.output_tokens
+        collected["run_cost_usd"] = round(collected["run_cost_usd"] + result.cost_usd, 8)
         resubmit += result.resubmit
         reasks.update(result.reasks)
     again = [by_custom_id[cid] for cid in dict.fromkeys(resubmit) if cid in by_custom_id]

@@ -63,7 +63,10 @@ class CampaignOutcome:
     input_tokens: int = 0
     output_tokens: int = 0
     estimated_cost_usd: float = 0.0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # everything this campaign version has cost so far (the ledger's total)
+    run_input_tokens: int = 0  # what this step paid for
+    run_output_tokens: int = 0
+    run_cost_usd: float = 0.0
     budget_usd: float | None = None
     approval: str = "auto"
     messages: int = 0
@@ -366,6 +369,9 @@ def draft_sync(
         def stored(request: DraftRequest, result: DraftResult) -> None:
             cost = pricing.cost_of(result.input_tokens, result.output_tokens)
             ledger.record_success(conn, request, result, provider=provider.name, model=provider.model, cost_usd=cost)
+            outcome.run_input_tokens += result.input_tokens
+            outcome.run_output_tokens += result.output_tokens
+            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
 
         def failed(request: DraftRequest, failure: DraftFailure) -> None:
             failures[request.unit_id] = failure
