@@ -7,6 +7,8 @@ age, eligibility per campaign with one flag per exclusion reason, then the marts
 least k) and `audience_funnel`. Policy comes from governance.yml through the governance tables.
 
 Owner: analytics - Inputs: raw CRM tables (asset `RAW_CRM`) - Outputs: marts (asset `CAMPAIGN_AUDIENCES`)
+Warehouse: the dbt profile target is `GMP_WAREHOUSE` (duckdb | postgres), the same warehouse the
+other DAGs read and write; `DBT_TARGET` overrides it for an analyst's own target.
 Rerun: safe; models are rebuilt from raw. A failing dbt test fails its model's task and stops
 downstream models: read the task log for the test name.
 """
@@ -44,7 +46,7 @@ def build_marketing_models():
         ),
         profile_config=ProfileConfig(
             profile_name="governed_marketing",
-            target_name=os.environ.get("DBT_TARGET", "duckdb"),
+            target_name=os.environ.get("DBT_TARGET") or os.environ.get("GMP_WAREHOUSE") or "duckdb",
             profiles_yml_filepath=DBT_PROJECT / "profiles.yml",
         ),
         execution_config=ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER),

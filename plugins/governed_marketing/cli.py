@@ -81,7 +81,8 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
         raise _fail(str(exc)) from None
     console.print(f"GMP_HOME: {settings.home_dir}")
     console.print(f"Pseudonym key: {key_source}")
-    console.print(f"Content provider: {provider_description(provider)}")
+    transport = " via the Batch API" if settings.llm_mode == "batch" and provider.name != "offline" else ""
+    console.print(f"Content provider: {provider_description(provider)}{transport}")
 
     def on_step(dag_id: str, state: str) -> None:
         style = {"running": "cyan", "success": "green", "failed": "bold red"}[state]
@@ -94,7 +95,7 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
         _rebuild_report(settings, failure=str(exc))  # the report shows why the run stopped
         raise _fail(str(exc)) from None
     summary = collect_summary(settings, list(run.dag_runs.values()))
-    render_summary(summary, provider_line=provider_description(provider), console=console)
+    render_summary(summary, provider_line=provider_description(provider) + transport, console=console)
     console.print(f"Outbox: {settings.home_dir / 'outbox'}")
     console.print(f"Compliance report: {_rebuild_report(settings)}", soft_wrap=True)
 

@@ -14,22 +14,14 @@ import duckdb
 from governed_marketing.crm.contract import SUPPRESSING_DSR_TYPES
 from governed_marketing.policy import Policy
 
+# Portable SQL (DuckDB and Postgres). Suppressing requests are read by `_suppressed_emails`: a lifted
+# restriction's `details.lifted_at` is parsed in Python, the same way on both engines.
 _STILL_ELIGIBLE = """
 with recipients as (
     select r.recipient_pseudonym, c.contact_id, c.email_normalized
     from marts.campaign_recipients r
-    join raw.crm_contacts c using (contact_id)
+    join raw.crm_contacts c on c.contact_id = r.contact_id
     where r.campaign_id = $campaign_id
-),
-suppressed as (
-    select distinct email_normalized
-    from raw.crm_dsr_requests
-    where request_type in (select unnest($suppressing))
-      and received_at <= $as_of
-      and not (
-        request_type = 'restriction'
-        and try_cast(json_extract_string(details, '$.lifted_at') as timestamptz) <= $as_of
-      )
 ),
 events as (
     select distinct on (event_id) contact_id, lower(trim(purpose)) as consent, action, occurred_at
@@ -37,18 +29,24 @@ events as (
     where occurred_at <= $as_of and contact_id in (select contact_id from recipients)
     order by event_id, occurred_at
 ),
-latest as (
-    select contact_id, consent, arg_max(action, (occurred_at, case when action = 'withdraw' then 1 else 0 end))
-        as action,
-        max(occurred_at) as decided_at
+ranked as (
+    select contact_id, consent, action, occurred_at,
+        row_number() over (
+            partition by contact_id, consent
+            order by occurred_at desc, case when action = 'withdraw' then 1 else 0 end desc
+        ) as rank_
     from events
-    group by contact_id, consent
+),
+latest as (
+    select contact_id, consent, action, occurred_at as decided_at
+    from ranked
+    where rank_ = 1
 ),
 consented as (
     select r.recipient_pseudonym
     from recipients r
     where not exists (
-        select 1 from (select unnest($required) as consent) req
+        select 1 from (select unnest(cast($required as varchar[])) as consent) req
         left join latest l on l.contact_id = r.contact_id and l.consent = req.consent
         where l.action is distinct from 'grant'
            or l.decided_at < $as_of - $max_age_days * interval '1 day'
@@ -57,8 +55,40 @@ consented as (
 select r.recipient_pseudonym, r.email_normalized
 from recipients r
 where r.recipient_pseudonym in (select recipient_pseudonym from consented)
-  and r.email_normalized not in (select email_normalized from suppressed)
 """
+
+_SUPPRESSING = """
+select email_normalized, request_type, details
+from raw.crm_dsr_requests
+where request_type = any(cast(? as varchar[])) and received_at <= ?
+"""
+
+
+def _lifted_by(details: str | None, as_of: datetime) -> bool:
+    """A restriction whose `details.lifted_at` is at or before as-of no longer suppresses."""
+    import json
+
+    try:
+        lifted = json.loads(details or "{}").get("lifted_at")
+        moment = datetime.fromisoformat(str(lifted).strip().replace("Z", "+00:00")) if lifted else None
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if moment is None:
+        return False
+    if moment.tzinfo is not None:
+        from datetime import UTC
+
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment <= as_of
+
+
+def _suppressed_emails(conn, as_of: datetime) -> set[str]:
+    rows = conn.execute(_SUPPRESSING, [list(SUPPRESSING_DSR_TYPES), as_of]).fetchall()
+    return {
+        email
+        for email, request_type, details in rows
+        if not (request_type == "restriction" and _lifted_by(details, as_of))
+    }
 
 
 def still_eligible(
@@ -71,16 +101,18 @@ def still_eligible(
 ) -> set[str]:
     """Pseudonyms of the campaign's recipients that still have consent and no suppressing request."""
     purpose = policy.purpose_of(campaign_id)
-    rows = conn.execute(
+    as_of = as_of.replace(tzinfo=None)
+    consented = conn.execute(
         _STILL_ELIGIBLE,
         {
             "campaign_id": campaign_id,
-            "suppressing": list(SUPPRESSING_DSR_TYPES),
-            "as_of": as_of.replace(tzinfo=None),
+            "as_of": as_of,
             "required": list(purpose.requires_consent),
             "max_age_days": purpose.consent_max_age_days,
         },
     ).fetchall()
+    blocked = _suppressed_emails(conn, as_of)
+    rows = [(pseudonym, email) for pseudonym, email in consented if email not in blocked]
     suppressed = _suppression_list(conn) if honour_suppression_list else set()
     if not suppressed:
         return {row[0] for row in rows}

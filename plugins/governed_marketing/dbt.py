@@ -13,9 +13,16 @@ def manifest_path(settings: Settings | None = None) -> Path:
 
 
 def dbt_env(settings: Settings | None = None) -> dict[str, str]:
-    """Environment dbt needs: where the warehouse is. Secrets stay in the process environment."""
+    """Environment dbt needs: where the warehouse is and which profile target (GMP_WAREHOUSE) builds.
+
+    Secrets stay in the process environment (GMP_PG_* are read by profiles.yml's postgres target).
+    """
     settings = settings or get_settings()
-    return {"GMP_HOME": str(settings.home_dir), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    return {
+        "GMP_HOME": str(settings.home_dir),
+        "DBT_TARGET": settings.dbt_target,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
 
 
 def ensure_manifest(settings: Settings | None = None, *, force: bool = False) -> Path:

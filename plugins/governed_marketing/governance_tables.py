@@ -66,7 +66,25 @@ def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
 
 
 def write_governance_tables(conn, policy: Policy) -> None:
-    """Rewrite the governance schema on a DuckDB connection in one transaction."""
+    """Rewrite the governance schema in one transaction.
+
+    On Postgres (a `dialect.PostgresConnection`) this is `warehouse_postgres.write_governance_tables`
+    plus the keyed pseudonym function the models call (dbt-postgres has no plugin hook to do it).
+    """
+    from governed_marketing.dialect import is_postgres
+
+    if is_postgres(conn):
+        from governed_marketing import warehouse_postgres
+        from governed_marketing.settings import get_settings
+
+        key, _ = get_settings().resolve_pseudonym_key()
+        conn.raw.autocommit = False
+        try:
+            warehouse_postgres.install_pseudonym_key(conn.raw, key)
+            warehouse_postgres.write_governance_tables(conn.raw, policy)
+        finally:
+            conn.raw.autocommit = True
+        return
     conn.execute("create schema if not exists governance")
     conn.execute("begin transaction")
     try:

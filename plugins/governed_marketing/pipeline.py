@@ -50,13 +50,22 @@ def parse_as_of(value: str | datetime | None) -> datetime:
 def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> None:
     conn.execute(STEPS_DDL)
     conn.execute(
-        "insert or replace into ops.pipeline_steps values (?, ?, ?, ?, ?)",
-        [run_id, step, subject, json.dumps(counts, sort_keys=True, default=str), datetime.now(UTC)],
+        "insert into ops.pipeline_steps (run_id, step, subject, counts_json, recorded_at) values (?, ?, ?, ?, ?)"
+        " on conflict (run_id, step, subject) do update set counts_json = excluded.counts_json,"
+        " recorded_at = excluded.recorded_at",
+        [
+            run_id,
+            step,
+            subject,
+            json.dumps(counts, sort_keys=True, default=str),
+            datetime.now(UTC).replace(tzinfo=None),
+        ],
     ).fetchall()
 
 
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
-    """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables."""
+    """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables, and write what dbt needs
+    besides them: the governance tables (and on Postgres the keyed pseudonym function)."""
     from governed_marketing.crm.ingest import ingest_export
     from governed_marketing.governance_tables import write_governance_tables
 
@@ -65,13 +74,13 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     if not source:
         raise ValueError("no CRM export given: pass crm_dir in the DAG run conf or set GMP_CRM_DIR")
     policy = load_policy()
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         try:
             result = ingest_export(Path(source), conn=conn, policy=policy, landing_root=settings.path("landing"))
         except Exception as exc:
             record_step(conn, run_id, "ingest", "crm", {"failed": str(exc)})
             raise
-        write_governance_tables(conn, policy)
+        write_governance_tables(conn, policy)  # on Postgres also the pseudonym key function
         counts = result.counts()
         record_step(conn, run_id, "ingest", "crm", counts)
         audit.record_step(conn, run_id, "ingest", "crm", counts)  # hash-chained, counts only
@@ -90,7 +99,7 @@ def _generation_setup(campaign_id: str) -> tuple:
     policy = load_policy()
     vendor_allowed = "openai" in policy.purpose_of(campaign_id).vendors
     # The provider is chosen as for sync; batch mode then sends the same requests as a vendor batch.
-    provider = build_provider(settings.model_copy(update={"llm_mode": "sync"}), policy, vendor_allowed=vendor_allowed)
+    provider = build_provider(settings, policy, vendor_allowed=vendor_allowed)
     if provider.name == "offline":
         return settings, policy, provider.name, provider.model, "offline", provider
     transport = "batch" if settings.llm_mode == "batch" else "sync"
@@ -100,7 +109,7 @@ def _generation_setup(campaign_id: str) -> tuple:
 def _step(step: str, campaign_id: str, run_id: str, work) -> dict:
     """Run one generation stage in a warehouse session; record its counts or its failure reason."""
     settings = get_settings()
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         try:
             outcome = work(conn)
         except Exception as exc:
@@ -231,7 +240,7 @@ def approval_preview(campaign_id: str) -> dict:
     from governed_marketing.generation.approval import preview
 
     settings, policy, provider, model, _, _ = _generation_setup(campaign_id)
-    with warehouse.session(settings.warehouse_path, read_only=True) as conn:
+    with warehouse.session(read_only=True, settings=settings) as conn:
         return preview(conn, policy, campaign_id, model=model)
 
 

@@ -118,7 +118,7 @@ def _failure_reason(settings: Settings, dag_run) -> str:
     from governed_marketing import warehouse
 
     try:
-        with warehouse.session(settings.warehouse_path) as conn:
+        with warehouse.session(settings=settings) as conn:
             rows = conn.execute(
                 "select subject, counts_json from ops.pipeline_steps where run_id = ?", [dag_run.run_id]
             ).fetchall()

@@ -31,9 +31,9 @@ class RunSummary:
 
 def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
     summary = RunSummary()
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         rows = conn.execute(
-            "select step, subject, counts_json from ops.pipeline_steps where run_id in (select unnest(?))",
+            "select step, subject, counts_json from ops.pipeline_steps where run_id = any(cast(? as varchar[]))",
             [run_ids],
         ).fetchall()
         funnel = conn.execute("select * from marts.audience_funnel order by campaign_id").df()
@@ -57,6 +57,10 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
     return summary
 
 
+#: What the run itself paid for (the ledger's totals cover every run of the prompt version).
+RUN_SPEND = ("run_input_tokens", "run_output_tokens", "run_cost_usd")
+
+
 def _merge_generation(entry: dict, step: str, counts: dict) -> None:
     """Fold the generation steps of one run (prepare, draft, collect, publish) into one campaign entry.
 
@@ -69,12 +73,13 @@ def _merge_generation(entry: dict, step: str, counts: dict) -> None:
     if step == "generate.prepare":
         entry["reused_drafts"] = counts.get("reused_drafts", 0)
         entry["estimated_cost_usd"] = counts.get("estimated_cost_usd", 0.0)
-    elif step == "generate.draft":
-        entry["vendor_calls"] = entry.get("vendor_calls", 0) + counts.get("vendor_calls", 0)
-    elif step == "generate.collect":
-        entry["vendor_calls"] = entry.get("vendor_calls", 0) + counts.get("resubmitted", 0)
+    elif step in ("generate.draft", "generate.collect"):
+        calls = counts.get("vendor_calls", 0) if step == "generate.draft" else counts.get("resubmitted", 0)
+        entry["vendor_calls"] = entry.get("vendor_calls", 0) + calls
+        for key in RUN_SPEND:
+            entry[key] = entry.get(key, 0) + counts.get(key, 0)
     else:  # publish (or the one-call `generate`): the campaign's totals; per-stage figures win
-        staged = ("vendor_calls", "reused_drafts", "estimated_cost_usd")
+        staged = ("vendor_calls", "reused_drafts", "estimated_cost_usd", *RUN_SPEND)
         entry.update({k: v for k, v in counts.items() if k not in staged or k not in entry})
 
 
@@ -106,11 +111,15 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
         table.add_row("  vendor calls (drafts reused)", f"{c.get('vendor_calls', 0):,} ({c.get('reused_drafts', 0):,})")
         if c.get("failed_units"):
             table.add_row("  units failed (requested again next run)", f"{c['failed_units']:,}")
-        table.add_row("  tokens in / out", f"{c.get('input_tokens', 0):,} / {c.get('output_tokens', 0):,}")
+        table.add_row(
+            "  tokens in / out: this run (all runs)",
+            f"{c.get('run_input_tokens', 0):,} / {c.get('run_output_tokens', 0):,} "
+            f"({c.get('input_tokens', 0):,} / {c.get('output_tokens', 0):,})",
+        )
         budget = c.get("budget_usd")
         table.add_row(
-            "  cost: estimate / actual" + (" / budget" if budget is not None else "") + " (USD)",
-            f"{c.get('estimated_cost_usd', 0.0):.4f} / {c.get('cost_usd', 0.0):.4f}"
+            "  USD: estimate / this run / all runs" + (" / budget" if budget is not None else ""),
+            f"{c.get('estimated_cost_usd', 0.0):.4f} / {c.get('run_cost_usd', 0.0):.4f} / {c.get('cost_usd', 0.0):.4f}"
             + (f" / {budget:.2f}" if budget is not None else ""),
         )
         table.add_row("  messages in the outbox", f"{c.get('messages', 0):,}")

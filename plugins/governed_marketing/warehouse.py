@@ -1,4 +1,9 @@
-"""The DuckDB warehouse file under GMP_HOME: connections, schemas and the raw-layer DDL.
+"""The warehouse: connections, schemas and the raw-layer DDL, on DuckDB or Postgres.
+
+`GMP_WAREHOUSE` (settings.warehouse) chooses the engine for the whole pipeline, and the dbt target
+follows it: `session()` opens the DuckDB file under GMP_HOME, or a Postgres database (GMP_PG_*)
+wrapped in `dialect.PostgresConnection`, which speaks the part of DuckDB's connection API the
+library uses. One code path: the library's SQL is portable (see dialect.py for the rules).
 
 DuckDB has one writer per file: every writer opens, works and closes (the DAGs also serialize
 writers with a one-slot Airflow pool), so dbt and the library never hold the file at the same time.
@@ -86,13 +91,51 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
     return conn
 
 
+def is_postgres(settings=None) -> bool:
+    """True when GMP_WAREHOUSE=postgres: the library, dbt and the gates work in Postgres."""
+    from governed_marketing.settings import get_settings
+
+    return (settings or get_settings()).warehouse == "postgres"
+
+
+def exists(settings=None) -> bool:
+    """Whether there is a warehouse to read (the DuckDB file, or a reachable Postgres database)."""
+    from governed_marketing.settings import get_settings
+
+    settings = settings or get_settings()
+    if not is_postgres(settings):
+        return settings.warehouse_path.exists()
+    from governed_marketing import warehouse_postgres
+
+    try:
+        warehouse_postgres.connect(settings).close()
+    except Exception:  # noqa: BLE001 - unreachable or missing database: nothing to read
+        return False
+    return True
+
+
 @contextmanager
-def session(path: Path | None = None, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection that is always closed, so the next writer can open the file."""
+def session(path: Path | None = None, *, read_only: bool = False, settings=None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection that is always closed, so the next writer can open the file.
+
+    Without `path`, settings decide: the DuckDB file under GMP_HOME, or (GMP_WAREHOUSE=postgres) a
+    `dialect.PostgresConnection` to GMP_PG_DATABASE. With `path`, that DuckDB file.
+    """
     if path is None:
         from governed_marketing.settings import get_settings
 
-        path = get_settings().warehouse_path
+        settings = settings or get_settings()
+        if settings.warehouse == "postgres":
+            from governed_marketing import warehouse_postgres
+            from governed_marketing.dialect import PostgresConnection
+
+            pg = PostgresConnection(warehouse_postgres.connect(settings))
+            try:
+                yield pg  # type: ignore[misc]
+            finally:
+                pg.close()
+            return
+        path = settings.warehouse_path
     conn = connect(path, read_only=read_only)
     try:
         yield conn
@@ -105,6 +148,7 @@ def ensure_raw_layer(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Tables and views alike (information_schema lists both on either engine)."""
     return bool(
         scalar(
             conn,

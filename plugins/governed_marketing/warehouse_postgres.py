@@ -1,4 +1,11 @@
-"""Postgres as the dbt warehouse: what `dbt build --target postgres` needs before it starts.
+"""Postgres as the warehouse: connections, and what `dbt build --target postgres` needs before it starts.
+
+With `GMP_WAREHOUSE=postgres` the whole pipeline works in Postgres through the same library
+functions as on DuckDB (`warehouse.session()` returns a `dialect.PostgresConnection`): the ingest
+COPYs validated rows straight into raw.*, its step also runs `install_pseudonym_key` and
+`write_governance_tables` (via `governance_tables.write_governance_tables`), and erasure and the
+purge end with VACUUM FULL (`dialect.vacuum_full`). `prepare` with `load_raw_from_duckdb` stays
+for mirroring an existing DuckDB warehouse into Postgres (migration, the dbt parity tests).
 
 dbt-duckdb runs `governed_marketing.dbt_duckdb_plugin` on every connection; dbt-postgres has no
 such hook, so the same duties are done here, once, before dbt runs (`prepare`):

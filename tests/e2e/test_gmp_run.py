@@ -85,6 +85,8 @@ def test_summary_reports_counts_and_the_provider(openai_runs):
         "cohorts",
         "vendor calls",
         "tokens in / out",
+        "USD: estimate / this run / all runs / budget",
+        "draft units (cohort, sync)",
         "messages in the outbox",
     ):
         assert measure in out, measure

@@ -348,9 +348,10 @@ def _record(row: pd.Series) -> dict:
     return {k: (None if pd.isna(v) else str(v)) for k, v in row.items() if k != "_line"}
 
 
+#: Upserts from the registered frame `incoming` (explicit column lists: the same SQL on DuckDB and Postgres).
 _UPSERT = {
     contract.CONTACTS.name: """
-        insert into raw.crm_contacts by name (select * exclude (_line) from incoming)
+        insert into raw.crm_contacts as t ({columns}) select {columns} from incoming
         on conflict (contact_id) do update set
             email = excluded.email, email_normalized = excluded.email_normalized,
             first_name = excluded.first_name, last_name = excluded.last_name, phone = excluded.phone,
@@ -358,18 +359,22 @@ _UPSERT = {
             city = excluded.city, lifecycle_stage = excluded.lifecycle_stage, interests = excluded.interests,
             notes = excluded.notes, created_at = excluded.created_at, updated_at = excluded.updated_at,
             load_id = excluded.load_id
-        where excluded.updated_at > raw.crm_contacts.updated_at
+        where excluded.updated_at > t.updated_at
     """,
     contract.CONSENT_EVENTS.name: (
-        "insert into raw.crm_consent_events by name (select * exclude (_line) from incoming) on conflict do nothing"
+        "insert into raw.crm_consent_events ({columns}) select {columns} from incoming on conflict do nothing"
     ),
     contract.ACTIVITY.name: (
-        "insert into raw.crm_activity by name (select * exclude (_line) from incoming) on conflict do nothing"
+        "insert into raw.crm_activity ({columns}) select {columns} from incoming on conflict do nothing"
     ),
     contract.DSR_REQUESTS.name: (
-        "insert into raw.crm_dsr_requests by name (select * exclude (_line) from incoming) on conflict do nothing"
+        "insert into raw.crm_dsr_requests ({columns}) select {columns} from incoming on conflict do nothing"
     ),
 }
+
+
+def _column_list(frame: pd.DataFrame) -> str:
+    return ", ".join(f'"{c}"' for c in frame.columns if c != "_line")
 
 
 def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -460,10 +465,10 @@ def ingest_export(
     conn.execute("begin transaction")
     try:
         for spec, valid, quarantine, result in staged:
-            incoming = valid.assign(load_id=load_id)  # noqa: F841 - read by name in SQL
+            incoming = valid.assign(load_id=load_id)
             before = _count(conn, spec.table)
-            conn.register("incoming", incoming)
-            updated = int(scalar(conn, _UPSERT[spec.name]) or 0)
+            conn.register("incoming", incoming.drop(columns="_line", errors="ignore"))
+            updated = int(scalar(conn, _UPSERT[spec.name].format(columns=_column_list(incoming))) or 0)
             conn.unregister("incoming")
             after = _count(conn, spec.table)
             result.rows_loaded = max(updated, after - before)
@@ -472,7 +477,8 @@ def ingest_export(
                 conn.register("quarantined", quarantine)
                 scalar(
                     conn,
-                    "insert into raw.quarantine by name (select * from quarantined) on conflict do nothing",
+                    f"insert into raw.quarantine ({_column_list(quarantine)})"
+                    f" select {_column_list(quarantine)} from quarantined on conflict do nothing",
                 )
                 conn.unregister("quarantined")
         scalar(

@@ -249,7 +249,7 @@ def _add_ledger_totals(conn: duckdb.DuckDBPyConnection, outcome: CampaignOutcome
     ).fetchone()
     assert totals is not None
     outcome.input_tokens, outcome.output_tokens = int(totals[0]), int(totals[1])
-    outcome.cost_usd, outcome.estimated_cost_usd = round(float(totals[2]), 6), round(float(totals[3]), 6)
+    outcome.cost_usd, outcome.estimated_cost_usd = round(float(totals[2]), 8), round(float(totals[3]), 8)
     outcome.failed_units = int(totals[4])
 
 
@@ -320,7 +320,7 @@ def prepare_campaign(
     outcome = _outcome(conn, policy, work, transport)
     outcome.reused_drafts = len(work.requests) - len(to_request)
     _add_ledger_totals(conn, outcome)
-    outcome.estimated_cost_usd = round(estimated, 6)
+    outcome.estimated_cost_usd = round(estimated, 8)
     return outcome
 
 

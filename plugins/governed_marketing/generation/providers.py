@@ -903,8 +903,6 @@ def build_provider(settings: Settings, policy: Policy, vendor_allowed: bool) -> 
             "GMP_LLM_PROVIDER=openai but governance.yml does not allow vendor 'openai' for this purpose "
             "(purposes.<purpose>.vendors); nothing was sent"
         )
-    if settings.llm_mode == "batch":
-        raise ProviderError("GMP_LLM_MODE=batch is not available yet; use sync")
 
     import openai
 

@@ -120,7 +120,7 @@ def collect(
         _rows(
             conn,
             "select contact_id, purpose, action, source, notice_version, occurred_at, event_id, load_id "
-            "from raw.crm_consent_events where contact_id in (select unnest(?)) order by occurred_at, event_id",
+            "from raw.crm_consent_events where contact_id = any(cast(? as varchar[])) order by occurred_at, event_id",
             [ids],
         )
         if has("raw", "crm_consent_events")
@@ -129,7 +129,8 @@ def collect(
     data["activity"] = (
         _rows(
             conn,
-            "select * from raw.crm_activity where contact_id in (select unnest(?)) order by occurred_at, event_id",
+            "select * from raw.crm_activity where contact_id = any(cast(? as varchar[]))"
+            " order by occurred_at, event_id",
             [ids],
         )
         if has("raw", "crm_activity")
@@ -151,7 +152,7 @@ def collect(
     data["cohorts"] = (
         _rows(
             conn,
-            "select * from marts.generation_cohorts where cohort_id in (select unnest(?)) "
+            "select * from marts.generation_cohorts where cohort_id = any(cast(? as varchar[])) "
             "order by campaign_id, cohort_id",
             [cohort_ids],
         )
@@ -190,7 +191,7 @@ def collect(
             continue
         value_sql = {
             "email": f'lower(trim("{relation.subject_column}"::varchar)) = ?',
-            "contact_id": f'trim("{relation.subject_column}"::varchar) in (select unnest(?))',
+            "contact_id": f'trim("{relation.subject_column}"::varchar) = any(cast(? as varchar[]))',
             "pseudonym": f'"{relation.subject_column}" = ?',
         }[relation.kind]
         value = {"email": email, "contact_id": ids, "pseudonym": person}[relation.kind]

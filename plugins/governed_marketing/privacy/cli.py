@@ -52,7 +52,7 @@ def submit(
 
     settings, policy, key = _context()
     try:
-        with warehouse.session(settings.warehouse_path) as conn:
+        with warehouse.session(settings=settings) as conn:
             request_id = dsr.submit(conn, request_type, email, details, policy=policy, key=key)
             request = dsr.get(conn, request_id)
             audit.record(
@@ -109,7 +109,7 @@ def list_requests(
 
     settings, policy, key = _context()
     now = parse_as_of(None)
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         dsr.sync_ledger(conn, policy=policy, key=key, as_of=now)
         requests = dsr.list_requests(conn, include_closed=not open_only)
     today = now.date()
@@ -144,7 +144,7 @@ def extend(
 
     settings, policy, _ = _context()
     try:
-        with warehouse.session(settings.warehouse_path) as conn:
+        with warehouse.session(settings=settings) as conn:
             due = dsr.extend(conn, request_id, reason, policy=policy)
             audit.record(
                 conn,
@@ -166,7 +166,7 @@ def lift(request_id: Annotated[str, typer.Option("--request-id")]) -> None:
 
     settings, _, _ = _context()
     try:
-        with warehouse.session(settings.warehouse_path) as conn:
+        with warehouse.session(settings=settings) as conn:
             moment = dsr.lift_restriction(conn, request_id)
             audit.record(
                 conn,
@@ -214,9 +214,12 @@ def verify() -> None:
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
-    if not settings.warehouse_path.exists():
-        raise _fail(f"no warehouse at {settings.warehouse_path}")
-    with warehouse.session(settings.warehouse_path, read_only=True) as conn:
+    if not warehouse.exists(settings):
+        where = (
+            f"Postgres database {settings.pg_database}" if warehouse.is_postgres(settings) else settings.warehouse_path
+        )
+        raise _fail(f"no warehouse at {where}")
+    with warehouse.session(read_only=True, settings=settings) as conn:
         result = verify_chain(conn)
     if not result.ok:
         raise _fail(result.one_line())

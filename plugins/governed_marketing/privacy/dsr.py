@@ -268,14 +268,17 @@ def lift_restriction(conn: duckdb.DuckDBPyConnection, request_id: str, *, now: d
     if request.status == "lifted":
         raise DsrError(f"{request_id} was already lifted")
     moment = (now or _now()).replace(tzinfo=None)
-    conn.execute(
-        """
-        update raw.crm_dsr_requests
-        set details = json_merge_patch(coalesce(nullif(details, ''), '{}'), json_object('lifted_at', ?))
-        where request_id = ?
-        """,
-        [moment.isoformat() + "Z", request_id],
-    ).fetchall()
+    # The JSON merge in Python: the same on DuckDB and Postgres (details is varchar on both).
+    found = conn.execute("select details from raw.crm_dsr_requests where request_id = ?", [request_id]).fetchall()
+    for (text,) in found:
+        try:
+            details = json.loads(text) if text else {}
+        except ValueError:
+            details = {}
+        details = {**(details if isinstance(details, dict) else {}), "lifted_at": moment.isoformat() + "Z"}
+        conn.execute(
+            "update raw.crm_dsr_requests set details = ? where request_id = ?", [json.dumps(details), request_id]
+        ).fetchall()
     set_status(conn, request_id, "lifted", now=moment)
     return moment
 
@@ -314,7 +317,7 @@ def list_requests(conn: duckdb.DuckDBPyConnection, *, include_closed: bool = Tru
         return []
     if include_closed:
         return _select(conn)
-    return _select(conn, "where status in (select unnest(?))", [list(OPEN)])
+    return _select(conn, "where status = any(cast(? as varchar[]))", [list(OPEN)])
 
 
 def overdue(conn: duckdb.DuckDBPyConnection, *, today: date) -> list[RequestView]:
@@ -336,7 +339,7 @@ def check_overdue(*, now: datetime | None = None) -> dict[str, Any]:
     policy = load_policy(settings.policy_path)
     key, _ = settings.resolve_pseudonym_key()
     moment = (now or _now()).replace(tzinfo=None)
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         sync_ledger(conn, policy=policy, key=key, as_of=moment)
         late = overdue(conn, today=moment.date())
         still_open = len(list_requests(conn, include_closed=False))

@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from governed_marketing import warehouse
+from governed_marketing import dialect, warehouse
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import scan
@@ -124,9 +124,7 @@ def resolve_identities(
 
 
 def _register(conn: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
-    conn.register(f"{name}_frame", frame)
-    conn.execute(f"create or replace temp table {name} as select * from {name}_frame").fetchall()
-    conn.unregister(f"{name}_frame")
+    dialect.temp_table(conn, name, frame)
 
 
 def _quarantine_matches(
@@ -339,9 +337,12 @@ def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[st
     for kind, column in conditions:
         table, needle, expression = _MATCH[kind]
         value = expression.format(col=f'"{column}"')
-        selects.append(f"select t.rowid as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
+        rowid = "t.ctid" if dialect.is_postgres(conn) else "t.rowid"
+        selects.append(f"select {rowid} as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
         wheres.append(f"{value} in (select {needle} from {table})")
-    counts = conn.execute(f"select ref, count(distinct rid) from ({' union '.join(selects)}) group by ref").fetchall()
+    counts = conn.execute(
+        f"select ref, count(distinct rid) from ({' union '.join(selects)}) as matched group by ref"
+    ).fetchall()
     if not counts:
         return
     conn.execute(f"delete from {relation.sql} t where {' or '.join(wheres)}").fetchall()
@@ -426,13 +427,25 @@ def _pseudonymize_requests(
                 results[ref].pseudonymized["raw.crm_dsr_requests"] += int(n)
 
 
-def compact_warehouse(path: Path) -> None:
+def compact_warehouse(path: Path | None) -> None:
     """Rewrite the DuckDB file so that deleted rows are physically gone, then swap it in.
 
     CHECKPOINT alone leaves deleted rows in freed blocks of the file (measured: an erased email is
     still readable with `grep -a` afterwards). COPY FROM DATABASE writes only live rows, with
     constraints, views and comments, into a new file that replaces the old one.
+
+    `path` None: the configured warehouse; on Postgres that is VACUUM FULL (`dialect.vacuum_full`).
     """
+    if path is None:
+        from governed_marketing.settings import get_settings
+
+        settings = get_settings()
+        if not warehouse.is_postgres(settings):
+            path = settings.warehouse_path
+        else:
+            with warehouse.session() as conn:
+                dialect.vacuum_full(conn)
+            return
     compact = path.with_name(path.name + ".compact")
     for leftover in (compact, compact.with_name(compact.name + ".wal")):
         leftover.unlink(missing_ok=True)
@@ -461,7 +474,7 @@ def own_request_ids(conn: duckdb.DuckDBPyConnection, identities: dict[str, scan.
         return owned
     for ref, identity in identities.items():
         rows = conn.execute(
-            "select request_id from raw.crm_dsr_requests where email_normalized in (select unnest(?))",
+            "select request_id from raw.crm_dsr_requests where email_normalized = any(cast(? as varchar[]))",
             [sorted(identity.emails)],
         ).fetchall()
         owned[ref] = {r[0] for r in rows}
@@ -472,7 +485,7 @@ def erase(
     requests: list[ErasureRequest],
     *,
     home: Path,
-    warehouse_path: Path,
+    warehouse_path: Path | None,
     policy: Policy,
     key: bytes,
     manifest_path: Path | None,
@@ -483,6 +496,8 @@ def erase(
     """Erase a batch of people everywhere, verify, and write one receipt per request.
 
     Args:
+        warehouse_path: the DuckDB file; None: the configured warehouse (GMP_WAREHOUSE), on Postgres
+            with VACUUM FULL as the physical step and no database file under GMP_HOME to scan.
         timings: filled with seconds per phase (for benchmarks and the step record).
     """
     now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
@@ -517,7 +532,7 @@ def erase(
     # 3. the warehouse, 4. physically (the file rewritten)
     with warehouse.session(warehouse_path) as conn:
         notes = erase_warehouse(conn, identities, results, key=key, manifest_path=manifest_path)
-        conn.execute("checkpoint").fetchall()
+        dialect.checkpoint(conn)
     clock.lap("warehouse_delete")
     if compact:
         compact_warehouse(warehouse_path)
@@ -532,7 +547,7 @@ def erase(
                 for store, n in stores.items():
                     results[ref].redacted[store] += n
             tables.hits = scan.recheck(conn, matcher, tables.hits)  # only these rows changed since the scan
-            conn.execute("checkpoint").fetchall()
+            dialect.checkpoint(conn)
         if compact:
             compact_warehouse(warehouse_path)
         clock.lap("warehouse_redact_mentions")
@@ -555,7 +570,7 @@ def erase(
     if changed_any:
         files = scan.scan_files(home, matcher)
     # The database file, byte by byte: a value still held rightly in someone else's live row is not a remnant.
-    in_db = [hit for hit in files.hits if hit.path == warehouse_path]
+    in_db = [hit for hit in files.hits if warehouse_path is not None and hit.path == warehouse_path]
     if in_db:
         with warehouse.session(warehouse_path, read_only=True) as conn:
             live = scan.live_values(conn, {m for hit in in_db for m in hit.matches})

@@ -67,7 +67,7 @@ def process_pending(
     done: dict[str, list[str]] = defaultdict(list)
     erasures: list[ErasureRequest] = []
     outbox_holds: dict[str, Identity] = {}
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         dsr.ensure_ledger(conn)
         registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=moment)
         pending = conn.execute(
@@ -125,7 +125,7 @@ def process_pending(
     counts = {"as_of": moment.isoformat(), "registered": registered, **{k: sorted(v) for k, v in done.items()}}
     from governed_marketing.pipeline import record_step
 
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         record_step(conn, actor, "privacy_requests", "dsr", counts)  # evidence beside the other steps
     return counts
 
@@ -219,14 +219,14 @@ def _erase(
     results = erase(
         email_requests,
         home=settings.home_dir,
-        warehouse_path=settings.warehouse_path,
+        warehouse_path=None if warehouse.is_postgres(settings) else settings.warehouse_path,
         policy=policy,
         key=key,
         manifest_path=manifest,
         compact=compact,
         timings=timings,
     )
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         for request in erasures:
             result = results.get(request.request_id)
             if result is None:  # already erased by an earlier request: nothing left to find

@@ -27,6 +27,7 @@ import pandas as pd
 from dateutil.relativedelta import relativedelta
 
 from governed_marketing import warehouse
+from governed_marketing.dialect import temp_table
 from governed_marketing.policy import Policy, PolicyError, load_policy
 from governed_marketing.privacy import audit
 from governed_marketing.privacy.periods import at_least, parse_period
@@ -109,13 +110,13 @@ def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutc
     for table in ("crm_contacts", "crm_consent_events", "crm_activity", "quarantine"):
         if warehouse.table_exists(conn, "raw", table):
             counts[f"raw.{table}"] = _delete(
-                conn, f"raw.{table} where load_id in (select unnest(?))", [old], dry_run=outcome.dry_run
+                conn, f"raw.{table} where load_id = any(cast(? as varchar[]))", [old], dry_run=outcome.dry_run
             )
     if warehouse.table_exists(conn, "raw", "crm_dsr_requests") and warehouse.table_exists(conn, "ops", "dsr_requests"):
         # A request's row is needed while it is open or in effect (a restriction); answered ones keep only the ledger.
         counts["raw.crm_dsr_requests"] = _delete(
             conn,
-            "raw.crm_dsr_requests where load_id in (select unnest(?)) and request_id in "
+            "raw.crm_dsr_requests where load_id = any(cast(? as varchar[])) and request_id in "
             "(select request_id from ops.dsr_requests where status in ('done', 'lifted'))",
             [old],
             dry_run=outcome.dry_run,
@@ -179,7 +180,8 @@ def purge_inactive_contacts(
     active_emails = {
         r[0]
         for r in conn.execute(
-            "select distinct email_normalized from raw.crm_contacts where contact_id not in (select unnest(?))", [ids]
+            "select distinct email_normalized from raw.crm_contacts where contact_id <> all(cast(? as varchar[]))",
+            [ids],
         ).fetchall()
     }
     emails = sorted({r[1] for r in inactive} - active_emails)
@@ -191,9 +193,7 @@ def purge_inactive_contacts(
         "purge_pseudonyms": pd.DataFrame({"pseudonym": [pseudonym(key, e) for e in emails]}, dtype="string"),
     }
     for name, frame in frames.items():
-        conn.register(f"{name}_frame", frame)
-        conn.execute(f"create or replace temp table {name} as select * from {name}_frame").fetchall()
-        conn.unregister(f"{name}_frame")
+        temp_table(conn, name, frame)
     relations, _, _ = personal_relations(conn, manifest_path)
     for relation in relations:
         column = f'"{relation.subject_column}"'
@@ -244,7 +244,7 @@ def purge(
         return outcome
 
     manifest = dbt_manifest(settings)
-    with warehouse.session(settings.warehouse_path) as conn:
+    with warehouse.session(settings=settings) as conn:
         warehouse.ensure_raw_layer(conn)
         conn.execute("begin transaction")
         try:
@@ -270,8 +270,9 @@ def purge(
     if compact and not dry_run and removed:
         from governed_marketing.privacy.erasure import compact_warehouse
 
-        compact_warehouse(settings.warehouse_path)  # deleted rows physically gone, not only marked
-    with warehouse.session(settings.warehouse_path) as conn:
+        # Deleted rows physically gone: the DuckDB file rewritten, or VACUUM FULL on Postgres.
+        compact_warehouse(None if warehouse.is_postgres(settings) else settings.warehouse_path)
+    with warehouse.session(settings=settings) as conn:
         conn.execute(RUNS_DDL)
         for o in outcomes:
             conn.execute(

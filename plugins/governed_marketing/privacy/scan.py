@@ -27,6 +27,7 @@ import duckdb
 import pandas as pd
 
 from governed_marketing.crm import contract
+from governed_marketing.dialect import is_postgres, temp_table
 
 REDACTED = "[erased]"
 
@@ -39,7 +40,7 @@ MIN_PHONE_DIGITS = 7
 _SQL_EMAIL = r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?"
 _SQL_PHONE = r"(?:\+|00)?[0-9][0-9 ./()-]{5,}[0-9]"
 _SQL_WORD = r"[\pL\pN_]+"
-_TEXT_TYPES = ("VARCHAR", "JSON")
+_TEXT_TYPES = ("VARCHAR", "JSON", "character varying", "text", "json", "jsonb")  # DuckDB, Postgres
 
 
 def phone_digits(phone: str) -> str:
@@ -341,8 +342,9 @@ def text_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[
         select c.table_schema, c.table_name, c.column_name
         from information_schema.columns c
         join information_schema.tables t using (table_catalog, table_schema, table_name)
-        where t.table_type = 'BASE TABLE' and c.data_type in (select unnest(?))
+        where t.table_type = 'BASE TABLE' and c.data_type = any(cast(? as varchar[]))
           and c.table_catalog = current_database()
+          and c.table_schema not in ('pg_catalog', 'information_schema', 'gmp_private')
         order by c.table_schema, c.table_name, c.ordinal_position
         """,
         [list(_TEXT_TYPES)],
@@ -360,12 +362,18 @@ def _identity_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], 
         select table_schema, table_name, column_name from information_schema.columns
         where column_name in ('contact_id', 'email', 'email_normalized', 'recipient_pseudonym', 'file_name')
           and table_catalog = current_database()
+          and table_schema not in ('pg_catalog', 'information_schema', 'gmp_private')
         """
     ).fetchall()
     found: dict[tuple[str, str], list[str]] = defaultdict(list)
     for schema, table, column in rows:
         found[(schema, table)].append(column)
     return found
+
+
+def _rowid(conn) -> str:
+    """The physical row id: DuckDB's rowid, Postgres' ctid (compared as text)."""
+    return "ctid::text" if is_postgres(conn) else "rowid"
 
 
 def _quote(name: str) -> str:
@@ -378,9 +386,9 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
     if not matcher.identities:
         return result
     for name, frame in matcher.sql_needles().items():
-        conn.register(f"{name}_frame", frame)
-        conn.execute(f"create or replace temp table {name} as select * from {name}_frame").fetchall()
-        conn.unregister(f"{name}_frame")
+        temp_table(conn, name, frame)
+    if is_postgres(conn):
+        return _scan_tables_postgres(conn, matcher, result)
     has_names = bool(matcher.by_name_key)
     identity_columns = _identity_columns(conn)
     for (schema, table), columns in text_columns(conn).items():
@@ -435,11 +443,46 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
     return result
 
 
+def _scan_tables_postgres(conn, matcher: Matcher, result: TableScan) -> TableScan:
+    """Postgres: candidate rows by substring (strpos) of an email, a phone's digits or a last name,
+    then the same Python matcher decides, as on DuckDB. Row ids are ctids (valid until the row changes)."""
+    identity_columns = _identity_columns(conn)
+    for (schema, table), columns in text_columns(conn).items():
+        if table.startswith("scan_"):
+            continue
+        result.tables += 1
+        result.columns += len(columns)
+        relation = f"{_quote(schema)}.{_quote(table)}"
+        text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in columns) + "))"
+        fetched = columns + [c for c in identity_columns.get((schema, table), []) if c not in columns]
+        select = ", ".join(f"{_quote(c)}::varchar" for c in fetched)
+        rows = conn.execute(
+            f"""
+            with rows_ as (select ctid::text as rid, {text} as txt, {select} from {relation})
+            select * from rows_ r
+            where exists (select 1 from scan_emails e where strpos(r.txt, e.email) > 0)
+               or exists (select 1 from scan_phones p
+                          where strpos(regexp_replace(r.txt, '[^0-9]', '', 'g'), p.digits) > 0)
+               or exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)
+            """
+        ).fetchall()
+        for rowid, _txt, *values in rows:
+            refs, someone_elses = matcher.find_in_record(dict(zip(fetched, values, strict=True)))
+            if refs:
+                result.hits.append(TableHit(schema, table, rowid, dict(refs), someone_elses))
+    for name in ("scan_emails", "scan_phones", "scan_names"):
+        conn.execute(f"drop table if exists {name}").fetchall()
+    return result
+
+
 def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableHit]) -> list[TableHit]:
     """The hits still there after redaction, re-read row by row.
 
-    Redaction changed only these rows, so a full scan's other rows need not be read again.
+    Redaction changed only these rows, so a full scan's other rows need not be read again. On
+    Postgres an UPDATE moves the row (new ctid), so the tables are scanned again instead.
     """
+    if is_postgres(conn):
+        return scan_tables(conn, matcher).hits
     identity_columns = _identity_columns(conn)
     columns = text_columns(conn)
     still = []
@@ -470,7 +513,7 @@ def live_values(conn: duckdb.DuckDBPyConnection, values: Iterable[str]) -> set[s
         text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in cols) + "))"
         for value in wanted - found:
             n = conn.execute(
-                f"select count(*) from {_quote(schema)}.{_quote(table)} where contains({text}, ?)", [value]
+                f"select count(*) from {_quote(schema)}.{_quote(table)} where strpos({text}, ?) > 0", [value]
             ).fetchall()[0][0]
             if n:
                 found.add(value)
@@ -491,7 +534,8 @@ def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: T
         cols = columns.get((hit.schema, hit.table), [])
         relation = f"{_quote(hit.schema)}.{_quote(hit.table)}"
         values = conn.execute(
-            f"select {', '.join(_quote(c) + '::varchar' for c in cols)} from {relation} where rowid = ?", [hit.rowid]
+            f"select {', '.join(_quote(c) + '::varchar' for c in cols)} from {relation} where {_rowid(conn)} = ?",
+            [hit.rowid],
         ).fetchall()
         if not values:
             continue
@@ -504,7 +548,9 @@ def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: T
         if not changes:
             continue
         assignments = ", ".join(f"{_quote(c)} = ?" for c in changes)
-        conn.execute(f"update {relation} set {assignments} where rowid = ?", [*changes.values(), hit.rowid]).fetchall()
+        conn.execute(
+            f"update {relation} set {assignments} where {_rowid(conn)} = ?", [*changes.values(), hit.rowid]
+        ).fetchall()
         for ref in hit.refs:
             redacted[ref][f"{hit.schema}.{hit.table}"] += 1
     return redacted

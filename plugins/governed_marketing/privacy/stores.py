@@ -69,6 +69,7 @@ def _columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], set[str]]
         from information_schema.columns c
         join information_schema.tables t using (table_catalog, table_schema, table_name)
         where t.table_type = 'BASE TABLE' and c.table_catalog = current_database()
+          and c.table_schema not in ('pg_catalog', 'information_schema', 'gmp_private')
         """
     ).fetchall()
     columns: dict[tuple[str, str], set[str]] = {}

@@ -73,8 +73,8 @@ def build_report(
     evidence: dict[str, Any] = {}
     gates: list[tuple[str, GateResult]] = []
     privacy_section: PrivacySection = PLACEHOLDER
-    if settings.warehouse_path.exists():
-        with warehouse.session(settings.warehouse_path, read_only=True) as conn:
+    if warehouse.exists(settings):
+        with warehouse.session(read_only=True, settings=settings) as conn:
             evidence, gates = _collect(conn, policy)
             if provider is not None:
                 privacy_section = _privacy_section(provider, conn, policy, settings)
@@ -144,9 +144,13 @@ def _collect(conn: duckdb.DuckDBPyConnection, policy: Policy) -> tuple[dict, lis
     for row in _rows(
         conn,
         """
-        select run_id, subject, counts_json, recorded_at from ops.pipeline_steps
-        where step = 'generate' and recorded_at >= ?
-        qualify row_number() over (partition by subject order by recorded_at desc) = 1
+        select run_id, subject, counts_json, recorded_at from (
+            select run_id, subject, counts_json, recorded_at,
+                row_number() over (partition by subject order by recorded_at desc) as rank_
+            from ops.pipeline_steps
+            where step = 'generate' and recorded_at >= ?
+        ) ranked
+        where rank_ = 1
         """,
         [ingest["recorded_at"]],
     ):
@@ -178,8 +182,10 @@ def _collect(conn: duckdb.DuckDBPyConnection, policy: Policy) -> tuple[dict, lis
             conn,
             f"""
             select file_name, regexp_replace(trim(part), ' \\(.*$', '') as reason, count(*) as rows
-            from (select file_name, unnest(string_split(reason, '; ')) as part from raw.quarantine {where})
-            group by all
+            from (
+                select file_name, unnest(string_to_array(reason, '; ')) as part from raw.quarantine {where}
+            ) as parts
+            group by 1, 2
             order by file_name, rows desc, reason
             """,
             [load_id] if load_id else [],

@@ -57,14 +57,18 @@ def latest_gate_results(
     """
     if not table_exists(conn, "ops", "gate_results"):
         return []
+    where = "" if run_ids is None else "where run_id = any(cast(? as varchar[]))"
     rows = conn.execute(
-        """
-        select run_id, result_json
-        from ops.gate_results
-        where $run_ids is null or list_contains($run_ids, run_id)
-        qualify row_number() over (partition by gate, subject order by validated_at desc) = 1
+        f"""
+        select run_id, result_json from (
+            select run_id, result_json,
+                row_number() over (partition by gate, subject order by validated_at desc) as rank_
+            from ops.gate_results
+            {where}
+        ) ranked
+        where rank_ = 1
         """,
-        {"run_ids": run_ids},
+        [] if run_ids is None else [list(run_ids)],
     ).fetchall()
     results = [(run_id, GateResult.from_json(text)) for run_id, text in rows]
     rank = {gate: i for i, gate in enumerate(GATE_ORDER)}
