@@ -21,9 +21,12 @@ see privacy.erasure.compact_warehouse). A few callers branch on `is_postgres(con
 itself differs: privacy.scan (DuckDB's regexp_extract_all vs a strpos prefilter on Postgres, rowid
 vs ctid) and privacy.erasure (rowid vs ctid).
 
-Great Expectations gates stay frame-based on both engines: their frames are read from the
-warehouse (or, for the raw CRM gate, are the rows about to be loaded, with the Python-computed
-`is_contact_known`), so the same pandas suites run whatever the warehouse.
+Great Expectations: on Postgres the campaign-audience gate runs inside the database, through GX's
+SQL (Postgres) datasource on a query over marts.campaign_audience (see validation.audience); GX opens
+its own SQLAlchemy connection from `sqlalchemy_url(conn)`, to the same database as `conn`. The other
+gates stay frame-based on both engines: the raw CRM gate checks the rows about to be loaded (before
+anything is written, with the Python-computed `is_contact_known`), and the vendor-payload and
+generated-content gates check what is built in Python (the payload, the drafts).
 Nothing here logs parameters or rows.
 """
 
@@ -201,6 +204,31 @@ class PostgresConnection:
 def is_postgres(conn: Any) -> bool:
     """Whether this connection is the Postgres adapter (else a DuckDB connection)."""
     return getattr(conn, "dialect", "duckdb") == "postgres"
+
+
+def sqlalchemy_url(conn: PostgresConnection) -> str:
+    """A SQLAlchemy URL to the database `conn` is connected to, for GX's SQL datasource.
+
+    The psycopg2 driver is named explicitly (`postgresql+psycopg2`): with SQLAlchemy 2.1 a bare
+    `postgresql://` may mean psycopg 3. Holds the password when there is one: never log it.
+    """
+    from sqlalchemy.engine import URL
+
+    info = conn.raw.info
+    query = {"application_name": "governed_marketing_gx", "options": "-c TimeZone=UTC"}
+    host: str | None = info.host
+    if host and host.startswith("/"):  # a Unix socket directory
+        query["host"], host = host, None
+    url = URL.create(
+        "postgresql+psycopg2",
+        username=info.user,
+        password=info.password or None,
+        host=host,
+        port=info.port,
+        database=info.dbname,
+        query=query,
+    )
+    return url.render_as_string(hide_password=False)
 
 
 def temp_table(conn: Any, name: str, frame: pd.DataFrame) -> None:

@@ -48,7 +48,7 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
                     key = f"{item['file_name']}: {reason}"
                     summary.quarantine_reasons[key] = summary.quarantine_reasons.get(key, 0) + n
         elif step.startswith("generate"):
-            _merge_generation(summary.campaigns.setdefault(subject, {}), step, counts)
+            merge_generation_step(summary.campaigns.setdefault(subject, {}), step, counts)
     for record in funnel.to_dict("records"):
         entry = summary.campaigns.setdefault(record["campaign_id"], {})
         entry["contacts"] = int(record["contacts"])
@@ -61,7 +61,7 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
 RUN_SPEND = ("run_input_tokens", "run_output_tokens", "run_cost_usd")
 
 
-def _merge_generation(entry: dict, step: str, counts: dict) -> None:
+def merge_generation_step(entry: dict, step: str, counts: dict) -> None:
     """Fold the generation steps of one run (prepare, draft, collect, publish) into one campaign entry.
 
     Requests are what this run sent; reuse and the estimate come from prepare; tokens and cost are the

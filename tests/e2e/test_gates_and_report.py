@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+import duckdb
 import pytest
 import yaml
 from governed_marketing.crm.generate import SAMPLE_AS_OF, SAMPLE_EMAIL_DOMAIN, SAMPLE_PHONE
@@ -204,6 +205,13 @@ def test_a_tightened_policy_stops_stored_drafts_from_reaching_the_outbox(content
         "no URL outside content.allowed_urls in the body",
         "every draft body is at most 60 characters",
     }
+    # The drafts themselves break the new length rule: the ledger marks them rejected and drops them,
+    # so the next run drafts them again instead of publishing the old text.
+    assert "draft(s) rejected; they will be drafted again on the next run" in generated.stderr
+    with duckdb.connect(str(content_failure["home"] / "warehouse.duckdb"), read_only=True) as conn:
+        statuses = dict(conn.execute("select status, count(*) from ops.generation_ledger group by 1").fetchall())
+        drafts = conn.execute("select count(*) from ops.generated_content").fetchone()[0]
+    assert set(statuses) == {"rejected"} and drafts == 0
 
 
 def test_gmp_report_rebuilds_the_report_and_prints_its_path(content_failure):

@@ -120,6 +120,25 @@ def test_gmp_run_on_postgres_keeps_everything_in_postgres(pg_run: PgRun, pg_serv
         conn.close()
 
 
+def test_gmp_run_on_postgres_runs_the_audience_gate_inside_the_database(pg_run: PgRun, pg_server: PgServer) -> None:
+    """GX's SQL datasource validated the audience query in Postgres; its re-check rows are gone."""
+    conn = pg_server.connect(pg_run.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select result_json from ops.gate_results where gate = 'campaign_audience'")
+            results = [json.loads(row[0]) for row in cur.fetchall()]
+            cur.execute("select count(*) from ops.audience_recheck")
+            assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
+    assert results
+    for result in results:
+        assert result["success"]
+        meta = result["validation"]["meta"]
+        assert meta["gmp"]["execution"] == {"datasource": "postgres", "engine": "SqlAlchemyExecutionEngine"}
+        assert "marts.campaign_audience" in meta["batch_spec"]["query"]
+
+
 def test_erasure_on_postgres_leaves_no_trace_in_any_table_and_rewrites_the_files(
     pg_run: PgRun, pg_server: PgServer
 ) -> None:

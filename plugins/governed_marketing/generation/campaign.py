@@ -271,6 +271,7 @@ def prepare_campaign(
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
+    from governed_marketing.dialect import is_postgres
     from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
     from governed_marketing.validation import audience as audience_gate
 
@@ -280,11 +281,17 @@ def prepare_campaign(
         refusal = individual_mode_refusal(policy, campaign_id, provider)
         if refusal:
             raise ModeRefused(f"campaigns.{campaign_id}.personalization is individual, but {refusal}; nothing was sent")
-    audience = conn.execute(
-        "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
-    ).df()
-    checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    _enforce(conn, run_id, audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id))
+    if is_postgres(conn):  # inside the database: GX's SQL datasource, no frame of the audience
+        gate = audience_gate.audience_gate_in_database(
+            conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id
+        )
+    else:
+        audience = conn.execute(
+            "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
+        ).df()
+        checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
+        gate = audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id)
+    _enforce(conn, run_id, gate)
 
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     to_request, _ = units_to_request(conn, work)
@@ -425,7 +432,7 @@ def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
     from expectations.generated_content import MAX_SUBJECT_CHARS
     from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
 
-    forbidden = re.compile("|".join([EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls)]))
+    forbidden = [re.compile(p) for p in (EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls))]
     template = re.compile(TEMPLATE_SYNTAX)
     reasons: dict[str, str] = {}
     for row in content.itertuples(index=False):
@@ -439,7 +446,7 @@ def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
         if not 1 <= len(row.subject or "") <= MAX_SUBJECT_CHARS:
             problems.append("subject length")
         for text in (row.subject or "", row.body or ""):
-            if forbidden.search(text):
+            if any(pattern.search(text) for pattern in forbidden):
                 problems.append("contains an email address, phone number or URL outside content.allowed_urls")
             if template.search(text):
                 problems.append("contains template syntax")

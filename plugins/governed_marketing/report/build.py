@@ -141,20 +141,31 @@ def _collect(conn: duckdb.DuckDBPyConnection, policy: Policy) -> tuple[dict, lis
     ingest = ingests[0]
     counts = json.loads(ingest["counts_json"])
     evidence["ingest"] = {"run_id": ingest["run_id"], "recorded_at": ingest["recorded_at"], **counts}
+    # Each campaign's latest generation run, its steps (prepare, draft, collect, publish) folded into one.
+    from governed_marketing.summary import merge_generation_step
+
     for row in _rows(
         conn,
         """
-        select run_id, subject, counts_json, recorded_at from (
-            select run_id, subject, counts_json, recorded_at,
-                row_number() over (partition by subject order by recorded_at desc) as rank_
-            from ops.pipeline_steps
-            where step = 'generate' and recorded_at >= ?
-        ) ranked
-        where rank_ = 1
+        select s.run_id, s.step, s.subject, s.counts_json from ops.pipeline_steps s
+        join (
+            select subject, run_id from (
+                select subject, run_id,
+                    row_number() over (partition by subject order by recorded_at desc) as rank_
+                from ops.pipeline_steps
+                where step like 'generate%' and recorded_at >= ?
+            ) ranked where rank_ = 1
+        ) latest on latest.subject = s.subject and latest.run_id = s.run_id
+        where s.step like 'generate%'
+        order by s.recorded_at
         """,
         [ingest["recorded_at"]],
     ):
-        evidence["generate"][row["subject"]] = {"run_id": row["run_id"], **json.loads(row["counts_json"])}
+        entry = evidence["generate"].setdefault(row["subject"], {"run_id": row["run_id"]})
+        counts = json.loads(row["counts_json"])
+        merge_generation_step(entry, row["step"], counts)
+        if isinstance(counts.get("failed"), str):
+            entry["failed"] = counts["failed"]
 
     # Gates of this pass: the raw gate ran under the load's id (when the export was first loaded,
     # or just before a failed ingest); the campaign gates under the generation DAG run.
@@ -259,7 +270,9 @@ def _vendors(policy: Policy, classes: dict, generate: dict, gates: dict) -> list
             status = "nothing sent: offline templates drafted the content locally"
         elif provider:
             calls, reused = counts.get("vendor_calls", 0), counts.get("reused_drafts", 0)
-            status = f"{calls:,} cohort requests sent ({reused:,} drafts reused)"
+            unit = "cohort" if campaign.personalization == "cohort" else "per-recipient"
+            via = "the Batch API" if counts.get("transport") == "batch" else "synchronous calls"
+            status = f"{calls:,} {unit} requests sent through {via} ({reused:,} drafts reused)"
         else:
             status = "no generation recorded for this run"
         entries.append(
@@ -275,6 +288,12 @@ def _vendors(policy: Policy, classes: dict, generate: dict, gates: dict) -> list
                 "reused_drafts": counts.get("reused_drafts", 0),
                 "input_tokens": counts.get("input_tokens", 0),
                 "output_tokens": counts.get("output_tokens", 0),
+                "transport": counts.get("transport"),
+                "estimated_cost_usd": counts.get("estimated_cost_usd", 0.0),
+                "run_cost_usd": counts.get("run_cost_usd", 0.0),
+                "cost_usd": counts.get("cost_usd", 0.0),
+                "budget_usd": campaign.budget_usd,
+                "failed_units": counts.get("failed_units", 0),
                 "recipients_described": counts.get("audience", 0),
                 "cohorts": counts.get("cohorts", 0),
                 "k": policy.cohorts.k,

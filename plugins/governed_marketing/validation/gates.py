@@ -1,4 +1,9 @@
-"""Run a Great Expectations suite on a pandas batch and fail closed, keeping no personal data.
+"""Run a Great Expectations suite on a batch and fail closed, keeping no personal data.
+
+The batch is a pandas frame (DuckDB, and every frame-based gate), or a `SqlBatch`: a SELECT that GX
+runs through its Postgres (SQL) datasource, so the expectations compile to SQL and execute inside
+the database (the campaign-audience gate with GMP_WAREHOUSE=postgres). Either way the same suite,
+the same result formats, the same scrubbing and the same GateResult.
 
 The result format is chosen per expectation from the classification of the columns it reads
 (`meta.pii` in the dbt YAML): an expectation on a `direct` or `quasi` column runs with counts only,
@@ -78,6 +83,21 @@ SUSPECT_VALUE_EXPECTATIONS = frozenset(
     }
 )
 WITHHELD = "[withheld: looks like personal data]"
+
+
+@dataclass(frozen=True)
+class SqlBatch:
+    """A batch that stays in Postgres: GX validates `query` over its own SQLAlchemy connection.
+
+    GX's connection cannot see the caller's TEMP tables or uncommitted rows: the query may read
+    committed tables only. `columns` and `rows` describe its result (for the stored result and the
+    one-line reason; they are names and a count, never values).
+    """
+
+    connection_string: str = field(repr=False)  # may hold the password: never logged or stored
+    query: str
+    columns: tuple[str, ...]
+    rows: int
 
 
 class GateFailed(RuntimeError):
@@ -229,13 +249,15 @@ def run_gate(
     gate: str,
     subject: str,
     build_suite: Callable[[], Any],
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | SqlBatch,
     *,
     classes: Mapping[str, str] | None = None,
 ) -> GateResult:
     """Validate `frame` against the suite `build_suite()` returns, in an ephemeral GX context.
 
     Args:
+        frame: a pandas frame (GX's pandas datasource), or a `SqlBatch` (GX's Postgres datasource:
+            the expectations run as SQL in the database; no frame of the rows is built).
         classes: `meta.pii` per column (`direct|quasi|none`); an unlisted column counts as `direct`,
             and without a mapping every column does.
 
@@ -250,39 +272,56 @@ def run_gate(
         config = expectation.configuration
         personal = reads_personal_data(config.type, config.kwargs, classes)
         groups["personal" if personal else "descriptive"].append(config)
-    source = context.data_sources.add_pandas(f"{gate}_source")
-    asset = source.add_dataframe_asset(gate)
-    batch_definition = asset.add_batch_definition_whole_dataframe(f"{gate}_batch")
+    in_database = isinstance(frame, SqlBatch)
+    if in_database:
+        source = context.data_sources.add_postgres(f"{gate}_postgres", connection_string=frame.connection_string)
+        batch_definition = source.add_query_asset(gate, query=frame.query).add_batch_definition_whole_table(
+            f"{gate}_batch"
+        )
+        batch_parameters = None
+        columns, rows = [str(c) for c in frame.columns], frame.rows
+    else:
+        source = context.data_sources.add_pandas(f"{gate}_source")
+        asset = source.add_dataframe_asset(gate)
+        batch_definition = asset.add_batch_definition_whole_dataframe(f"{gate}_batch")
+        batch_parameters = {"dataframe": frame}
+        columns, rows = [str(c) for c in frame.columns], len(frame)
     formats = {"personal": PERSONAL_RESULT_FORMAT, "descriptive": DESCRIPTIVE_RESULT_FORMAT}
     order = {_key(e.configuration.type, e.configuration.kwargs): i for i, e in enumerate(suite.expectations)}
-    known_names = {str(c) for c in frame.columns} | {
+    known_names = set(columns) | {
         str(v) for e in suite.expectations for v in (e.configuration.kwargs.get("column_set") or [])
     }
     merged: list[tuple[int, dict, bool]] = []
     meta: dict[str, Any] = {}
-    for group, configs in groups.items():
-        if not configs:
-            continue
-        part = context.suites.add(
-            gx.ExpectationSuite(name=f"{suite.name}.{group}", expectations=[c.to_domain_obj() for c in configs])
-        )
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{gate}:{subject}:{group}", data=batch_definition, suite=part)
-        )
-        validation = definition.run(batch_parameters={"dataframe": frame}, result_format=formats[group])
-        meta = validation.meta
-        for item in validation.to_json_dict()["results"]:
-            config = item["expectation_config"]
-            index = order.get(_key(config["type"], config["kwargs"]), len(order))
-            merged.append(
-                (index, _scrub(item, personal=group == "personal", known_names=known_names), group == "personal")
+    try:
+        for group, configs in groups.items():
+            if not configs:
+                continue
+            part = context.suites.add(
+                gx.ExpectationSuite(name=f"{suite.name}.{group}", expectations=[c.to_domain_obj() for c in configs])
             )
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{gate}:{subject}:{group}", data=batch_definition, suite=part)
+            )
+            validation = definition.run(batch_parameters=batch_parameters, result_format=formats[group])
+            meta = validation.meta
+            for item in validation.to_json_dict()["results"]:
+                config = item["expectation_config"]
+                index = order.get(_key(config["type"], config["kwargs"]), len(order))
+                merged.append(
+                    (index, _scrub(item, personal=group == "personal", known_names=known_names), group == "personal")
+                )
+    finally:
+        if in_database:
+            source.get_engine().dispose()  # GX's own connections to the warehouse: closed, not pooled
     merged.sort(key=lambda entry: entry[0])
     results = [item for _, item, _ in merged]
     succeeded = sum(1 for item in results if item["success"])
     run_meta = json.loads(json.dumps(meta, default=str))
     run_meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)
-    run_meta["gmp"] = {"gate": gate, "subject": subject, "rows": len(frame)}
+    run_meta["gmp"] = {"gate": gate, "subject": subject, "rows": rows}
+    if in_database:  # where the expectations ran: GX's SQL execution engine on the Postgres datasource
+        run_meta["gmp"]["execution"] = {"datasource": source.type, "engine": source.execution_engine_type.__name__}
     validation_dict = {
         "success": succeeded == len(results),
         "results": results,
@@ -311,7 +350,7 @@ def run_gate(
         gate=gate,
         subject=subject,
         success=validation_dict["success"],
-        rows=len(frame),
+        rows=rows,
         outcomes=outcomes,
         suite_name=suite.name,
         validation=validation_dict,
