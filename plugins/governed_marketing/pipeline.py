@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from governed_marketing import warehouse
 from governed_marketing.policy import load_policy
@@ -91,8 +94,25 @@ def campaign_ids() -> list[str]:
     return load_policy().campaign_ids()
 
 
-def _generation_setup(campaign_id: str) -> tuple:
-    """Settings, policy, and who drafts: (provider name, model, transport, sync provider or None)."""
+@dataclass
+class GenerationSetup:
+    """Who drafts a campaign, read from settings and governance.yml at each step."""
+
+    settings: Any
+    policy: Any
+    provider: Any  # the ContentProvider (offline templates or the sync OpenAI provider)
+    transport: str  # offline | sync | batch
+
+    @property
+    def vendor(self) -> str:
+        return self.provider.name
+
+    @property
+    def model(self) -> str:
+        return self.provider.model
+
+
+def _generation_setup(campaign_id: str) -> GenerationSetup:
     from governed_marketing.generation.providers import build_provider
 
     settings = get_settings()
@@ -100,18 +120,21 @@ def _generation_setup(campaign_id: str) -> tuple:
     vendor_allowed = "openai" in policy.purpose_of(campaign_id).vendors
     # The provider is chosen as for sync; batch mode then sends the same requests as a vendor batch.
     provider = build_provider(settings, policy, vendor_allowed=vendor_allowed)
-    if provider.name == "offline":
-        return settings, policy, provider.name, provider.model, "offline", provider
-    transport = "batch" if settings.llm_mode == "batch" else "sync"
-    return settings, policy, provider.name, provider.model, transport, provider
+    transport = "offline" if provider.name == "offline" else ("batch" if settings.llm_mode == "batch" else "sync")
+    return GenerationSetup(settings, policy, provider, transport)
 
 
-def _step(step: str, campaign_id: str, run_id: str, work) -> dict:
-    """Run one generation stage in a warehouse session; record its counts or its failure reason."""
+def _stage(step: str, campaign_id: str, *, run_id: str, as_of: str | datetime | None, work: Callable, **kwargs) -> dict:
+    """Run one generation stage in a warehouse session; record its counts (or its failure reason).
+
+    `work(campaign_id, conn=, policy=, as_of=, run_id=, **kwargs)` is a generation.* stage function.
+    """
     settings = get_settings()
     with warehouse.session(settings=settings) as conn:
         try:
-            outcome = work(conn)
+            outcome = work(
+                campaign_id, conn=conn, policy=load_policy(), as_of=parse_as_of(as_of), run_id=run_id, **kwargs
+            )
         except Exception as exc:
             record_step(conn, run_id, step, campaign_id, {"failed": str(exc)})
             raise
@@ -125,21 +148,16 @@ def prepare_generation(campaign_id: str, *, run_id: str, as_of: str | datetime |
     """Audience gate, ledger intent and budget check for one campaign (see generation.campaign)."""
     from governed_marketing.generation.campaign import prepare_campaign
 
-    _, policy, provider, model, transport, _ = _generation_setup(campaign_id)
-    return _step(
+    setup = _generation_setup(campaign_id)
+    return _stage(
         "generate.prepare",
         campaign_id,
-        run_id,
-        lambda conn: prepare_campaign(
-            campaign_id,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            model=model,
-            transport=transport,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-        ),
+        run_id=run_id,
+        as_of=as_of,
+        work=prepare_campaign,
+        provider=setup.vendor,
+        model=setup.model,
+        transport=setup.transport,
     )
 
 
@@ -148,45 +166,28 @@ def draft_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | N
 
     Returns counts; in batch mode they include `batch_ids` to wait for (possibly re-attached ones).
     """
+    from governed_marketing.generation.batch_flow import submit_campaign_batch
     from governed_marketing.generation.campaign import draft_sync
 
-    _, policy, _, _, transport, provider = _generation_setup(campaign_id)
-    if transport == "batch":
-        return submit_batches(campaign_id, run_id=run_id, as_of=as_of)
-    return _step(
+    setup = _generation_setup(campaign_id)
+    if setup.transport == "batch":  # re-attach to batches in flight, submit what is still to do
+        return _stage(
+            "generate.draft",
+            campaign_id,
+            run_id=run_id,
+            as_of=as_of,
+            work=submit_campaign_batch,
+            provider=setup.vendor,
+            model=setup.model,
+        )
+    return _stage(
         "generate.draft",
         campaign_id,
-        run_id,
-        lambda conn: draft_sync(
-            campaign_id,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            transport=transport,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-        ),
-    )
-
-
-def submit_batches(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
-    """Batch mode: re-attach to batches in flight, submit the units still to do; return batch ids."""
-    from governed_marketing.generation.batch_flow import submit_campaign_batch
-
-    _, policy, provider, model, _, _ = _generation_setup(campaign_id)
-    return _step(
-        "generate.draft",
-        campaign_id,
-        run_id,
-        lambda conn: submit_campaign_batch(
-            campaign_id,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            model=model,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-        ),
+        run_id=run_id,
+        as_of=as_of,
+        work=draft_sync,
+        provider=setup.provider,
+        transport=setup.transport,
     )
 
 
@@ -194,21 +195,15 @@ def collect_batches(campaign_id: str, batch_ids: list[str], *, run_id: str, as_o
     """Batch mode: read finished batches into the ledger; resubmit what is missing (new batch ids)."""
     from governed_marketing.generation.batch_flow import collect_campaign_batches
 
-    _, policy, provider, model, _, _ = _generation_setup(campaign_id)
-    return _step(
+    setup = _generation_setup(campaign_id)
+    return _stage(
         "generate.collect",
         campaign_id,
-        run_id,
-        lambda conn: collect_campaign_batches(
-            campaign_id,
-            batch_ids,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            model=model,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-        ),
+        run_id=run_id,
+        as_of=as_of,
+        work=lambda cid, **kw: collect_campaign_batches(cid, batch_ids, **kw),
+        provider=setup.vendor,
+        model=setup.model,
     )
 
 
@@ -216,22 +211,17 @@ def publish_generation(campaign_id: str, *, run_id: str, as_of: str | datetime |
     """Consent re-check, names merged locally, content gate, outbox."""
     from governed_marketing.generation.campaign import publish_campaign
 
-    settings, policy, provider, model, transport, _ = _generation_setup(campaign_id)
-    return _step(
+    setup = _generation_setup(campaign_id)
+    return _stage(
         "generate",
         campaign_id,
-        run_id,
-        lambda conn: publish_campaign(
-            campaign_id,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            model=model,
-            transport=transport,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-            outbox_root=settings.path("outbox"),
-        ),
+        run_id=run_id,
+        as_of=as_of,
+        work=publish_campaign,
+        provider=setup.vendor,
+        model=setup.model,
+        transport=setup.transport,
+        outbox_root=setup.settings.path("outbox"),
     )
 
 
@@ -239,9 +229,9 @@ def approval_preview(campaign_id: str) -> dict:
     """What a human approver sees: counts and the drafts (placeholders, no names), never recipients."""
     from governed_marketing.generation.approval import preview
 
-    settings, policy, provider, model, _, _ = _generation_setup(campaign_id)
-    with warehouse.session(read_only=True, settings=settings) as conn:
-        return preview(conn, policy, campaign_id, model=model)
+    setup = _generation_setup(campaign_id)
+    with warehouse.session(read_only=True, settings=setup.settings) as conn:
+        return preview(conn, setup.policy, campaign_id, model=setup.model)
 
 
 def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
@@ -251,19 +241,14 @@ def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> 
     """
     from governed_marketing.generation.campaign import run_campaign
 
-    settings, policy, _, _, transport, provider = _generation_setup(campaign_id)
-    return _step(
+    setup = _generation_setup(campaign_id)
+    return _stage(
         "generate",
         campaign_id,
-        run_id,
-        lambda conn: run_campaign(
-            campaign_id,
-            conn=conn,
-            policy=policy,
-            provider=provider,
-            as_of=parse_as_of(as_of),
-            run_id=run_id,
-            outbox_root=settings.path("outbox"),
-            transport="offline" if transport == "offline" else "sync",
-        ),
+        run_id=run_id,
+        as_of=as_of,
+        work=run_campaign,
+        provider=setup.provider,
+        outbox_root=setup.settings.path("outbox"),
+        transport="offline" if setup.transport == "offline" else "sync",
     )
