@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from governed_marketing.policy import Policy, load_policy
 from governed_marketing.pseudonym import pseudonym
 from governed_marketing.settings import reset_settings
 from governed_marketing.warehouse import connect
+
+from tests.support.dbt_results import failures, nodes_by_type
 
 pytestmark = pytest.mark.dbt
 
@@ -96,20 +97,6 @@ def _dbt(run_dir: Path, *args: str):
         _release_warehouse()
 
 
-def _failures(result) -> list[str]:
-    if result.exception is not None:
-        return [repr(result.exception)]
-    return [
-        f"{r.node.unique_id}: {r.status} {r.message or ''}".strip()
-        for r in result.result.results
-        if str(r.status) not in {"pass", "success", "no-op"}
-    ]
-
-
-def _counts_by_type(result) -> Counter:
-    return Counter(str(r.node.resource_type) for r in result.result.results)
-
-
 @pytest.fixture(scope="module")
 def dbt_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbtRun]:
     run_dir = tmp_path_factory.mktemp("dbt_project")
@@ -144,7 +131,7 @@ def policy() -> Policy:
 def warehouse(dbt_run: DbtRun) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection for one test, opened after dbt has finished and closed before the next
     dbt invocation (DuckDB allows one configuration per file per process)."""
-    assert dbt_run.build.success, _failures(dbt_run.build)
+    assert dbt_run.build.success, failures(dbt_run.build)
     conn = duckdb.connect(str(dbt_run.warehouse), read_only=True)
     try:
         yield conn
@@ -172,14 +159,14 @@ def _fixture_emails() -> dict[str, str]:
 
 
 def test_dbt_build_passes_models_data_tests_and_unit_tests(dbt_run: DbtRun) -> None:
-    assert dbt_run.build.success, _failures(dbt_run.build)
-    assert _failures(dbt_run.build) == []
+    assert dbt_run.build.success, failures(dbt_run.build)
+    assert failures(dbt_run.build) == []
 
     manifest = json.loads((dbt_run.target / "manifest.json").read_text())
     declared_unit = len(manifest["unit_tests"])
     declared_data = sum(1 for n in manifest["nodes"].values() if n["resource_type"] == "test")
     declared_models = sum(1 for n in manifest["nodes"].values() if n["resource_type"] == "model")
-    ran = _counts_by_type(dbt_run.build)
+    ran = nodes_by_type(dbt_run.build)
     print(
         f"\ndbt build: {ran['model']} models, {ran['test']} data tests, {ran['unit_test']} unit tests "
         f"in {dbt_run.build_seconds:.1f}s"
@@ -330,10 +317,10 @@ def test_unit_tests_pass_on_their_own(dbt_run: DbtRun, tmp_path: Path) -> None:
             result = _dbt(tmp_path, "test", "--select", "test_type:unit")
         finally:
             reset_settings()
-    assert result.success, _failures(result)
-    ran = _counts_by_type(result)
+    assert result.success, failures(result)
+    ran = nodes_by_type(result)
     assert set(ran) - {"operation"} == {"unit_test"}, ran  # operation: the on-run-start classification hook
-    assert ran["unit_test"] == _counts_by_type(dbt_run.build)["unit_test"]
+    assert ran["unit_test"] == nodes_by_type(dbt_run.build)["unit_test"]
 
 
 # ---- classification: every column classified, nothing direct reaches the vendor ----------------
@@ -423,7 +410,7 @@ def test_consent_history_is_incremental_and_a_delta_load_only_adds(dbt_run, tmp_
     node = manifest["nodes"]["model.governed_marketing.int_consent_events_deduplicated"]
     assert node["config"]["materialized"] == "incremental"
     result = _dbt(dbt_run.target.parent, "build", "--select", "int_consent_events_deduplicated")
-    assert result.success, _failures(result)
+    assert result.success, failures(result)
     conn = duckdb.connect(str(dbt_run.warehouse), read_only=True)
     try:
         after = conn.execute("select count(*) from intermediate.int_consent_events_deduplicated").fetchall()[0][0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from governed_marketing.settings import get_settings, reset_settings
 from governed_marketing.warehouse import connect
 
 from tests.postgres.conftest import PgServer
+from tests.support.dbt_results import failures, nodes_by_type
 
 pytestmark = pytest.mark.postgres
 
@@ -88,20 +88,6 @@ def _dbt(run_dir: Path, target: str, *args: str):
     finally:
         if target == "duckdb":
             _release_duckdb()
-
-
-def _failures(result) -> list[str]:
-    if result.exception is not None:
-        return [repr(result.exception)]
-    return [
-        f"{r.node.unique_id}: {r.status} {r.message or ''}".strip()
-        for r in result.result.results
-        if str(r.status) not in {"pass", "success", "no-op"}
-    ]
-
-
-def _ran(result) -> Counter:
-    return Counter(str(r.node.resource_type) for r in result.result.results)
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +165,10 @@ def _pg_rows(conn, table: str) -> tuple[list[str], list[tuple]]:
 
 
 def test_both_builds_pass_every_model_data_test_and_unit_test(builds: Builds) -> None:
-    assert builds.duckdb_build.success, _failures(builds.duckdb_build)
-    assert builds.postgres_build.success, _failures(builds.postgres_build)
-    assert _failures(builds.postgres_build) == []
-    duck_ran, pg_ran = _ran(builds.duckdb_build), _ran(builds.postgres_build)
+    assert builds.duckdb_build.success, failures(builds.duckdb_build)
+    assert builds.postgres_build.success, failures(builds.postgres_build)
+    assert failures(builds.postgres_build) == []
+    duck_ran, pg_ran = nodes_by_type(builds.duckdb_build), nodes_by_type(builds.postgres_build)
     assert pg_ran == duck_ran, (duck_ran, pg_ran)
     manifest = json.loads((builds.target("postgres") / "manifest.json").read_text())
     assert pg_ran["unit_test"] == len(manifest["unit_tests"]) > 0
@@ -205,7 +191,7 @@ def test_raw_rows_were_copied_from_duckdb(builds: Builds, duck: duckdb.DuckDBPyC
 def test_marts_are_identical_on_duckdb_and_postgres(
     builds: Builds, duck: duckdb.DuckDBPyConnection, pg, mart: str
 ) -> None:
-    assert builds.postgres_build.success, _failures(builds.postgres_build)
+    assert builds.postgres_build.success, failures(builds.postgres_build)
     duck_columns, duck_rows = _duck_rows(duck, mart)
     pg_columns, pg_rows = _pg_rows(pg, mart)
     assert pg_columns == duck_columns
