@@ -239,6 +239,9 @@ def temp_table(conn: Any, name: str, frame: pd.DataFrame) -> None:
     if is_postgres(conn):
         conn.register(name, frame)
         return
+    # DuckDB 2 refuses `register` while an earlier result is only partly fetched (a `fetchone()`);
+    # a finished statement first closes whatever is pending.
+    conn.execute("select 1").fetchall()
     conn.register(f"{name}_frame", frame)
     conn.execute(f"create or replace temp table {name} as select * from {name}_frame").fetchall()
     conn.unregister(f"{name}_frame")

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
+import pandas as pd
 
+from governed_marketing.dialect import temp_table
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
 
 STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged")
@@ -135,44 +137,55 @@ def plan(
     """
     now = _now()
     estimates = estimates or {}
+    records = []
     for request in requests:
         estimate = estimates.get(request.unit_id)
-        values = [
-            request.campaign_id,
-            request.unit_id,
-            request.prompt_version,
-            model,
-            request.custom_id or custom_id(request.campaign_id, request.unit_id, request.prompt_version, model),
-            unit_kind,
-            provider,
-            transport,
-            estimate.input_tokens if estimate else None,
-            estimate.output_tokens if estimate else None,
-            estimate.cost_usd if estimate else None,
-            run_id,
-            now,
-        ]
-        conn.execute(
-            """
-            insert into ops.generation_ledger (
-                campaign_id, unit_id, prompt_version, model, custom_id, unit_kind, provider, transport,
-                status, estimated_input_tokens, estimated_output_tokens, estimated_cost_usd, run_id, planned_at
-            ) values (?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)
-            on conflict do nothing
-            """,
-            values,
-        ).fetchall()
-        conn.execute(
-            """
-            update ops.generation_ledger
-               set transport = ?, estimated_input_tokens = coalesce(?, estimated_input_tokens),
-                   estimated_output_tokens = coalesce(?, estimated_output_tokens),
-                   estimated_cost_usd = coalesce(?, estimated_cost_usd), run_id = ?
-             where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?
-               and status in ('planned', 'failed', 'rejected', 'purged')
-            """,
-            [transport, values[8], values[9], values[10], run_id, *values[:4]],
-        ).fetchall()
+        records.append(
+            {
+                "campaign_id": request.campaign_id,
+                "unit_id": request.unit_id,
+                "prompt_version": request.prompt_version,
+                "model": model,
+                "custom_id": request.custom_id
+                or custom_id(request.campaign_id, request.unit_id, request.prompt_version, model),
+                "estimated_input_tokens": estimate.input_tokens if estimate else None,
+                "estimated_output_tokens": estimate.output_tokens if estimate else None,
+                "estimated_cost_usd": estimate.cost_usd if estimate else None,
+            }
+        )
+    if not records:
+        return
+    # One statement for all units (not one per unit): a large individual-mode campaign has a row per recipient.
+    frame = pd.DataFrame(records).astype(
+        {"estimated_input_tokens": "Int64", "estimated_output_tokens": "Int64", "estimated_cost_usd": "Float64"}
+    )
+    temp_table(conn, "ledger_plan", frame)
+    conn.execute(
+        """
+        insert into ops.generation_ledger (
+            campaign_id, unit_id, prompt_version, model, custom_id, unit_kind, provider, transport,
+            status, estimated_input_tokens, estimated_output_tokens, estimated_cost_usd, run_id, planned_at
+        )
+        select campaign_id, unit_id, prompt_version, model, custom_id, ?, ?, ?, 'planned',
+               estimated_input_tokens, estimated_output_tokens, estimated_cost_usd, ?, ?
+        from ledger_plan
+        on conflict do nothing
+        """,
+        [unit_kind, provider, transport, run_id, now],
+    ).fetchall()
+    conn.execute(
+        """
+        update ops.generation_ledger as l
+           set transport = ?, run_id = ?,
+               estimated_input_tokens = coalesce(p.estimated_input_tokens, l.estimated_input_tokens),
+               estimated_output_tokens = coalesce(p.estimated_output_tokens, l.estimated_output_tokens),
+               estimated_cost_usd = coalesce(p.estimated_cost_usd, l.estimated_cost_usd)
+          from ledger_plan as p
+         where l.custom_id = p.custom_id and l.status in ('planned', 'failed', 'rejected', 'purged')
+        """,
+        [transport, run_id],
+    ).fetchall()
+    conn.execute("drop table if exists ledger_plan").fetchall()
 
 
 def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
@@ -199,18 +212,21 @@ def mark_submitted(
 
     A unit already `submitted` (in doubt after a crash) keeps its attempt number: it is the same try.
     """
-    now = _now()
-    for cid in custom_ids:
-        conn.execute(
-            """
-            update ops.generation_ledger
-               set attempts = attempts + (case when status = 'submitted' then 0 else 1 end),
-                   status = 'submitted', submitted_at = ?, run_id = ?,
-                   vendor_batch_id = coalesce(?, vendor_batch_id), last_error_kind = null, last_error = null
-             where custom_id = ?
-            """,
-            [now, run_id, batch_id, cid],
-        ).fetchall()
+    ids = list(custom_ids)
+    if not ids:
+        return
+    temp_table(conn, "ledger_submit", pd.DataFrame({"custom_id": ids}))
+    conn.execute(
+        """
+        update ops.generation_ledger
+           set attempts = attempts + (case when status = 'submitted' then 0 else 1 end),
+               status = 'submitted', submitted_at = ?, run_id = ?,
+               vendor_batch_id = coalesce(?, vendor_batch_id), last_error_kind = null, last_error = null
+         where custom_id in (select custom_id from ledger_submit)
+        """,
+        [_now(), run_id, batch_id],
+    ).fetchall()
+    conn.execute("drop table if exists ledger_submit").fetchall()
 
 
 def idempotency_key(row: LedgerRow) -> str:
