@@ -15,11 +15,13 @@ with
 events as (
 
     select * from {{ ref('stg_crm__consent_events') }}
-    where
-        consent_action in ('grant', 'withdraw')
-        {% if is_incremental() %}
+    {% if is_incremental() %}
+        where
+            consent_action in ('grant', 'withdraw')
             and load_id not in (select distinct this.load_id from {{ this }} as this)
-        {% endif %}
+    {% else %}
+        where consent_action in ('grant', 'withdraw')
+    {% endif %}
 
 ),
 
