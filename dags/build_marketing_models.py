@@ -8,7 +8,7 @@ least k) and `audience_funnel`. Policy comes from governance.yml through the gov
 
 Owner: analytics - Inputs: raw CRM tables (asset `RAW_CRM`) - Outputs: marts (asset `CAMPAIGN_AUDIENCES`)
 Warehouse: the dbt profile target is `GMP_WAREHOUSE` (duckdb | postgres), the same warehouse the
-other DAGs read and write; `DBT_TARGET` overrides it for an analyst's own target.
+other DAGs read and write (`DBT_TARGET` is only the analyst's CLI default; it never steers this DAG).
 Rerun: safe; models are rebuilt from raw. A failing dbt test fails its model's task and stops
 downstream models: read the task log for the test name.
 """
@@ -46,7 +46,7 @@ def build_marketing_models():
         ),
         profile_config=ProfileConfig(
             profile_name="governed_marketing",
-            target_name=os.environ.get("DBT_TARGET") or os.environ.get("GMP_WAREHOUSE") or "duckdb",
+            target_name=os.environ.get("GMP_WAREHOUSE") or "duckdb",
             profiles_yml_filepath=DBT_PROJECT / "profiles.yml",
         ),
         execution_config=ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER),

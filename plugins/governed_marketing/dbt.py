@@ -38,8 +38,17 @@ def ensure_manifest(settings: Settings | None = None, *, force: bool = False) ->
         return target
     from dbt.cli.main import dbtRunner
 
+    # Set for the parse only: a DBT_TARGET left behind would steer every later dbt run in this process.
+    saved = {name: os.environ.get(name) for name in dbt_env(settings)}
     os.environ.update(dbt_env(settings))
-    result = dbtRunner().invoke(["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"])
+    try:
+        result = dbtRunner().invoke(["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"])
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     if not result.success:
         raise RuntimeError(f"dbt parse failed in {project}: {result.exception or 'see dbt_project/logs/dbt.log'}")
     return target

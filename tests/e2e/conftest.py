@@ -39,7 +39,9 @@ class Run:
 
 def run_gmp(home: Path, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 600) -> Run:
     env = {
-        key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "GMP_", "OPENAI_", "PYTEST"))
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW", "GMP_", "OPENAI_", "PYTEST", "DBT_TARGET"))
     }
     env.update(
         {

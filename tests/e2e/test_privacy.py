@@ -106,7 +106,10 @@ def file_hits(home: Path, values: dict[str, str]) -> list[str]:
     needles = {kind: value.lower().encode() for kind, value in values.items()}
     hits = []
     for path in sorted(p for p in home.rglob("*") if p.is_file()):
-        data = path.read_bytes().lower()
+        try:
+            data = path.read_bytes().lower()
+        except FileNotFoundError:  # SQLite's -shm/-wal files come and go as connections close
+            continue
         hits += [f"{path.relative_to(home)}: {kind}" for kind, needle in needles.items() if needle in data]
     return hits
 

@@ -269,9 +269,12 @@ def test_openai_setting_refuses_a_vendor_the_policy_does_not_allow(
     assert openai_server.requests == []
 
 
-def test_batch_mode_is_refused_on_the_openai_path(openai_server: LocalOpenAIServer, policy: Policy) -> None:
-    with pytest.raises(ProviderError, match="GMP_LLM_MODE=batch is not available yet; use sync"):
-        build_provider(Settings(llm_provider="auto", llm_mode="batch"), policy, vendor_allowed=True)
+def test_batch_mode_builds_the_same_request_builder_as_sync(openai_server: LocalOpenAIServer, policy: Policy) -> None:
+    """Batch mode sends the sync provider's exact requests as JSONL; the pipeline picks the transport."""
+    batch = build_provider(Settings(llm_provider="auto", llm_mode="batch"), policy, vendor_allowed=True)
+    sync = build_provider(Settings(llm_provider="auto", llm_mode="sync"), policy, vendor_allowed=True)
+    assert isinstance(batch, OpenAIProvider) and batch.model == sync.model
+    assert batch.max_output_tokens == sync.max_output_tokens == policy.vendors["openai"].max_output_tokens
 
 
 def test_local_server_lists_models_for_the_sdk(openai_server: LocalOpenAIServer) -> None:
