@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,12 @@ def test_dag_file_parses_in_under_one_second(path: Path):
         "start = time.perf_counter(); spec.loader.exec_module(module)\n"
         "print(time.perf_counter() - start)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    seconds = float(out.stdout.strip().splitlines()[-1])
-    assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to parse"
+    samples = []
+    for _ in range(3):  # the median of three, so a busy moment on a shared machine does not decide it
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        samples.append(float(out.stdout.strip().splitlines()[-1]))
+    seconds = statistics.median(samples)
+    assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to parse (median of {samples})"
 
 
 def test_no_dag_file_touches_a_database_or_variable_at_top_level():
