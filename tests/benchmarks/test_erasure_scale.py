@@ -1,14 +1,18 @@
 """How long erasing many people from a large warehouse takes (`make bench`; not part of `make test`).
 
-Builds a GMP_HOME like a production one: a generated CRM export ingested (landing archive and raw
-tables), the dbt models built, the campaign's outbox written (offline provider). Then submits
-GMP_BENCH_ERASE erasure requests and times `process_pending` (what `gmp dsr process` runs) phase by
-phase, and compares the warehouse deletes set-based (one statement per table for the whole batch,
-what the library does) with one person at a time.
+The warehouses are the ones the pipeline benchmark leaves built (conftest: duckdb_pipeline,
+postgres_pipeline: a generated export ingested, the dbt models built).
 
-    GMP_BENCH_CONTACTS=1000000 GMP_BENCH_ERASE=1000 uv run pytest -m benchmark tests/benchmarks/test_erasure_scale.py -s
+- test_erasing_many_people_from_a_large_warehouse: a GMP_HOME like a production one (plus the
+  campaign's outbox, offline provider); GMP_BENCH_ERASE (1000) erasure requests submitted and
+  `process_pending` (what `gmp dsr process` runs) timed phase by phase. "privacy_erasure_<contacts>".
+- test_warehouse_deletes_*: the warehouse deletes alone for 1,000 and 10,000 people (GMP_BENCH_ERASE_SIZES),
+  set-based (the whole batch in one statement per table, what the library does) against one person
+  at a time. Per person is timed on GMP_BENCH_PER_PERSON people (100) and extrapolated linearly to the
+  batch. DuckDB: privacy.erasure.erase_warehouse; Postgres: warehouse_postgres.erase_subjects.
+  "erasure_duckdb_<contacts>" and "erasure_postgres_<contacts>".
 
-Figures go to bench/results.json under "privacy_erasure".
+    GMP_BENCH_CONTACTS=1000000 uv run --frozen pytest -m benchmark tests/benchmarks/test_erasure_scale.py -s
 """
 
 from __future__ import annotations
@@ -22,95 +26,49 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.benchmarks.conftest import BENCH_KEY, CONTACTS, pg_admin, pg_drop, pg_params, pg_recreate, record
 
 pytestmark = pytest.mark.benchmark
 
-CONTACTS = int(os.environ.get("GMP_BENCH_CONTACTS", "100000"))
 ERASE = int(os.environ.get("GMP_BENCH_ERASE", "1000"))
+SIZES = [int(n) for n in os.environ.get("GMP_BENCH_ERASE_SIZES", "1000,10000").split(",")]
 PER_PERSON_SAMPLE = int(os.environ.get("GMP_BENCH_PER_PERSON", "100"))
 AS_OF = "2026-11-15T00:00:00"
 
 
-def _dbt_run(home: Path, run_dir: Path) -> None:
-    from dbt.cli.main import dbtRunner
-
-    project = PROJECT_ROOT / "dbt_project"
-    result = dbtRunner().invoke(
-        [
-            "run",
-            "--project-dir",
-            str(project),
-            "--profiles-dir",
-            str(project),
-            "--target-path",
-            str(run_dir / "target"),
-            "--log-path",
-            str(run_dir / "logs"),
-            "--vars",
-            json.dumps({"as_of": AS_OF}),
-        ]
-    )
-    assert result.success, result.exception
-
-
-@pytest.fixture(scope="module")
-def base_home(tmp_path_factory) -> Path:
-    """The GMP_HOME to copy for each measurement (GMP_BENCH_BASE_HOME reuses one built before)."""
-    if os.environ.get("GMP_BENCH_BASE_HOME"):
-        return Path(os.environ["GMP_BENCH_BASE_HOME"])
-    from governed_marketing import warehouse
-    from governed_marketing.crm.generate import write_sample_export
-    from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.pipeline import generate
-    from governed_marketing.policy import load_policy
-    from governed_marketing.settings import get_settings, reset_settings
-
-    root = tmp_path_factory.mktemp("erasure-bench")
-    home = root / "base"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GMP_HOME", str(home))
-        env.setenv("GMP_LLM_PROVIDER", "offline")
-        reset_settings()
-        settings = get_settings()
-        started = time.perf_counter()
-        write_sample_export(root / "crm", contacts=CONTACTS, seed=1)
-        generated = time.perf_counter()
-        with warehouse.session(settings.warehouse_path) as conn:
-            ingest_export(root / "crm", conn=conn, policy=load_policy(), landing_root=settings.path("landing"))
-            conn.execute("delete from raw.crm_dsr_requests").fetchall()  # time only the erasures submitted below
-        ingested = time.perf_counter()
-        _dbt_run(home, root)
-        generate("spring_newsletter", run_id="bench", as_of=AS_OF)
-        built = time.perf_counter()
-        reset_settings()
-    (root / "build.json").write_text(
-        json.dumps(
-            {
-                "generate_s": round(generated - started, 1),
-                "ingest_s": round(ingested - generated, 1),
-                "models_and_outbox_s": round(built - ingested, 1),
-            }
-        )
-    )
-    return home
-
-
-def _copy(base: Path, target: Path) -> Path:
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(base, target)
-    return target
-
-
-def _sample_emails(settings, n: int) -> list[str]:
+def _sample_emails(warehouse_path: Path, n: int) -> list[str]:
+    """n distinct normalized emails of raw.crm_contacts, shuffled with a fixed seed (same people on both backends)."""
     from governed_marketing import warehouse
 
-    with warehouse.session(settings.warehouse_path, read_only=True) as conn:
+    with warehouse.session(warehouse_path, read_only=True) as conn:
         emails = [
             r[0] for r in conn.execute("select distinct email_normalized from raw.crm_contacts order by 1").fetchall()
         ]
     random.Random(1).shuffle(emails)
     return emails[:n]
+
+
+@pytest.fixture(scope="module")
+def base_home(duckdb_pipeline, tmp_path_factory) -> Path:
+    """The built GMP_HOME plus the campaign's outbox (GMP_BENCH_BASE_HOME reuses one built before)."""
+    if os.environ.get("GMP_BENCH_BASE_HOME"):
+        return Path(os.environ["GMP_BENCH_BASE_HOME"])
+    from governed_marketing.pipeline import generate
+    from governed_marketing.settings import reset_settings
+
+    root = tmp_path_factory.mktemp("erasure-bench")
+    home = root / "base"
+    shutil.copytree(duckdb_pipeline, home, ignore=shutil.ignore_patterns("dbt_target_*", "dbt_logs_*"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_HOME", str(home))
+        env.setenv("GMP_LLM_PROVIDER", "offline")
+        env.setenv("GMP_PSEUDONYM_KEY", BENCH_KEY)
+        reset_settings()
+        started = time.perf_counter()
+        generate("spring_newsletter", run_id="bench", as_of=AS_OF)
+        (root / "build.json").write_text(json.dumps({"outbox_s": round(time.perf_counter() - started, 1)}))
+        reset_settings()
+    return home
 
 
 def test_erasing_many_people_from_a_large_warehouse(base_home, tmp_path, monkeypatch):
@@ -120,12 +78,14 @@ def test_erasing_many_people_from_a_large_warehouse(base_home, tmp_path, monkeyp
     from governed_marketing.privacy.process import process_pending
     from governed_marketing.settings import get_settings, reset_settings
 
-    home = _copy(base_home, tmp_path / "home")
+    home = tmp_path / "home"
+    shutil.copytree(base_home, home)
     monkeypatch.setenv("GMP_HOME", str(home))
+    monkeypatch.setenv("GMP_PSEUDONYM_KEY", BENCH_KEY)
     reset_settings()
     settings, policy = get_settings(), load_policy()
     key, _ = settings.resolve_pseudonym_key()
-    emails = _sample_emails(settings, ERASE)
+    emails = _sample_emails(settings.warehouse_path, ERASE)
     with warehouse.session(settings.warehouse_path) as conn:
         conn.execute("delete from raw.crm_dsr_requests").fetchall()  # only the erasures below
         for email in emails:
@@ -137,6 +97,7 @@ def test_erasing_many_people_from_a_large_warehouse(base_home, tmp_path, monkeyp
     seconds = time.perf_counter() - started
     receipts = [json.loads(p.read_text()) for p in (home / "receipts").glob("*.json")]
     verified = sum(r["verification"]["verified"] for r in receipts)
+    build = base_home.parent / "build.json"
     figures = {
         "contacts": CONTACTS,
         "people_erased": len(result.get("erasure", [])),
@@ -145,49 +106,112 @@ def test_erasing_many_people_from_a_large_warehouse(base_home, tmp_path, monkeyp
         "seconds_by_phase": {k: round(v, 1) for k, v in timings.items()},
         "rows_removed": sum(r["rows_removed_total"] for r in receipts),
         "gmp_home_bytes": size_before,
-        "build": json.loads(build.read_text()) if (build := base_home.parent / "build.json").exists() else None,
+        "build": json.loads(build.read_text()) if build.exists() else None,
     }
-    figures |= _set_based_versus_per_person(base_home, tmp_path, emails, monkeypatch)
     print(json.dumps(figures, indent=2))
-    results = PROJECT_ROOT / "bench" / "results.json"
-    results.parent.mkdir(exist_ok=True)
-    recorded = json.loads(results.read_text()) if results.exists() else {}
-    recorded["privacy_erasure"] = figures
-    results.write_text(json.dumps(recorded, indent=2) + "\n")
+    record(f"privacy_erasure_{CONTACTS}", figures)
     reset_settings()
     assert verified == len(receipts) == ERASE
 
 
-def _set_based_versus_per_person(base_home: Path, tmp_path: Path, emails: list[str], monkeypatch) -> dict:
-    """The warehouse deletes alone: the whole batch in one statement per table, then person by person."""
+def test_warehouse_deletes_on_duckdb(duckdb_pipeline, tmp_path, monkeypatch):
     from governed_marketing import warehouse
     from governed_marketing.dbt import manifest_path
     from governed_marketing.privacy.erasure import ErasureRequest, ErasureResult, erase_warehouse, resolve_identities
     from governed_marketing.settings import get_settings, reset_settings
 
-    figures = {}
-    for mode in ("set_based", "per_person"):
-        home = tmp_path / mode
-        home.mkdir()
-        shutil.copy(base_home / "warehouse.duckdb", home / "warehouse.duckdb")
-        monkeypatch.setenv("GMP_HOME", str(home))
-        reset_settings()
-        settings = get_settings()
-        key, _ = settings.resolve_pseudonym_key()
-        people = emails if mode == "set_based" else emails[:PER_PERSON_SAMPLE]
-        requests = [ErasureRequest(f"bench-{i}", email) for i, email in enumerate(people)]
-        with warehouse.session(settings.warehouse_path) as conn:
-            identities = resolve_identities(conn, requests, key=key)
-            results = {r.request_id: ErasureResult(r.request_id) for r in requests}
+    monkeypatch.setenv("GMP_PSEUDONYM_KEY", BENCH_KEY)
+    everyone = _sample_emails(duckdb_pipeline / "warehouse.duckdb", max(SIZES))
+    people: dict[str, dict] = {}
+    for size in SIZES:
+        emails = everyone[:size]
+        row: dict[str, float | int] = {}
+        for mode in ("set_based", "per_person"):
+            home = tmp_path / f"{mode}-{size}"
+            home.mkdir()
+            shutil.copy(duckdb_pipeline / "warehouse.duckdb", home / "warehouse.duckdb")
+            monkeypatch.setenv("GMP_HOME", str(home))
+            reset_settings()
+            settings = get_settings()
+            key, _ = settings.resolve_pseudonym_key()
+            chosen = emails if mode == "set_based" else emails[:PER_PERSON_SAMPLE]
+            requests = [ErasureRequest(f"bench-{i}", email) for i, email in enumerate(chosen)]
+            with warehouse.session(settings.warehouse_path) as conn:
+                identities = resolve_identities(conn, requests, key=key)
+                results = {r.request_id: ErasureResult(r.request_id) for r in requests}
+                batches = [identities] if mode == "set_based" else [{ref: i} for ref, i in identities.items()]
+                started = time.perf_counter()
+                for batch in batches:
+                    erase_warehouse(conn, batch, results, key=key, manifest_path=manifest_path(settings))
+                seconds = time.perf_counter() - started
+            shutil.rmtree(home)
+            if mode == "set_based":
+                row["set_based_s"] = round(seconds, 2)
+            else:
+                row["per_person_sample"] = len(chosen)
+                row["per_person_sample_s"] = round(seconds, 2)
+                row["per_person_extrapolated_s"] = round(seconds / len(chosen) * size, 1)
+        people[str(size)] = row
+    reset_settings()
+    record(
+        f"erasure_duckdb_{CONTACTS}",
+        {"backend": "duckdb", "contacts": CONTACTS, "people": people, "note": "per person: sampled, extrapolated"},
+    )
+
+
+@pytest.mark.postgres
+def test_warehouse_deletes_on_postgres(postgres_pipeline, tmp_path):
+    from governed_marketing import warehouse_postgres
+    from governed_marketing.settings import Settings
+
+    home, template = postgres_pipeline
+    manifest = home / "dbt_target_postgres" / "manifest.json"
+    everyone = _sample_emails(home / "warehouse.duckdb", max(SIZES))
+    params = pg_params()
+    clone = f"{template}_erase"
+
+    def settings_for(database: str) -> Settings:
+        return Settings(
+            pg_host=params["GMP_PG_HOST"], pg_port=int(params["GMP_PG_PORT"]), pg_user=params["GMP_PG_USER"],
+            pg_password=params["GMP_PG_PASSWORD"] or None, pg_database=database,
+        )  # fmt: skip
+
+    def erase(emails: list[str], *, per_person: bool, vacuum: str) -> float:
+        pg_recreate(clone, template=template)  # a fresh copy of the built warehouse (not timed)
+        conn = warehouse_postgres.connect(settings_for(clone))
+        try:
+            batches = [[e] for e in emails] if per_person else [emails]
             started = time.perf_counter()
-            batches = [identities] if mode == "set_based" else [{ref: i} for ref, i in identities.items()]
             for batch in batches:
-                erase_warehouse(conn, batch, results, key=key, manifest_path=manifest_path(settings))
-            seconds = time.perf_counter() - started
-        per_person = seconds / len(people)
-        figures[f"warehouse_delete_{mode}"] = {
-            "people": len(people),
-            "seconds": round(seconds, 2),
-            "seconds_for_all": round(per_person * len(emails), 1),
-        }
-    return figures
+                warehouse_postgres.erase_subjects(
+                    conn, warehouse_postgres.ErasureSubjects(emails=set(batch)), manifest, vacuum=vacuum
+                )
+            return time.perf_counter() - started
+        finally:
+            conn.close()
+
+    pg_admin().close()
+    people: dict[str, dict] = {}
+    try:
+        for size in SIZES:
+            emails = everyone[:size]
+            sample = emails[:PER_PERSON_SAMPLE]
+            per_person_s = erase(sample, per_person=True, vacuum="plain")
+            people[str(size)] = {
+                "set_based_s": round(erase(emails, per_person=False, vacuum="full"), 2),
+                "set_based_plain_s": round(erase(emails, per_person=False, vacuum="plain"), 2),
+                "per_person_sample": len(sample),
+                "per_person_sample_s": round(per_person_s, 2),
+                "per_person_extrapolated_s": round(per_person_s / len(sample) * size, 1),
+            }
+    finally:
+        pg_drop(clone)
+    record(
+        f"erasure_postgres_{CONTACTS}",
+        {
+            "backend": "postgres",
+            "contacts": CONTACTS,
+            "people": people,
+            "note": "set_based_s with VACUUM FULL; per person with plain VACUUM after each; sampled, extrapolated",
+        },
+    )

@@ -1,70 +1,93 @@
-"""Wall time of the pipeline's stages at GMP_BENCH_CONTACTS (default 100k), medians of GMP_BENCH_REPEATS.
+"""Wall time and peak memory of the pipeline's steps on DuckDB and on Postgres, and the ungoverned baseline.
 
-`make bench` runs these; figures go to bench/results.json. Nothing here asserts a time.
+`make bench` runs these at GMP_BENCH_CONTACTS (default 100k; GMP_BENCH_CONTACTS=1000000 for 1M).
+Every measured step runs in a fresh interpreter (tests/benchmarks/steps.py); its peak RSS comes from
+os.wait4. Medians of GMP_BENCH_REPEATS runs. Figures go to bench/results.json under
+`pipeline_<backend>_<contacts>` and `dag_parse`; bench/RESULTS.md is drawn from them
+(tests/benchmarks/results_table.py). Nothing here asserts a time.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-from pathlib import Path
+import statistics
+import subprocess
+import sys
 
 import pytest
 
-from tests.benchmarks.conftest import CONTACTS, REPEATS, median_seconds, record
+from tests.benchmarks.conftest import record, run_measured
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.benchmark
-AS_OF = "2026-11-15T00:00:00Z"
 
 
-def _fresh_warehouse(home: Path) -> Path:
-    warehouse = home / "warehouse.duckdb"
-    for path in (warehouse, home / "warehouse.duckdb.wal"):
-        path.unlink(missing_ok=True)
-    return warehouse
+def test_pipeline_on_duckdb(duckdb_pipeline):
+    assert (duckdb_pipeline / "warehouse.duckdb").exists()
 
 
-def test_bench_ingest_and_dbt_build(bench_export, tmp_path):
-    from dbt.cli.main import dbtRunner
-    from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.policy import load_policy
-    from governed_marketing.settings import reset_settings
-    from governed_marketing.warehouse import connect
+@pytest.mark.postgres
+def test_pipeline_on_postgres(postgres_pipeline):
+    home, database = postgres_pipeline
+    assert (home / "warehouse.duckdb").exists() and database
 
-    home = Path(os.environ["GMP_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    reset_settings()
-    policy = load_policy()
 
-    def ingest() -> None:
-        conn = connect(_fresh_warehouse(home))
-        try:
-            ingest_export(bench_export, conn=conn, policy=policy, landing_root=tmp_path / "landing")
-        finally:
-            conn.close()
+# ---- DAG parse time ---------------------------------------------------------------------------
 
-    ingest_median, ingest_samples = median_seconds(ingest)
-    project = PROJECT_ROOT / "dbt_project"
-    args = ["--project-dir", str(project), "--profiles-dir", str(project), "--target-path", str(tmp_path / "target"),
-            "--log-path", str(tmp_path / "logs"), "--vars", json.dumps({"as_of": AS_OF}), "--quiet"]  # fmt: skip
+PARSE_REPEATS = int(os.environ.get("GMP_BENCH_PARSE_REPEATS", "5"))
+_PARSE = """
+import sys, time
+import airflow  # noqa: F401  (its import is timed separately: every DAG file pays it once per process)
+from airflow.dag_processing.dagbag import DagBag
+started = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])  # examples off: AIRFLOW__CORE__LOAD_EXAMPLES
+seconds = time.perf_counter() - started
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print()
+print(f"{seconds} {len(bag.dags)} {len(bag.import_errors)} {hwm}")
+"""
+_IMPORT = "import time; s = time.perf_counter(); import airflow; print(); print(time.perf_counter() - s)"
 
-    def build() -> None:
-        result = dbtRunner().invoke(["build", *args])
-        assert result.success, result.exception
 
-    build_median, build_samples = median_seconds(build)
+def test_dag_parse_time(tmp_path):
+    """Each DAG file parsed by Airflow's DagBag in a fresh interpreter, median of PARSE_REPEATS."""
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+    }
+    if not (PROJECT_ROOT / "dbt_project" / "target" / "manifest.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "governed_marketing.cli", "dbt-parse"], check=True, cwd=PROJECT_ROOT, env=env
+        )
+    files: dict[str, dict] = {}
+    for dag_file in sorted((PROJECT_ROOT / "dags").glob("*.py")):
+        parse, wall, rss = [], [], []
+        for i in range(PARSE_REPEATS):
+            log = tmp_path / f"{dag_file.stem}-{i}.log"
+            seconds, _, text = run_measured([sys.executable, "-c", _PARSE, str(dag_file)], env, log)
+            parsed, dags, errors, hwm_kib = text.strip().splitlines()[-1].split()
+            assert int(errors) == 0, f"{dag_file.name}: import errors, see {log}"
+            parse.append(float(parsed))
+            wall.append(seconds)
+            rss.append(int(hwm_kib))  # VmHWM: ru_maxrss would include this process's RSS at fork
+        files[dag_file.name] = {
+            "dags": int(dags),
+            "parse_median_s": round(statistics.median(parse), 3),
+            "parse_samples_s": [round(s, 3) for s in parse],
+            "process_wall_median_s": round(statistics.median(wall), 2),
+            "peak_rss_mb": round(max(rss) / 1024),
+        }
+    imports = []
+    for i in range(PARSE_REPEATS):
+        _, _, text = run_measured([sys.executable, "-c", _IMPORT], env, tmp_path / f"import-{i}.log")
+        imports.append(float(text.strip().splitlines()[-1]))
     record(
-        f"ingest_and_dbt_build_{CONTACTS}",
+        "dag_parse",
         {
-            "contacts": CONTACTS,
-            "repeats": REPEATS,
-            "ingest_median_s": round(ingest_median, 2),
-            "ingest_samples_s": [round(s, 2) for s in ingest_samples],
-            "dbt_build_median_s": round(build_median, 2),
-            "dbt_build_samples_s": [round(s, 2) for s in build_samples],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "command": f"GMP_BENCH_CONTACTS={CONTACTS} make bench",
+            "repeats": PARSE_REPEATS,
+            "import_airflow_median_s": round(statistics.median(imports), 3),
+            "files": files,
+            "command": "make bench (tests/benchmarks/test_pipeline_bench.py::test_dag_parse_time)",
         },
     )
