@@ -275,3 +275,16 @@ def test_individual_mode_sends_only_the_allow_listed_fields(conn, policy, openai
         user = request.body["messages"][1]["content"]
         data = json.loads(re.findall(r"<cohort_data>\s*(\{.*?\})\s*</cohort_data>", user, re.S)[-1])
         assert set(data) <= allowed
+
+
+def test_nothing_is_published_while_units_are_still_in_a_vendor_batch(conn, policy, openai_server, tmp_path):
+    client = _client(openai_server)
+    common = {**_common(conn, policy), "provider": "openai", "model": MODEL}
+    prepare_campaign(CAMPAIGN, transport="batch", **common)
+    submitted = submit_campaign_batch(CAMPAIGN, client=client, **common)
+    with pytest.raises(UnitsFailed, match="no accepted draft"):
+        publish_campaign(CAMPAIGN, transport="batch", outbox_root=tmp_path, **common)
+    assert not list(tmp_path.rglob("*.jsonl"))
+    openai_server.batch_api.advance()
+    collect_campaign_batches(CAMPAIGN, submitted["batch_ids"], client=client, **common)
+    assert publish_campaign(CAMPAIGN, transport="batch", outbox_root=tmp_path, **common).messages > 0

@@ -480,9 +480,10 @@ def publish_campaign(
     ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     outcome = _outcome(conn, policy, work, transport)
-    missing, _ = units_to_request(conn, work)
+    # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
+    # would otherwise drop its recipients from the outbox without a word.
     stored = ledger.rows(conn, campaign_id, work.version, model)
-    missing = [r for r in missing if stored.get(r.unit_id) is None or stored[r.unit_id].status != "succeeded"]
+    missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
     if missing:
         _add_ledger_totals(conn, outcome)
         raise UnitsFailed(
