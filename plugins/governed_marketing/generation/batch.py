@@ -32,7 +32,7 @@ import duckdb
 
 from governed_marketing.generation import ledger
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.providers import completion_body, parse_draft
+from governed_marketing.generation.providers import completion_body, parse_draft, reask_history
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import; only callers that use the vendor need it
     import openai
@@ -49,11 +49,6 @@ CAMPAIGN_KEY = "gmp_campaign"
 LIST_MARGIN_S = 3600
 
 #: The re-ask turn, worded as the sync provider words it, so both transports re-ask alike.
-REASK_PROMPT = """\
-Your previous answer was rejected: {problem}
-Answer again with only the JSON object the schema asks for (subject, preheader, body), following all \
-the rules above."""
-
 CostOf = Callable[[int, int], float]
 History = list[dict[str, str]]
 
@@ -449,10 +444,7 @@ class _Recorder:
                 self.failure(cid, "rejected", f"rejected after a re-ask: {problem}", retryable=False, **tokens)
                 return
             self.failure(cid, "rejected", f"re-ask pending: {problem}", retryable=False, **tokens)
-            self.outcome.reasks[cid] = [
-                {"role": "assistant", "content": content or ""},
-                {"role": "user", "content": REASK_PROMPT.format(problem=problem)},
-            ]
+            self.outcome.reasks[cid] = reask_history(content, problem)
             return
         extra = {"transport": "batch"}
         if request_id:

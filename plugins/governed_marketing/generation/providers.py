@@ -458,6 +458,14 @@ Answer again with only the JSON object the schema asks for (subject, preheader, 
 the rules above."""
 
 
+def reask_history(content: str | None, problem: str) -> list[dict[str, str]]:
+    """The re-ask turn after a rejected answer: the answer, then the reason. Sync and batch send the same."""
+    return [
+        {"role": "assistant", "content": content or ""},
+        {"role": "user", "content": _REASK.format(problem=problem)},
+    ]
+
+
 def _data_block(attributes: dict[str, str | None]) -> str:
     """The attributes as JSON between the data tags; `<` and `>` are escaped so no value closes the block."""
     payload = json.dumps(attributes, ensure_ascii=False, sort_keys=True)
@@ -778,10 +786,7 @@ class OpenAIProvider:
                 raise _UnitFailed(
                     DraftFailure(request.unit_id, "rejected", f"the draft was rejected twice; last time {problem}")
                 )
-            history = [
-                {"role": "assistant", "content": message.content or ""},
-                {"role": "user", "content": _REASK.format(problem=problem)},
-            ]
+            history = reask_history(message.content, problem)
         raise AssertionError("unreachable")
 
     def draft(self, request: DraftRequest) -> DraftResult:
