@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 dsr_app = typer.Typer(help="Data subject requests (GDPR Art. 15-21): submit, process, list.", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
@@ -72,7 +73,10 @@ def submit(
 def process(
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 (default: now)")] = None,
 ) -> None:
-    """Answer every open request received by now: exports, corrections, suppression, verified erasure."""
+    """Answer every request received by now, whatever --as-of: exports, corrections, suppression, verified erasure.
+
+    --as-of fixes eligibility for reproducibility; it never delays a right.
+    """
     from governed_marketing.privacy.process import process_pending
 
     settings, policy, _ = _context()
@@ -87,11 +91,13 @@ def process(
             elif where == "receipts":
                 path = f"  {settings.home_dir / 'receipts' / request_id}.json (verified)"
             console.print(f"  [green]{kind:>13}[/]  {request_id}{path}", soft_wrap=True)
-    for request_id in result.get("needs_review", []):
-        console.print(f"  [yellow] needs review[/]  {request_id}  (see `gmp dsr list`)")
+    left = result.get("left_open", [])
+    console.print(f"Answered {result.get('answered', 0)} request(s); {len(left)} left open", highlight=False)
+    for entry in left:
+        console.print(
+            f"  [yellow]{entry['status']:>13}[/]  {entry['request_id']}  {escape(entry['reason'])}", soft_wrap=True
+        )
     failed = result.get("failed", [])
-    for request_id in failed:
-        console.print(f"  [bold red]       failed[/]  {request_id}  {settings.home_dir / 'receipts' / request_id}.json")
     if failed:
         raise _fail(f"{len(failed)} erasure(s) not verified: the scan still found identifiers; see the receipts")
 
