@@ -146,21 +146,9 @@ def process_pending(
 def left_open(conn, *, now: datetime) -> list[dict[str, str]]:
     """Every request still open after a pass, with why: the person (or a reviewer) is what it waits for."""
     return [
-        {"request_id": r.request_id, "type": r.request_type, "status": r.status, "reason": open_reason(r, now=now)}
+        {"request_id": r.request_id, "type": r.request_type, "status": r.status, "reason": r.note(now)}
         for r in dsr.list_requests(conn, include_closed=False)
     ]
-
-
-def open_reason(request: dsr.RequestView, *, now: datetime) -> str:
-    """Why a request is still open, in words for `gmp dsr process` and `gmp dsr list` (no personal data)."""
-    if request.status == "needs_review":
-        reason = request.outcome.get("reason") or "waits for a reviewer"
-        return f"needs review: {reason} (gmp dsr resolve {request.request_id} --approve/--reject)"
-    if request.status == "failed":
-        return "erasure not verified: the scan still found identifiers (see its receipt); retried on the next pass"
-    if request.received_at > now:
-        return f"received {request.received_at:%Y-%m-%d %H:%M} UTC, in the future: answered from then"
-    return "not processed yet (run `gmp dsr process`)"
 
 
 def summary(result: dict[str, Any], *, ids: int = 50) -> dict[str, Any]:
@@ -198,6 +186,8 @@ def _answer(
         export = export_subject(
             conn, request_id, kind, email, policy=policy, key=key, home=home, manifest_path=manifest
         )
+        if not export.data_held:  # the answer is a confirmation that nothing is held (Art. 15(1))
+            return {"export": str(export.directory.relative_to(home)), "data_held": False}
         return {"export": str(export.directory.relative_to(home)), "rows": export.counts}
     if kind == "rectification":
         from governed_marketing.privacy.rectification import RectificationError, rectify
