@@ -65,9 +65,8 @@ def process_pending(
     policy = policy or load_policy(settings.policy_path)
     key, _ = settings.resolve_pseudonym_key()
     moment = _as_of(as_of)
-    received_by = max(
-        moment, datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    )  # a right never waits for the clock: the as-of only fixes eligibility
+    # A right never waits for the clock: the as-of only fixes eligibility.
+    received_by = max(moment, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
     home = settings.home_dir
     manifest = _manifest(settings)
     done: dict[str, list[str]] = defaultdict(list)
