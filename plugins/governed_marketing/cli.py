@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -36,11 +37,20 @@ def crm_generate(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the export to")],
     contacts: Annotated[int, typer.Option("--contacts", min=1, help="Number of contacts")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files)")] = 42,
+    reference_date: Annotated[
+        datetime | None,
+        typer.Option(
+            "--reference-date",
+            formats=["%Y-%m-%d"],
+            help="Subject requests are received in the weeks before this day (default: today)",
+        ),
+    ] = None,
 ) -> None:
     """Write a sample CRM export in the contract's four files, with the cases real CRMs have."""
     from governed_marketing.crm.generate import write_sample_export
 
-    summary = write_sample_export(out, contacts=contacts, seed=seed)
+    day = reference_date.date() if reference_date else None
+    summary = write_sample_export(out, contacts=contacts, seed=seed, reference_date=day)
     console.print(f"Wrote a sample CRM export to {out}")
     console.print(summary)
 

@@ -57,37 +57,43 @@ from recipients r
 where r.recipient_pseudonym in (select recipient_pseudonym from consented)
 """
 
+# Every suppressing request counts from its receipt, whatever the as-of: a back-dated run never
+# sends to someone who has objected since (a right never waits for the clock).
 _SUPPRESSING = """
-select email_normalized, request_type, details
+select email_normalized, request_type, details, received_at
 from raw.crm_dsr_requests
-where request_type = any(cast(? as varchar[])) and received_at <= ?
+where request_type = any(cast(? as varchar[]))
 """
 
 
-def _lifted_by(details: str | None, as_of: datetime) -> bool:
-    """A restriction whose `details.lifted_at` is at or before as-of no longer suppresses."""
+def _lifted_at(details: str | None) -> datetime | None:
+    """The restriction's `details.lifted_at` as naive UTC; None when absent or unreadable (still in force)."""
     import json
 
     try:
         lifted = json.loads(details or "{}").get("lifted_at")
         moment = datetime.fromisoformat(str(lifted).strip().replace("Z", "+00:00")) if lifted else None
     except (ValueError, AttributeError, TypeError):
-        return False
-    if moment is None:
-        return False
-    if moment.tzinfo is not None:
+        return None
+    if moment is not None and moment.tzinfo is not None:
         from datetime import UTC
 
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment <= as_of
+    return moment
+
+
+def _restriction_in_force(details: str | None, received_at: datetime, as_of: datetime) -> bool:
+    """In force at as-of (received by then, not lifted by then), or not lifted at all (in force now)."""
+    lifted = _lifted_at(details)
+    return lifted is None or (received_at <= as_of < lifted)
 
 
 def _suppressed_emails(conn, as_of: datetime) -> set[str]:
-    rows = conn.execute(_SUPPRESSING, [list(SUPPRESSING_DSR_TYPES), as_of]).fetchall()
+    rows = conn.execute(_SUPPRESSING, [list(SUPPRESSING_DSR_TYPES)]).fetchall()
     return {
         email
-        for email, request_type, details in rows
-        if not (request_type == "restriction" and _lifted_by(details, as_of))
+        for email, request_type, details, received_at in rows
+        if request_type != "restriction" or _restriction_in_force(details, received_at, as_of)
     }
 
 

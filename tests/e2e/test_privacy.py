@@ -171,7 +171,9 @@ def privacy(tmp_path_factory, sample_export):
     access = run_gmp(home, "dsr", "submit", "--type", "access", "--email", PERSON["email as written"])
     assert access.ok, access.result.stderr
     state["access_id"] = access.result.stdout.strip()
-    processed = run_gmp(home, "dsr", "process")
+    # Back-dated passes throughout: the requests are received now, weeks after AS_OF, and a right never
+    # waits for the clock (the as-of fixes eligibility only).
+    processed = run_gmp(home, "dsr", "process", "--as-of", AS_OF)
     assert processed.ok, processed.result.stdout + processed.result.stderr
     export_dir = home / "exports" / state["access_id"]
     state["access_export"] = {p.name: p.read_text(encoding="utf-8") for p in export_dir.iterdir()}
@@ -181,7 +183,7 @@ def privacy(tmp_path_factory, sample_export):
     assert erasure.ok and objection.ok, erasure.result.stderr + objection.result.stderr
     state["erasure_id"] = erasure.result.stdout.strip()
     state["objection_id"] = objection.result.stdout.strip()
-    state["process"] = run_gmp(home, "dsr", "process")
+    state["process"] = run_gmp(home, "dsr", "process", "--as-of", AS_OF)
     assert state["process"].ok, state["process"].result.stdout + state["process"].result.stderr
     state["after_erasure"] = {"files": file_hits(home, PERSON), "tables": table_hits(home, PERSON)}
     state["list"] = run_gmp(home, "dsr", "list")
@@ -190,8 +192,8 @@ def privacy(tmp_path_factory, sample_export):
     shutil.copytree(export, resent)
     with (resent / contract.CONTACTS.name).open("a", encoding="utf-8") as handle:
         handle.write("\n")  # byte-different, so the ingest really loads it instead of skipping a known export
-    # As of now: the requests above were received now, after the first run's as-of time.
-    second = run_gmp(home, "run", "--crm", str(resent))
+    # The same back-dated as-of: the requests above were received after it, and still count.
+    second = run_gmp(home, "run", "--crm", str(resent), "--as-of", AS_OF)
     assert second.ok, second.result.stdout + second.result.stderr
     state["second"] = second
     state["after_rerun"] = {"files": file_hits(home, PERSON), "tables": table_hits(home, PERSON)}
@@ -270,3 +272,9 @@ def test_the_same_export_sent_again_does_not_bring_the_erased_person_back(privac
 def test_the_audit_log_chain_verifies_after_everything(privacy):
     assert privacy["audit"].ok, privacy["audit"].result.stderr
     assert "audit log intact" in privacy["audit"].result.stdout
+
+
+def test_back_dated_dsr_process_answered_the_requests_received_after_its_as_of(privacy):
+    out = privacy["process"].result.stdout
+    assert "Answered 2 request(s)" in out, out
+    assert privacy["erasure_id"] in out and privacy["objection_id"] in out

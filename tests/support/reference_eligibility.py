@@ -15,8 +15,10 @@ open, the choice is stated at the code that makes it:
   an action of grant|withdraw (trimmed, lower-cased) and a parseable occurred_at. Of lines sharing an
   event_id, the first such line counts.
 - DSR requests: a line counts only with the right field count and a parseable received_at; its
-  request_type is trimmed and lower-cased. A restriction is lifted only by a details JSON object
-  whose "lifted_at" parses and is <= as-of; unreadable details leave it in force.
+  request_type is trimmed and lower-cased. A request counts from its receipt whatever the as-of (a
+  right never waits for the clock). A restriction is lifted only by a details JSON object whose
+  "lifted_at" parses; it counts while in force at as-of (received by then, lifted after) or when not
+  lifted at all; unreadable details leave it in force.
 - contact_ids are trimmed wherever they appear. Rule 5 compares two ids as integers when both are
   all ASCII digits, else as strings (mixed id schemes have no total order; the export's ids are
   expected to follow one scheme).
@@ -225,7 +227,7 @@ def _valid_contact(line: int, record: dict[str, str]) -> Contact | None:
 
 
 def _suppressed_emails(path: Path, as_of: datetime) -> set[str]:
-    """Normalized emails with an erasure, objection or restriction (not lifted) received by as-of."""
+    """Normalized emails with an erasure, objection or restriction (in force) received, whatever the as-of."""
     suppressed: set[str] = set()
     if not path.is_file():  # the file is optional
         return suppressed
@@ -234,11 +236,11 @@ def _suppressed_emails(path: Path, as_of: datetime) -> set[str]:
             continue
         request_type = record["request_type"].strip().lower()
         received_at = parse_timestamp(record["received_at"])
-        if request_type not in SUPPRESSING_DSR_TYPES or received_at is None or received_at > as_of:
+        if request_type not in SUPPRESSING_DSR_TYPES or received_at is None:
             continue
         if request_type == "restriction":
             lifted_at = _lifted_at(record["details"])
-            if lifted_at is not None and lifted_at <= as_of:
+            if lifted_at is not None and not received_at <= as_of < lifted_at:
                 continue
         suppressed.add(normalize_email(record["email"]))
     return suppressed

@@ -70,3 +70,21 @@ def test_a_withdrawal_loaded_after_the_build_is_seen(conn):
     )
     policy = load_policy()
     assert still_eligible(conn, policy=policy, campaign_id="spring_newsletter", as_of=AS_OF) == {"p2"}
+
+
+@pytest.mark.parametrize(
+    ("request_type", "details", "still"),
+    [
+        ("erasure", "{}", {"p1"}),
+        ("objection", "{}", {"p1"}),
+        ("restriction", "{}", {"p1"}),
+        ("restriction", '{"lifted_at": "2026-12-03T09:00:00Z"}', {"p1", "p2"}),  # lifted: in force neither then nor now
+    ],
+)
+def test_a_request_received_after_the_as_of_suppresses_in_a_back_dated_run(conn, request_type, details, still):
+    conn.execute(
+        "insert into raw.crm_dsr_requests values ('R9', 'bob@example-crm.test', ?, ?, ?, 'gmp_cli', 'gmp_cli')",
+        [request_type, details, datetime(2026, 12, 1, 9, 0, 0)],
+    )
+    policy = load_policy()
+    assert still_eligible(conn, policy=policy, campaign_id="spring_newsletter", as_of=AS_OF) == still

@@ -1,7 +1,10 @@
 """A deterministic sample CRM export with the mess real CRMs ship (DESIGN.md, "CRM export contract").
 
-`write_sample_export()` writes the contract's four CSV files for a seed: the same seed and as-of give
-byte-identical files. Rows are streamed to disk, so a million contacts need no more memory than ten.
+`write_sample_export()` writes the contract's four CSV files for a seed: the same seed, as-of and
+reference date give byte-identical files. The subject requests are dated in the weeks before the
+reference date (by default the day the generator runs), not before the as-of: a demo run today
+answers them within their one-month deadline, as a compliant controller would. Rows are streamed
+to disk, so a million contacts need no more memory than ten.
 Besides ordinary contacts the export holds, at realistic rates, every case the eligibility rules have
 to get right: withdrawals and re-grants, a grant and a withdrawal at the same instant, consents at and
 just past the maximum age, duplicated and out-of-order consent events, minors (including 13-15 year
@@ -37,6 +40,8 @@ from governed_marketing.crm import contract
 
 #: The default as-of of a sample export: every timestamp in it is relative to this instant.
 SAMPLE_AS_OF = datetime(2026, 11, 15, tzinfo=UTC)
+#: Subject requests are received within this many days before the reference date (deadline: 1 month).
+REQUEST_WINDOW_DAYS = 25
 #: The only domain of generated email addresses (always written in lower case).
 SAMPLE_EMAIL_DOMAIN = "example-crm.test"
 #: Every generated phone number: a country code, then 5550, then six digits, with optional separators.
@@ -202,6 +207,7 @@ def write_sample_export(
     seed: int,
     as_of: datetime | None = None,
     consent_max_age_days: int = 730,
+    reference_date: date | None = None,
 ) -> SampleExportSummary:
     """Write contacts.csv, consent_events.csv, activity.csv and dsr_requests.csv into `out_dir`.
 
@@ -211,6 +217,9 @@ def write_sample_export(
         seed: same seed, same as-of -> byte-identical files.
         as_of: the instant the export describes (default `SAMPLE_AS_OF`); zone-less means UTC.
         consent_max_age_days: the policy's consent age limit, so the edge cases sit exactly on it.
+        reference_date: the subject requests are received in the REQUEST_WINDOW_DAYS before this UTC
+            day's start (default: today, so a demo shows requests answered on time; pass it for
+            files that stay identical from day to day).
 
     Returns:
         Counts per file and per case.
@@ -223,7 +232,11 @@ def write_sample_export(
         as_of = as_of.replace(tzinfo=UTC)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    generator = _Generator(seed=seed, as_of=as_of.astimezone(UTC), max_age_days=consent_max_age_days)
+    day = reference_date or datetime.now(UTC).date()
+    requests_by = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    generator = _Generator(
+        seed=seed, as_of=as_of.astimezone(UTC), max_age_days=consent_max_age_days, requests_by=requests_by
+    )
     files = {spec.name: (out_dir / spec.name).open("w", encoding="utf-8", newline="") for spec in contract.EXPORT_FILES}
     try:
         outputs = _Outputs(*(_CsvFile(files[spec.name], spec.columns) for spec in contract.EXPORT_FILES))
@@ -432,11 +445,12 @@ def _slug(text: str) -> str:
 
 
 class _Generator:
-    def __init__(self, *, seed: int, as_of: datetime, max_age_days: int) -> None:
+    def __init__(self, *, seed: int, as_of: datetime, max_age_days: int, requests_by: datetime | None = None) -> None:
         self.rng = random.Random(seed)
         self.random = self.rng.random
         self.bits = self.rng.getrandbits
         self.as_of = _seconds(as_of)
+        self.requests_by = _seconds(requests_by or as_of)  # subject requests are received before this
         self.clock = _Clock(as_of.microsecond, self.random)
         self.as_of_date = as_of.date()
         self.max_age_days = max_age_days
@@ -898,10 +912,15 @@ class _Generator:
         if plan.get("dsr_email") == "variant" or self.random() < 0.4:
             email = self.email_variant(email)
             self.cases["dsr.email_written_differently"] += 1
-        received = self.between(self.as_of - 90 * _DAY, self.as_of - _HOUR)
+        received = self.request_received()
         details = "{}"
         if kind == "restriction_lifted":
-            details = json.dumps({"lifted_at": self.clock.z(self.between(received + _HOUR, self.as_of))})
+            # Lifted on the same side of the as-of as it was received: in force neither at the as-of
+            # nor now, so the person stays eligible (a restriction counts until it is lifted).
+            if received == self.as_of:
+                received -= 1
+            end = self.as_of if received < self.as_of else self.requests_by
+            details = json.dumps({"lifted_at": self.clock.z(self.between(min(received + _HOUR, end), end))})
         request_type = "restriction" if kind == "restriction_lifted" else kind
         self.write_request(email, request_type, details, received)
         self.cases[f"dsr.{kind}"] += 1
@@ -910,8 +929,12 @@ class _Generator:
         """A request from someone the export does not hold (already deleted, or never a contact)."""
         email = f"former.customer.{index + 1}@{SAMPLE_EMAIL_DOMAIN}"
         kind = self.choice(("erasure", "access", "objection"))
-        self.write_request(email, kind, "{}", self.days_ago(1, 120))
+        self.write_request(email, kind, "{}", self.request_received())
         self.cases["dsr.unknown_subject"] += 1
+
+    def request_received(self) -> int:
+        """A receipt instant in the REQUEST_WINDOW_DAYS before the reference date (its deadline still ahead)."""
+        return self.between(self.requests_by - REQUEST_WINDOW_DAYS * _DAY, self.requests_by - _HOUR)
 
     def write_request(self, email: str, kind: str, details: str, received: int) -> None:
         self.dsr_seq += 1

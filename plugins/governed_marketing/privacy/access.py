@@ -34,9 +34,29 @@ class AccessExport:
     request_id: str
     directory: Path
     counts: dict[str, int]
+    data_held: bool = True
 
     def summary(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "export": str(self.directory), "rows": dict(self.counts)}
+        return {
+            "request_id": self.request_id,
+            "export": str(self.directory),
+            "rows": dict(self.counts),
+            "data_held": self.data_held,
+        }
+
+
+#: What the person's data is; their own requests (held to answer them) are not counted as data held.
+_HELD = ("contacts", "consent_history", "activity", "messages", "cohorts", "quarantined_records", "derived")
+NO_DATA_HELD = (
+    "We hold no personal data about you: no contact record, consent history, activity, message or "
+    "derived data matches this email address (GDPR Art. 15(1): confirmation that no data is processed). "
+    "The only record is this request itself, kept to show it was answered."
+)
+
+
+def holds_data(data: dict[str, Any]) -> bool:
+    """Whether anything beyond the person's own requests is held (the Art. 15(1) confirmation)."""
+    return any(data.get(name) for name in _HELD)
 
 
 def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict[str, Any]]:
@@ -260,6 +280,8 @@ def export_subject(
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    if not holds_data(data):
+        return _no_data_held(data, request_id, request_type, email, policy=policy, now=now, partial=partial)
     document = {
         "request_id": request_id,
         "request_type": request_type,
@@ -267,6 +289,7 @@ def export_subject(
         "generated_at": now.isoformat() + "Z",
         "controller": policy.controller.model_dump(),
         "subject": {"email": contract.normalize_email(email)},
+        "data_held": True,
         "purposes": purposes,
         "recipients": recipients,
         "retention": dict(policy.retention),
@@ -290,6 +313,37 @@ def export_subject(
     partial.rename(directory)
     counts = {name: len(rows) for name, rows in tables.items() if name not in ("purposes", "recipients")}
     return AccessExport(request_id, directory, counts)
+
+
+def _no_data_held(
+    data: dict[str, Any],
+    request_id: str,
+    request_type: str,
+    email: str,
+    *,
+    policy: Policy,
+    now: datetime,
+    partial: Path,
+) -> AccessExport:
+    """The answer when nothing is held: a confirmation in subject.json, and no empty CSV files."""
+    document = {
+        "request_id": request_id,
+        "request_type": request_type,
+        "article": "GDPR Art. 20" if request_type == "portability" else "GDPR Art. 15",
+        "generated_at": now.isoformat() + "Z",
+        "controller": policy.controller.model_dump(),
+        "subject": {"email": contract.normalize_email(email)},
+        "data_held": False,
+        "answer": NO_DATA_HELD,
+        "requests": data.get("requests", []),
+    }
+    (partial / "subject.json").write_text(
+        json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    directory = partial.with_name(request_id)
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+    return AccessExport(request_id, directory, {}, data_held=False)
 
 
 def _cell(value: Any) -> Any:

@@ -17,6 +17,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -29,8 +30,9 @@ from governed_marketing.warehouse import ensure_raw_layer
 
 CHANNEL_CLI = "gmp_cli"
 
-#: Answered (closed) statuses; a restriction is `in_effect` (answered, still active) until lifted.
-CLOSED = ("done", "in_effect", "lifted")
+#: Answered (closed) statuses; a restriction is `in_effect` (answered, still active) until lifted; a
+#: request refused after review is `rejected`, with the reason the person is told (Art. 12(4)).
+CLOSED = ("done", "in_effect", "lifted", "rejected")
 #: Open statuses: the deadline runs. `needs_review` waits for a person (e.g. a rectification without details).
 OPEN = ("received", "needs_review", "failed")
 
@@ -89,6 +91,45 @@ class RequestView:
 
     def overdue(self, today: date) -> bool:
         return self.is_open and today > self.effective_due
+
+    def note(self, now: datetime | None = None) -> str:
+        """Why the request is open, or what its answer was, in words (ids and reasons only, no identity)."""
+        now = now or _now()
+        if self.status == "needs_review":
+            reason = self.outcome.get("reason") or "waits for a reviewer"
+            return f"needs review: {reason} (gmp dsr resolve {self.request_id} --approve/--reject)"
+        if self.status == "failed":
+            return "erasure not verified: the scan still found identifiers (see its receipt); retried next pass"
+        if self.status == "received":
+            if self.received_at > now:
+                return f"received {self.received_at:%Y-%m-%d %H:%M} UTC, in the future: answered from then"
+            return "not processed yet (run `gmp dsr process`)"
+        notes = []
+        if self.status == "rejected":
+            notes.append(f"rejected: {self.outcome.get('rejection_reason', '')}")
+        if self.outcome.get("resolution") == "approved":
+            notes.append(f"approved after review: {', '.join(self.outcome.get('fields', []))} corrected")
+        if self.outcome.get("data_held") is False:
+            notes.append("no data held: confirmed to the person (Art. 15(1))")
+        if self.extension_reason:
+            notes.append(f"extended: {self.extension_reason}")
+        return "; ".join(notes)
+
+    def as_json(self, today: date) -> dict[str, Any]:
+        """The machine-readable row of `gmp dsr list --json`."""
+        return {
+            "request_id": self.request_id,
+            "type": self.request_type,
+            "channel": self.channel,
+            "received_at": self.received_at.isoformat(),
+            "due_date": self.due_date.isoformat(),
+            "extended_due_date": self.extended_due_date.isoformat() if self.extended_due_date else None,
+            "days_left": self.days_left(today),
+            "status": self.status,
+            "overdue": self.overdue(today),
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "note": self.note(),
+        }
 
 
 def _now() -> datetime:
@@ -281,6 +322,88 @@ def lift_restriction(conn: duckdb.DuckDBPyConnection, request_id: str, *, now: d
         ).fetchall()
     set_status(conn, request_id, "lifted", now=moment)
     return moment
+
+
+def resolve_rectification(
+    conn: duckdb.DuckDBPyConnection,
+    request_id: str,
+    *,
+    approve: dict[str, Any] | str | None = None,
+    reject_reason: str | None = None,
+    home: Path,
+    policy: Policy,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Resolve a rectification waiting in needs_review: apply the corrected value, or refuse with a reason.
+
+    Approval goes through the same rectification as `gmp dsr process` (every contact row sharing the
+    email, stamped so an older export cannot undo it). A refusal closes the request as `rejected`
+    and writes the answer the person is told (`receipts/<request_id>.json`: the reason and their
+    right to complain, Art. 12(4)); the reason must not hold an email address.
+
+    Returns:
+        The outcome recorded in the ledger (field names and counts, never values).
+    """
+    from governed_marketing.privacy.rectification import RectificationError, rectify
+
+    if (approve is None) == (reject_reason is None):
+        raise DsrError("pass exactly one of --approve (with --value) or --reject (with --reason)")
+    request = get(conn, request_id)
+    if request.request_type != "rectification":
+        raise DsrError(f"{request_id} is a {request.request_type} request; only a rectification is resolved")
+    if request.status != "needs_review":
+        raise DsrError(f"{request_id} is {request.status}; only a request in needs_review can be resolved")
+    moment = (now or _now()).replace(tzinfo=None)
+    review = {"review_reason": request.outcome.get("reason", ""), "resolved_at": moment.isoformat() + "Z"}
+    if reject_reason is not None:
+        reason = reject_reason.strip()
+        if not reason:
+            raise DsrError("a refusal needs a reason the person is told (Art. 12(4)): pass --reason")
+        from governed_marketing.privacy.audit import _EMAIL_LIKE  # the audit log's own test for an address
+
+        if _EMAIL_LIKE.search(reason):
+            raise DsrError("the reason must not hold an email address: it is kept in the ledger")
+        outcome = {**review, "resolution": "rejected", "rejection_reason": reason}
+        outcome["answer"] = str(_write_refusal(home, request, reason, policy, moment).relative_to(home))
+        set_status(conn, request_id, "rejected", outcome=outcome, now=moment)
+        return outcome
+    if isinstance(approve, str):
+        try:
+            approve = json.loads(approve)
+        except ValueError as exc:
+            raise DsrError(f"--value is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    found = conn.execute("select email_normalized from raw.crm_dsr_requests where request_id = ?", [request_id])
+    emails = [r[0] for r in found.fetchall()]
+    if not emails or emails[0].startswith("erased:"):
+        raise DsrError(f"{request_id}: the person's data was erased; there is nothing left to correct")
+    try:
+        result = rectify(conn, emails[0], approve, now=moment)
+    except RectificationError as problem:
+        raise DsrError(f"--value: {problem}") from None
+    if not result.fields:
+        raise DsrError('--value holds no corrected field, e.g. \'{"last_name": "..."}\'')
+    outcome = {**review, "resolution": "approved", **result.counts(), "models": "rebuilt from raw on the next run"}
+    set_status(conn, request_id, "done", outcome=outcome, now=moment)
+    return outcome
+
+
+def _write_refusal(home: Path, request: RequestView, reason: str, policy: Policy, moment: datetime) -> Path:
+    """The answer to a refused request: what was decided, why, and where to complain. No personal data."""
+    path = home / "receipts" / f"{request.request_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    answer = {
+        "request_id": request.request_id,
+        "request_type": request.request_type,
+        "received_at": request.received_at.isoformat() + "Z",
+        "decided_at": moment.isoformat() + "Z",
+        "decision": "rejected",
+        "reason": reason,
+        "your_rights": "You may lodge a complaint with a supervisory authority and seek a judicial remedy "
+        "(GDPR Art. 12(4), 77, 79).",
+        "controller": policy.controller.model_dump(),
+    }
+    path.write_text(json.dumps(answer, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def _select(conn: duckdb.DuckDBPyConnection, where: str = "", params: list | None = None) -> list[RequestView]:

@@ -1,6 +1,8 @@
 """Answer every data subject request that is due for work: what `process_privacy_requests` and `gmp dsr process` run.
 
-Requests received by the as-of time are registered in the ledger, then handled by type:
+Every request received by now (wall clock) is registered in the ledger and answered, whatever the
+as-of time: the as-of fixes eligibility so a run can be reproduced, but it never delays a right (a
+back-dated run, a backfill or a rerun answers the requests received since). Requests are handled by type:
 access and portability (an export), rectification (raw contact rows corrected), restriction (in
 effect at once, kept out of the outbox until lifted), objection (suppressed for good) and erasure
 (all erasures of the pass in one set-based batch). The result holds request ids and counts only:
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +55,18 @@ def process_pending(
     compact: bool = True,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Register new requests and answer every open one received by `as_of`.
+    """Register new requests and answer every open one received by now, whatever `as_of` says.
 
     Returns:
-        {"registered": n, "<type>": [request ids], "failed": [...], "needs_review": [...]} - ids and counts only.
+        {"registered": n, "answered": n, "<type>": [request ids], "failed": [...], "needs_review": [...],
+        "left_open": [{"request_id", "type", "status", "reason"}]} - ids, counts and reasons, no identities.
     """
     settings = settings or get_settings()
     policy = policy or load_policy(settings.policy_path)
     key, _ = settings.resolve_pseudonym_key()
     moment = _as_of(as_of)
+    # A right never waits for the clock: the as-of only fixes eligibility.
+    received_by = max(moment, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
     home = settings.home_dir
     manifest = _manifest(settings)
     done: dict[str, list[str]] = defaultdict(list)
@@ -69,7 +74,7 @@ def process_pending(
     outbox_holds: dict[str, Identity] = {}
     with warehouse.session(settings=settings) as conn:
         dsr.ensure_ledger(conn)
-        registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=moment)
+        registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=received_by)
         pending = conn.execute(
             """
             select l.request_id, l.request_type, r.email_normalized, r.details
@@ -77,7 +82,7 @@ def process_pending(
             where l.status in ('received', 'failed') and l.received_at <= ?
             order by l.received_at, l.request_id
             """,
-            [moment],
+            [received_by],
         ).fetchall()
         for request_id, kind, email, details in pending:
             if email.startswith("erased:"):  # the person was erased by an earlier request
@@ -122,12 +127,27 @@ def process_pending(
             compact=compact,
             timings=timings,
         )
-    counts = {"as_of": moment.isoformat(), "registered": registered, **{k: sorted(v) for k, v in done.items()}}
+    answered = sum(len(v) for k, v in done.items() if k not in ("needs_review", "failed"))
+    counts = {
+        "as_of": moment.isoformat(),
+        "registered": registered,
+        "answered": answered,
+        **{k: sorted(v) for k, v in done.items()},
+    }
     from governed_marketing.pipeline import record_step
 
     with warehouse.session(settings=settings) as conn:
+        counts["left_open"] = left_open(conn, now=received_by)
         record_step(conn, actor, "privacy_requests", "dsr", counts)  # evidence beside the other steps
     return counts
+
+
+def left_open(conn, *, now: datetime) -> list[dict[str, str]]:
+    """Every request still open after a pass, with why: the person (or a reviewer) is what it waits for."""
+    return [
+        {"request_id": r.request_id, "type": r.request_type, "status": r.status, "reason": r.note(now)}
+        for r in dsr.list_requests(conn, include_closed=False)
+    ]
 
 
 def summary(result: dict[str, Any], *, ids: int = 50) -> dict[str, Any]:
@@ -165,6 +185,8 @@ def _answer(
         export = export_subject(
             conn, request_id, kind, email, policy=policy, key=key, home=home, manifest_path=manifest
         )
+        if not export.data_held:  # the answer is a confirmation that nothing is held (Art. 15(1))
+            return {"export": str(export.directory.relative_to(home)), "data_held": False}
         return {"export": str(export.directory.relative_to(home)), "rows": export.counts}
     if kind == "rectification":
         from governed_marketing.privacy.rectification import RectificationError, rectify

@@ -6,8 +6,9 @@
 - outbox: `outbox/**/*.jsonl` files by modification time;
 - exports: `exports/<request_id>/` directories by their newest file;
 - audit_log: `ops.audit_log` by time, never sooner than 6 years (the chain is anchored at the cut);
-- inactive_contacts: contacts whose `updated_at` and last activity are both older than the period,
-  from raw and from every table the dbt manifest marks as holding people.
+- inactive_contacts: contacts whose `updated_at`, last activity and last consent grant are all older
+  than the period, from raw and from every table the dbt manifest marks as holding people (someone
+  who consented within the period is in the audience, not inactive).
 
 A dry run computes the same selection and removes nothing. Every run writes its counts per rule to
 `ops.retention_runs` and the audit log: the evidence a reviewer reads.
@@ -164,13 +165,21 @@ def purge_files(root: Path, pattern: str, outcome: RuleOutcome, *, directories: 
 def purge_inactive_contacts(
     conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome, *, manifest_path: Path | None, key: bytes
 ) -> None:
-    """Contacts whose updated_at and last activity are both older than the cutoff, from every table holding them."""
+    """Contacts with no update, activity or consent grant since the cutoff, from every table holding them.
+
+    A grant within the period is a fresh, deliberate choice to hear from us: that person is in the
+    current audience with valid consent, so they are not inactive (however old their other traces).
+    """
     if not warehouse.table_exists(conn, "raw", "crm_contacts"):
         return
-    activity = "raw.crm_activity" if warehouse.table_exists(conn, "raw", "crm_activity") else None
-    recent = (
-        f"and c.contact_id not in (select contact_id from {activity} where occurred_at >= $cutoff)" if activity else ""
-    )
+    recent = ""
+    if warehouse.table_exists(conn, "raw", "crm_activity"):
+        recent += "and c.contact_id not in (select contact_id from raw.crm_activity where occurred_at >= $cutoff) "
+    if warehouse.table_exists(conn, "raw", "crm_consent_events"):
+        recent += (
+            "and c.contact_id not in (select contact_id from raw.crm_consent_events "
+            "where occurred_at >= $cutoff and lower(trim(action)) = 'grant')"
+        )
     inactive = conn.execute(
         f"select c.contact_id, c.email_normalized from raw.crm_contacts c where c.updated_at < $cutoff {recent}",
         {"cutoff": outcome.cutoff},

@@ -16,6 +16,7 @@ from governed_marketing.crm import contract, generate
 from governed_marketing.crm.contract import is_valid_email, normalize_email
 from governed_marketing.crm.generate import (
     LLM_INSTRUCTION,
+    REQUEST_WINDOW_DAYS,
     SAMPLE_AS_OF,
     SAMPLE_EMAIL_DOMAIN,
     SAMPLE_PHONE,
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parents[3]
 COUNTRIES = {"DE", "FR", "ES", "IT", "NL", "BE", "DK", "PL", "SE", "AT", "IE", "PT"}
 LANGUAGES = {"DE": {"de"}, "FR": {"fr"}, "ES": {"es"}, "IT": {"it"}, "NL": {"nl"}, "BE": {"nl", "fr"},
              "DK": {"da"}, "PL": {"pl"}, "SE": {"sv"}, "AT": {"de"}, "IE": {"en"}, "PT": {"pt"}}  # fmt: skip
+#: The module export's reference date: its requests straddle SAMPLE_AS_OF (received before and after it).
+REFERENCE = datetime(2026, 12, 1, tzinfo=UTC)
 SIXTEENTH_BIRTHDAY = SAMPLE_AS_OF.date().replace(year=SAMPLE_AS_OF.year - 16).isoformat()
 
 
@@ -64,7 +67,7 @@ def read(path: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Export:
     directory = tmp_path_factory.mktemp("sample_crm")
-    summary = write_sample_export(directory, contacts=2000, seed=2026)
+    summary = write_sample_export(directory, contacts=2000, seed=2026, reference_date=REFERENCE.date())
     return Export(directory, summary)
 
 
@@ -74,6 +77,26 @@ def policy() -> Policy:
 
 
 # ---- determinism and shape -------------------------------------------------------------------
+
+
+def test_subject_requests_are_dated_before_the_reference_day_so_a_run_that_day_is_on_time(tmp_path, policy):
+    """The demo's requests are received in the weeks before it runs: answered that day, none is late."""
+    from governed_marketing.privacy.dsr import due_date
+
+    before = datetime.now(UTC).date()
+    write_sample_export(tmp_path / "today", contacts=400, seed=9)  # the reference date defaults to today
+    after = datetime.now(UTC).date()
+    rows = Export(tmp_path / "today", None).rows(contract.DSR_REQUESTS)
+    received = [parse_timestamp(r["received_at"]) for r in rows]
+    assert received and all(before - timedelta(days=REQUEST_WINDOW_DAYS) <= at.date() <= after for at in received)
+    assert all(due_date(at, policy) >= after for at in received)  # answered today: within the deadline
+    again = write_sample_export(tmp_path / "a", contacts=400, seed=9, reference_date=date(2027, 3, 10))
+    same = write_sample_export(tmp_path / "b", contacts=400, seed=9, reference_date=date(2027, 3, 10))
+    assert again.cases == same.cases
+    for spec in contract.EXPORT_FILES:
+        assert (tmp_path / "a" / spec.name).read_bytes() == (tmp_path / "b" / spec.name).read_bytes(), spec.name
+    moved = [parse_timestamp(r["received_at"]) for r in Export(tmp_path / "a", None).rows(contract.DSR_REQUESTS)]
+    assert all(datetime(2027, 2, 13, tzinfo=UTC) <= at < datetime(2027, 3, 10, tzinfo=UTC) for at in moved)
 
 
 def test_the_same_seed_writes_byte_identical_files(tmp_path):
@@ -294,7 +317,8 @@ def test_subject_requests_cover_the_suppressing_types_and_messy_emails(export):
     requests = export.rows(contract.DSR_REQUESTS)
     assert {"erasure", "objection", "restriction", "access"} <= {r["request_type"] for r in requests}
     assert all(isinstance(json.loads(r["details"]), dict) for r in requests)
-    assert all(parse_timestamp(r["received_at"]) < SAMPLE_AS_OF for r in requests)
+    received = [parse_timestamp(r["received_at"]) for r in requests]
+    assert all(REFERENCE - timedelta(days=REQUEST_WINDOW_DAYS) <= at < REFERENCE for at in received)
     raw_emails = {c["email"] for c in export.contacts}
     normalized = {normalize_email(e) for e in raw_emails}
     assert any(r["email"] not in raw_emails and normalize_email(r["email"]) in normalized for r in requests)

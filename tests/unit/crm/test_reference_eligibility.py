@@ -242,15 +242,20 @@ def test_a_request_matches_by_normalized_email_and_suppresses_every_contact_with
 
 
 @pytest.mark.parametrize(
-    ("received_at", "expected"),
+    ("request_type", "received_at", "details", "expected"),
     [
-        ("2026-11-15T12:00:00Z", RULE_DSR),
-        ("2026-11-15T14:00:00+02:00", RULE_DSR),
-        ("2026-11-15T12:00:01Z", RECIPIENT),
+        ("erasure", "2026-11-15T12:00:00Z", "{}", RULE_DSR),
+        ("erasure", "2026-11-15T14:00:00+02:00", "{}", RULE_DSR),
+        ("erasure", "2026-11-15T12:00:01Z", "{}", RULE_DSR),  # received after as-of: suppresses all the same
+        ("objection", "2026-12-07T09:00:00Z", "{}", RULE_DSR),
+        ("restriction", "2026-12-01T09:00:00Z", "{}", RULE_DSR),
+        ("restriction", "2026-12-01T09:00:00Z", '{"lifted_at": "2026-12-03T09:00:00Z"}', RECIPIENT),
     ],
 )
-def test_a_request_counts_from_its_received_at(tmp_path, policy, received_at, expected):
-    requests = [request("person.1@example.test", "erasure", received_at=received_at)]
+def test_a_request_counts_from_its_receipt_whatever_the_as_of(
+    tmp_path, policy, request_type, received_at, details, expected
+):
+    requests = [request("person.1@example.test", request_type, received_at=received_at, details=details)]
     assert decide(tmp_path, policy, [contact("1")], consented("1"), requests) == {"1": expected}
 
 

@@ -122,6 +122,9 @@ def test_inactive_contacts_are_removed_from_every_table_that_holds_them(home):
     with home.connect() as conn:
         conn.execute("update raw.crm_contacts set updated_at = '2024-01-01' where contact_id = 'c004'").fetchall()
         conn.execute("update raw.crm_activity set occurred_at = '2024-01-02' where contact_id = 'c004'").fetchall()
+        conn.execute(
+            "update raw.crm_consent_events set occurred_at = '2024-01-03' where contact_id = 'c004'"
+        ).fetchall()
         conn.execute("update raw.crm_contacts set updated_at = '2024-01-01' where contact_id = 'c001'").fetchall()
         conn.execute("create schema if not exists marts").fetchall()
         conn.execute(
@@ -140,3 +143,21 @@ def test_inactive_contacts_are_removed_from_every_table_that_holds_them(home):
         assert (
             conn.execute("select count(*) from raw.crm_consent_events where contact_id = 'c004'").fetchall()[0][0] == 0
         )
+
+
+def test_a_recent_consent_grant_keeps_a_contact_whose_other_traces_are_old(home):
+    """Old updates and activity, but a grant within the period: in the audience, not inactive."""
+    with home.connect() as conn:
+        for contact_id in ("c001", "c004"):  # both: updated and active only in 2024
+            conn.execute("update raw.crm_contacts set updated_at = '2024-01-01' where contact_id = ?", [contact_id])
+            conn.execute("update raw.crm_activity set occurred_at = '2024-01-02' where contact_id = ?", [contact_id])
+        # Carol (c004) consented long ago; Alice (c001) granted again last month (inside the 24-month period).
+        conn.execute("update raw.crm_consent_events set occurred_at = '2024-01-03' where contact_id = 'c004'")
+        conn.execute("update raw.crm_consent_events set occurred_at = '2026-05-01' where contact_id = 'c001'")
+    result = purge(settings=home.settings, policy=home.policy, now=datetime(2026, 6, 1), dry_run=True)
+    inactive = next(r for r in result.rules if r.rule == "inactive_contacts")
+    assert inactive.counts["contacts"] == 1
+    purge(settings=home.settings, policy=home.policy, now=datetime(2026, 6, 1))
+    with home.connect(read_only=True) as conn:
+        left = {r[0] for r in conn.execute("select contact_id from raw.crm_contacts").fetchall()}
+    assert "c001" in left and "c004" not in left

@@ -1,0 +1,59 @@
+"""A right never waits for the clock: requests received today are answered by a back-dated pass.
+
+The requests go in through the CLI's library path (`dsr.submit`, received now); the pass runs with
+the sample's as-of time, weeks earlier. Eligibility is reproducible at that as-of, but the erasure
+and the access request are answered all the same, and `gmp dsr process` says so.
+"""
+
+from __future__ import annotations
+
+import json
+
+from governed_marketing.cli import app
+from governed_marketing.privacy import dsr
+from governed_marketing.privacy.process import process_pending
+from typer.testing import CliRunner
+
+from tests.unit.privacy.conftest import AS_OF, PEOPLE, email_of
+
+
+def _files_under(path) -> bytes:
+    return b"\n".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())
+
+
+def test_requests_received_after_the_as_of_are_answered_by_a_back_dated_pass(home):
+    with home.connect() as conn:
+        erasure_id = dsr.submit(conn, "erasure", email_of("alice"), policy=home.policy, key=home.key)
+        access_id = dsr.submit(conn, "access", email_of("bob"), policy=home.policy, key=home.key)
+        received = dsr.get(conn, erasure_id).received_at
+    assert received > AS_OF  # received today, after the pass's as-of time
+
+    result = process_pending(as_of=AS_OF, settings=home.settings, policy=home.policy)
+
+    assert result["erasure"] == [erasure_id] and result["access"] == [access_id]
+    assert result["answered"] == 2 and result["left_open"] == []
+    with home.connect(read_only=True) as conn:
+        assert dsr.get(conn, erasure_id).status == "done" and dsr.get(conn, access_id).status == "done"
+        left = {r[0] for r in conn.execute("select contact_id from raw.crm_contacts").fetchall()}
+    assert left == {"c002", "c003", "c004"}  # Alice's row is gone from the warehouse
+    alice = email_of("alice").encode()
+    assert alice not in _files_under(home.path / "outbox").lower()
+    assert alice not in _files_under(home.path / "landing").lower()
+    assert PEOPLE["alice"]["phone"].encode() not in _files_under(home.path / "landing")
+    document = json.loads((home.path / "exports" / access_id / "subject.json").read_text(encoding="utf-8"))
+    assert {row["contact_id"] for row in document["contacts"]} == {"c002", "c003"}
+
+
+def test_dsr_process_says_how_many_it_answered_and_why_any_is_left_open(home):
+    with home.connect() as conn:
+        access_id = dsr.submit(conn, "access", email_of("carol"), policy=home.policy, key=home.key)
+        review_id = dsr.submit(conn, "rectification", email_of("bob"), policy=home.policy, key=home.key)
+
+    result = CliRunner().invoke(app, ["dsr", "process", "--as-of", AS_OF.isoformat()], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert "Answered 1 request(s); 1 left open" in result.output
+    assert access_id in result.output
+    line = next(line for line in result.output.splitlines() if review_id in line)
+    assert "needs review" in line and "no corrected values" in line
+    assert "@" not in result.output
