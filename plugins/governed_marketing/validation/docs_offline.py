@@ -67,6 +67,13 @@ def _local_image(url: str, page: Path, site: Path) -> str | None:
     return _relative(local, page) if name and local.is_file() else None
 
 
+def _dangling(url: str, page: Path) -> bool:
+    """A relative reference to a file that is not there."""
+    if is_external(url) or url.startswith(("#", "data:", "mailto:")):
+        return False
+    return not (page.parent / urlsplit(url).path).exists()
+
+
 def _css(text: str, page: Path, site: Path) -> str:
     """Point external `url(...)` references in CSS at a local copy, or drop them."""
 
@@ -104,8 +111,12 @@ class _Rewriter(HTMLParser):
                 continue  # event handlers call scripts that are gone; SRI belongs to removed CDN tags
             if name == "style" and value:
                 value = _css(value, self.page, self.site)
+            if tag in ("link", "img", "source") and name in ("href", "src") and value and _dangling(value, self.page):
+                value = _local_image(value, self.page, self.site)  # GX points some pages' favicon one level off
+                if value is None:
+                    return
             if name in _URL_ATTRS and is_external(value):
-                local = _local_image(value or "", self.page, self.site) if tag in ("img", "source") else None
+                local = _local_image(value or "", self.page, self.site) if tag in ("img", "source", "link") else None
                 if local is None:
                     if tag in ("img", "source", "iframe", "embed", "object", "video", "audio"):
                         return  # nothing local to show instead
