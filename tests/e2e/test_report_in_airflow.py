@@ -1,15 +1,17 @@
 """The compliance report inside a real `airflow api-server`: who can read it, and what a reviewer sees.
 
-Starts `airflow api-server` (its own process group, like `tests/celery/celery_smoke.py`) on a fresh
-AIRFLOW_HOME and GMP_HOME, with the simple auth manager and one user, `reviewer`, with the *viewer*
-role and a known password. The report is built with `gmp report`. Then:
+A `gmp run` on the sample export (offline provider) fills a fresh GMP_HOME and the metadata DB of
+its AIRFLOW_HOME with the report and real DAG runs; then `airflow api-server` starts on them (its own
+process group, like `tests/celery/celery_smoke.py`) with the simple auth manager and one user,
+`reviewer`, with the *viewer* role and a known password. Then:
 
 * over HTTP: an anonymous request to the plugin is refused, a token from `POST /auth/token` reads
   the report, its JSON and its Data Docs;
 * in headless Chromium (Debian's `chromium`, skipped where it is missing; `.ci/run` installs it),
   driven over the DevTools protocol: log in through Airflow's login page, open the "Compliance
-  report" view and save a screenshot to `$GMP_HOME/screenshots/report_in_airflow.png` (and
-  `test-artifacts/report_in_airflow.png`).
+  report" view and the "Compliance report" tab of the `ingest_crm` run, and save screenshots to
+  `$GMP_HOME/screenshots/report_in_airflow.png` and `report_in_airflow_dag_run.png` (copies in
+  `test-artifacts/`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from base64 import b64decode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -41,6 +44,7 @@ BIN = Path(sys.executable).parent
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 USER = "reviewer"
 STARTUP_SECONDS = 240
+PIPELINE_SECONDS = 900
 
 
 @dataclass
@@ -87,6 +91,7 @@ def _environment(tmp: Path, port: int) -> dict[str, str]:
             "GMP_HOME": str(gmp_home),
             "GMP_PROJECT_ROOT": str(PROJECT_ROOT),
             "GMP_PSEUDONYM_KEY": secrets.token_hex(32),
+            "GMP_LLM_PROVIDER": "offline",
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
             ),
@@ -106,8 +111,10 @@ def _environment(tmp: Path, port: int) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[ApiServer]:
-    """`airflow api-server` on a free port, the report built, `reviewer` with a known password."""
+def server(tmp_path_factory, sample_export) -> Iterator[ApiServer]:
+    """`airflow api-server` on a free port after a `gmp run`, `reviewer` with a known password."""
+    from governed_marketing.crm.generate import SAMPLE_AS_OF
+
     tmp = tmp_path_factory.mktemp("airflow-report")
     port = _free_port()
     env = _environment(tmp, port)
@@ -124,14 +131,12 @@ def server(tmp_path_factory) -> Iterator[ApiServer]:
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
-    report = run("gmp-report", str(BIN / "gmp"), "report")
-    migrate = run("db-migrate", str(BIN / "airflow"), "db", "migrate")
-    started: list[subprocess.Popen] = [report, migrate]
+    pipeline = run("gmp-run", str(BIN / "gmp"), "run", "--crm", str(sample_export), "--as-of", SAMPLE_AS_OF.isoformat())
+    started: list[subprocess.Popen] = [pipeline]
     try:
-        assert migrate.wait(timeout=STARTUP_SECONDS) == 0, _tail(logs / "db-migrate.log")
+        assert pipeline.wait(timeout=PIPELINE_SECONDS) == 0, _tail(logs / "gmp-run.log")
         api = run("api-server", str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port))
         started.append(api)
-        assert report.wait(timeout=STARTUP_SECONDS) == 0, _tail(logs / "gmp-report.log")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
@@ -175,6 +180,19 @@ def test_a_logged_in_viewer_reads_the_report_its_json_and_data_docs(server):
     assert not re.search(r"""(?:src|href)=["'](?:https?:)?//""", docs.text)
     run = httpx.get(f"{server.url}/compliance-report/runs/ingest_crm/manual__not_yet/", headers=headers)
     assert run.status_code == 200 and "No report for run manual__not_yet of ingest_crm yet" in run.text
+
+
+def ingest_run_id(server: ApiServer, headers: dict[str, str]) -> str:
+    runs = httpx.get(f"{server.url}/api/v2/dags/ingest_crm/dagRuns", headers=headers).json()["dag_runs"]
+    assert runs, "gmp run left no ingest_crm run in the metadata DB"
+    return runs[-1]["dag_run_id"]
+
+
+def test_a_dag_run_of_the_pipeline_opens_a_report(server):
+    headers = login(server)
+    run_id = ingest_run_id(server, headers)
+    page = httpx.get(f"{server.url}/compliance-report/runs/ingest_crm/{quote(run_id, safe='')}/", headers=headers)
+    assert page.status_code == 200 and "<h1>Compliance report</h1>" in page.text
 
 
 def test_airflow_lists_the_report_views(server):
@@ -291,12 +309,24 @@ def test_a_reviewer_logs_in_and_reads_the_report_inside_the_airflow_ui(server, t
         assert browser.evaluate("!!document.querySelector('#root iframe[title=\"Compliance report\"]')")
         assert browser.evaluate("document.querySelector('#root').innerText.length > 0"), "the Airflow UI is empty"
         time.sleep(1)  # fonts and the funnel chart settle
-        shot = b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        save_screenshot(browser, "report_in_airflow.png")
 
+        # The same report as a tab of a DAG run (its own report, or the latest with a notice).
+        run_id = ingest_run_id(server, login(server))
+        tab = f"{server.url}/dags/ingest_crm/runs/{quote(run_id, safe='')}/plugin/compliance-report-run"
+        browser.call("Page.navigate", url=tab)
+        text = browser.wait_for(f"(() => {{ const t = {inside}; return t.includes('Run summary') ? t : ''; }})()",
+                                "the report tab of the ingest_crm run")  # fmt: skip
+        assert "Records of processing (Art. 30)" in text
+        src = browser.evaluate("document.querySelector('iframe').contentWindow.location.pathname")
+        assert src == f"/compliance-report/runs/ingest_crm/{quote(run_id, safe='')}/", src
+        time.sleep(1)
+        save_screenshot(browser, "report_in_airflow_dag_run.png")
+
+
+def save_screenshot(browser: DevTools, name: str) -> None:
+    shot = b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
-    for target in (
-        Path(os.environ["GMP_HOME"]) / "screenshots" / "report_in_airflow.png",
-        PROJECT_ROOT / "test-artifacts" / "report_in_airflow.png",
-    ):
+    for target in (Path(os.environ["GMP_HOME"]) / "screenshots" / name, PROJECT_ROOT / "test-artifacts" / name):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(shot)
