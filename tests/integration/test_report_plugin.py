@@ -115,7 +115,7 @@ def test_an_anonymous_request_is_refused(airflow, path):
 
 def test_a_token_not_signed_by_airflow_is_refused(airflow):
     client, _ = airflow
-    forged = jwt.encode({"sub": "reviewer", "role": "admin"}, "not-airflows-secret", algorithm="HS512")
+    forged = jwt.encode({"sub": "reviewer", "role": "admin"}, "not-airflows-secret-" * 4, algorithm="HS512")
     response = client.get(PREFIX + "/", headers=bearer(forged))
     assert response.status_code in (401, 403)
     assert "LATEST" not in response.text
@@ -208,3 +208,19 @@ def test_the_plugin_adds_a_nav_entry_and_a_dag_run_view(airflow):
     assert views["nav"]["href"] == "compliance-report/" and views["nav"]["name"] == "Compliance report"
     assert views["dag_run"]["href"] == "compliance-report/runs/{DAG_ID}/{RUN_ID}/"
     assert [app["url_prefix"] for app in ours["fastapi_apps"]] == [PREFIX]
+
+
+def test_loading_the_plugin_imports_neither_the_report_nor_the_api(tmp_path):
+    """Every task process loads the plugins folder (for macros): the app is built on the first request only."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, gmp_report_plugin; "
+        "print(sorted(m for m in ('fastapi', 'governed_marketing.report', 'airflow.api_fastapi.core_api.security') "
+        "if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
