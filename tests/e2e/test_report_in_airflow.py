@@ -45,6 +45,7 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 USER = "reviewer"
 STARTUP_SECONDS = 240
 PIPELINE_SECONDS = 900
+HTTP_TIMEOUT = 60  # the first request to the plugin builds its app; a loaded CI box is slow
 
 
 @dataclass
@@ -152,38 +153,48 @@ def server(tmp_path_factory, sample_export) -> Iterator[ApiServer]:
             _stop(proc)
 
 
+def get(server: ApiServer, path: str, **kwargs) -> httpx.Response:
+    return httpx.get(server.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+
+
 def login(server: ApiServer) -> dict[str, str]:
-    response = httpx.post(f"{server.url}/auth/token", json={"username": USER, "password": server.password})
+    response = httpx.post(
+        f"{server.url}/auth/token", json={"username": USER, "password": server.password}, timeout=HTTP_TIMEOUT
+    )
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 def test_the_api_server_refuses_an_anonymous_reader(server):
     for path in ("/compliance-report/", "/compliance-report/report.json", "/compliance-report/data_docs/index.html"):
-        response = httpx.get(server.url + path)
+        response = get(server, path)
         assert response.status_code in (401, 403), (path, response.status_code)
         assert "Records of processing" not in response.text
-    wrong = httpx.post(f"{server.url}/auth/token", json={"username": USER, "password": "not-the-password"})
+    wrong = httpx.post(
+        f"{server.url}/auth/token", json={"username": USER, "password": "not-the-password"}, timeout=HTTP_TIMEOUT
+    )
     assert wrong.status_code in (401, 403)
 
 
 def test_a_logged_in_viewer_reads_the_report_its_json_and_data_docs(server):
     headers = login(server)
-    page = httpx.get(f"{server.url}/compliance-report/", headers=headers)
+    page = get(server, "/compliance-report/", headers=headers)
     assert page.status_code == 200, page.text[:300]
     assert "<h1>Compliance report</h1>" in page.text and "Records of processing (Art. 30)" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    data = httpx.get(f"{server.url}/compliance-report/report.json", headers=headers).json()
+    data = get(server, "/compliance-report/report.json", headers=headers).json()
     assert data == json.loads((server.gmp_home / "reports" / "report.json").read_text(encoding="utf-8"))
-    docs = httpx.get(f"{server.url}/compliance-report/data_docs/index.html", headers=headers)
+    docs = get(server, "/compliance-report/data_docs/index.html", headers=headers)
     assert docs.status_code == 200 and "Data Docs" in docs.text
     assert not re.search(r"""(?:src|href)=["'](?:https?:)?//""", docs.text)
-    run = httpx.get(f"{server.url}/compliance-report/runs/ingest_crm/manual__not_yet/", headers=headers)
+    run = httpx.get(
+        f"{server.url}/compliance-report/runs/ingest_crm/manual__not_yet/", headers=headers, timeout=HTTP_TIMEOUT
+    )
     assert run.status_code == 200 and "No report for run manual__not_yet of ingest_crm yet" in run.text
 
 
 def ingest_run_id(server: ApiServer, headers: dict[str, str]) -> str:
-    runs = httpx.get(f"{server.url}/api/v2/dags/ingest_crm/dagRuns", headers=headers).json()["dag_runs"]
+    runs = get(server, "/api/v2/dags/ingest_crm/dagRuns", headers=headers).json()["dag_runs"]
     assert runs, "gmp run left no ingest_crm run in the metadata DB"
     return runs[-1]["dag_run_id"]
 
@@ -191,12 +202,16 @@ def ingest_run_id(server: ApiServer, headers: dict[str, str]) -> str:
 def test_a_dag_run_of_the_pipeline_opens_a_report(server):
     headers = login(server)
     run_id = ingest_run_id(server, headers)
-    page = httpx.get(f"{server.url}/compliance-report/runs/ingest_crm/{quote(run_id, safe='')}/", headers=headers)
+    page = httpx.get(
+        f"{server.url}/compliance-report/runs/ingest_crm/{quote(run_id, safe='')}/",
+        headers=headers,
+        timeout=HTTP_TIMEOUT,
+    )
     assert page.status_code == 200 and "<h1>Compliance report</h1>" in page.text
 
 
 def test_airflow_lists_the_report_views(server):
-    plugins = httpx.get(f"{server.url}/api/v2/plugins", headers=login(server)).json()["plugins"]
+    plugins = get(server, "/api/v2/plugins", headers=login(server)).json()["plugins"]
     (ours,) = [p for p in plugins if p["name"] == "governed_marketing_report"]
     assert {v["destination"] for v in ours["external_views"]} == {"nav", "dag_run"}
 
