@@ -3,6 +3,8 @@
 The site is rebuilt from scratch every time from the scrubbed results in `ops.gate_results`, so it
 shows the latest run and cannot keep a page from an older, differently configured one. The results
 hold counts and rules only; GX renders what it is given, so the pages hold no personal data either.
+After the build the pages are made to open offline and load nothing from a third-party host
+(`docs_offline`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+from governed_marketing.validation.docs_offline import IndexEntry, make_offline
 from governed_marketing.validation.gates import GateResult, _context
 
 SITE_NAME = "gmp_data_docs"
@@ -46,6 +49,7 @@ def build_data_docs(results: list[tuple[str, GateResult]], out_dir: Path) -> dic
         },
     )
     keys: dict[tuple[str, str], ValidationResultIdentifier] = {}
+    documents: dict[tuple[str, str], tuple[str, GateResult]] = {}
     suites_added: set[str] = set()
     for run_id, result in results:
         if not result.validation:
@@ -64,13 +68,37 @@ def build_data_docs(results: list[tuple[str, GateResult]], out_dir: Path) -> dic
         )
         context.validation_results_store.set(key, validation)
         keys[(result.gate, result.subject)] = key
+        documents[(result.gate, result.subject)] = (run_id, result)
     context.build_data_docs(site_names=[SITE_NAME])
     pages: dict[tuple[str, str], str] = {}
+    entries: list[IndexEntry] = []
     for gate_subject, key in keys.items():
-        (site,) = context.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME, only_if_exists=False)
-        page = Path(unquote(site["site_url"].removeprefix("file://")))
+        page = _site_page(context, key)
         pages[gate_subject] = page.relative_to(out_dir.parent).as_posix()
+        run_id, result = documents[gate_subject]
+        suite_page = _site_page(context, key.expectation_suite_identifier)
+        statistics = result.validation.get("statistics") or {}
+        entries.append(
+            IndexEntry(
+                gate=result.gate,
+                subject=result.subject,
+                suite=result.validation["suite_name"],
+                run_name=run_id,
+                run_time=result.validated_at,
+                success=bool(result.validation.get("success", result.success)),
+                evaluated=int(statistics.get("evaluated_expectations", len(result.outcomes))),
+                failed=int(statistics.get("unsuccessful_expectations", len(result.failed))),
+                page=page.relative_to(out_dir).as_posix(),
+                suite_page=suite_page.relative_to(out_dir).as_posix() if suite_page.is_file() else None,
+            )
+        )
+    make_offline(out_dir, entries)
     return pages
+
+
+def _site_page(context, identifier) -> Path:
+    (site,) = context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE_NAME, only_if_exists=False)
+    return Path(unquote(site["site_url"].removeprefix("file://")))
 
 
 def _config(config: dict) -> dict:
