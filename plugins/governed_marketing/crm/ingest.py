@@ -71,6 +71,8 @@ class ReadNotes:
 
     columns_dropped: list[str] = field(default_factory=list)
     unreadable: int = 0  # records the csv module could not read (a quote left open, an oversized field)
+    #: contact_id cells of broken records: the person was exported, only the row is broken.
+    broken_contact_ids: list[str] = field(default_factory=list)
 
     @property
     def byte_copy_ok(self) -> bool:
@@ -174,6 +176,17 @@ def _first_line_reason(line: str, error: str | None) -> tuple[str, dict]:
     return f"unreadable CSV record: {error or 'a quoted field ran into the following lines'}", dict(enumerate(cells))
 
 
+def _key_only(line: str, header: list[str], spec: ExportFile) -> dict:
+    """The record's key cell (and contact_id) alone, when readable and short: which row broke, no other value."""
+    wanted = {header.index(c) for c in (spec.key, "contact_id") if c in header}
+    with contract.csv_field_limit(None):
+        try:
+            cells = next(csv.reader([line]))
+        except (csv.Error, StopIteration):
+            return {}
+    return {at: cells[at] for at in sorted(wanted) if at < len(cells) and len(cells[at]) <= 256}
+
+
 def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
     """Read one CSV with the csv module (strict), keeping each record's line number.
 
@@ -238,7 +251,7 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                 continue
             lines.done += span
             if row is None:
-                broken.append((line, f"unreadable CSV record: {error}", {}))
+                broken.append((line, f"unreadable CSV record: {error}", _key_only(lines.taken[0], header, spec)))
             elif all(not cell.strip() for cell in row):
                 continue
             else:
@@ -246,6 +259,9 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                 broken.append((line, reason, dict(enumerate(row))))
     frame = pd.DataFrame(records, columns=list(spec.columns), dtype="string")
     frame["_line"] = numbers
+    if spec is contract.CONTACTS:
+        at = header.index("contact_id")
+        notes.broken_contact_ids = [str(record[at]) for _, _, record in broken if at in record]
     return frame, broken, notes
 
 
@@ -552,7 +568,8 @@ def ingest_export(
         clean, reasons = CLEANERS[spec.name](frame)
         value_notes = clean.attrs.pop("value_notes", {})
         if spec is contract.CONTACTS:  # first in EXPORT_FILES: events are checked against it below
-            known_contacts = known_contact_ids(conn, frame["contact_id"])
+            exported = pd.concat([frame["contact_id"], pd.Series(read_notes.broken_contact_ids, dtype="string")])
+            known_contacts = known_contact_ids(conn, exported)
             future = clean["updated_at"] > latest
             reason = (
                 f"updated_at more than {policy.ingest.max_future_skew} after the load time (ingest.max_future_skew)"
