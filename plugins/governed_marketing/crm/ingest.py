@@ -4,6 +4,14 @@ Every row either lands in its raw table or in `raw.quarantine` with the file, th
 reason. Loading the same export twice changes nothing: an export is identified by the SHA-256 of
 its files, rows by their keys. A file whose failing share exceeds `ingest.max_quarantine_share`
 in governance.yml stops the load before anything is written.
+
+Hostile input (tests/fixtures/hostile/): the reader is strict and resynchronises, so a quote left
+open or an oversized field costs its own line only; identifiers holding a control character are
+quarantined, free text loses them; an `updated_at` later than the load time plus
+`ingest.max_future_skew` is quarantined (it would pin the row); names that break
+`contract.normalize_name` are cleared (the contact stays, the reason is counted in
+`values_cleared`); columns outside the contract are named in `columns_dropped` and never reach the
+warehouse or the landing copy. A missing or empty export raises `ExportUnreadable` before any work.
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ class IngestResult:
             "already_loaded": self.already_loaded,
             "contacts_read": self.contacts_read,
             "rows_quarantined": self.rows_quarantined,
+            "columns_dropped": {f.file_name: f.columns_dropped for f in self.files if f.columns_dropped},
             "files": [asdict(f) for f in self.files],
         }
 

@@ -249,6 +249,22 @@ def test_an_unknown_column_is_dropped_named_and_never_archived(tmp_path, conn, p
     assert sum(1 for _ in csv.DictReader(archived.open(encoding="utf-8", newline=""))) == 50
 
 
+def test_the_report_names_the_dropped_column_and_never_its_values(tmp_path, policy):
+    from governed_marketing.pipeline import record_step
+    from governed_marketing.report import build_report
+    from governed_marketing.settings import Settings
+
+    settings = Settings(home=tmp_path / "gmp", project_root=REPO)
+    with connect(settings.warehouse_path) as connection:
+        result = ingest_export(HOSTILE / "unknown_column", conn=connection, policy=policy,
+                               landing_root=settings.path("landing"), now=LOAD_TIME)  # fmt: skip
+        record_step(connection, "hostile-run", "ingest", "crm", result.counts())
+    build_report(settings)
+    reports = " ".join(p.read_text(encoding="utf-8") for p in (settings.home_dir / "reports").rglob("*.html"))
+    assert "columns outside the contract, dropped (contacts.csv)</th><td>ssn</td>" in reports
+    assert "987-65-" not in reports
+
+
 def test_landing_holds_only_contract_columns_for_every_loaded_case(tmp_path, policy):
     for case in ("unterminated_quote", "oversized_field", "control_characters", "unknown_column", "markup_names"):
         with connect(tmp_path / f"{case}.duckdb") as connection:
