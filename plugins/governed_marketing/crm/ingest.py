@@ -301,16 +301,17 @@ def _names(values: pd.Series, column: str, notes: dict[str, pd.Series]) -> pd.Se
     The row stays (a bad first name costs only the greeting); the reason is noted, never the value.
     """
     judged = {value: contract.normalize_name(value) for value in values.dropna().unique()}
-    reasons = values.map(lambda v: judged[v][1] if v in judged else None)
+    verdicts = [judged[v] if isinstance(v, str) else (None, None) for v in values]
+    reasons = pd.Series([reason for _, reason in verdicts], index=values.index, dtype=object)
     for reason in sorted({r for _, r in judged.values() if r}):
         notes[f"{column} cleared: {reason}"] = reasons == reason
-    return values.map(lambda v: judged[v][0] if v in judged else None).astype("string")
+    return pd.Series([name for name, _ in verdicts], index=values.index, dtype="string")
 
 
 def _ids_without_control(checks: _Checks, frame: pd.DataFrame, *columns: str) -> None:
     """An identifier holding a control character is not the identifier it looks like: the row is quarantined."""
-    for column in columns:
-        checks.fail(_has_control(frame[column]), f"{column} has a control character")
+    for column in columns:  # after trimming, as the key is stored
+        checks.fail(_has_control(frame[column].str.strip()), f"{column} has a control character")
 
 
 def _value_notes(out: pd.DataFrame, notes: dict[str, pd.Series]) -> pd.DataFrame:

@@ -388,3 +388,19 @@ def test_names_are_normalised_on_the_way_into_the_warehouse(tmp_path, conn, poli
     (export / "contacts.csv").write_text(text.replace(",María Fernanda,", ",  María   Fernanda ,"), encoding="utf-8")
     ingest_export(export, conn=conn, policy=policy, landing_root=tmp_path / "landing", now=LOAD_TIME)
     assert contact(conn, "6")["first_name"] == "María Fernanda"
+
+
+def test_a_contact_id_with_a_control_character_is_quarantined_but_surrounding_whitespace_is_trimmed(
+    tmp_path, conn, policy, baseline
+):
+    export = tmp_path / "export"
+    export.mkdir()
+    for spec in contract.EXPORT_FILES:
+        (export / spec.name).write_bytes((HOSTILE / "baseline" / spec.name).read_bytes())
+    text = (export / "contacts.csv").read_text(encoding="utf-8")
+    text = text.replace("\n4,asa.angstrom", "\n4\x01,asa.angstrom").replace("\n5,albert.", "\n\t5 ,albert.")
+    (export / "contacts.csv").write_text(text, encoding="utf-8")
+    ingest_export(export, conn=conn, policy=policy, landing_root=tmp_path / "landing", now=LOAD_TIME)
+    assert ids(conn, "crm_contacts", "contact_id") == baseline["contacts"] - {"4"}
+    new = {(f, line, reason) for f, line, reason in quarantined(conn) - baseline["quarantine"] if f == "contacts.csv"}
+    assert new == {("contacts.csv", 5, "contact_id has a control character")}
