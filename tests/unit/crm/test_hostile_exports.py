@@ -404,3 +404,21 @@ def test_a_contact_id_with_a_control_character_is_quarantined_but_surrounding_wh
     assert ids(conn, "crm_contacts", "contact_id") == baseline["contacts"] - {"4"}
     new = {(f, line, reason) for f, line, reason in quarantined(conn) - baseline["quarantine"] if f == "contacts.csv"}
     assert new == {("contacts.csv", 5, "contact_id has a control character")}
+
+
+@pytest.mark.parametrize("value", ["soon", "1w", "-1d", ""])
+def test_a_malformed_future_skew_in_governance_yml_names_the_key(tmp_path, value):
+    import yaml
+    from governed_marketing.policy import PolicyError, parse_policy
+
+    raw = yaml.safe_load((REPO / "governance.yml").read_text(encoding="utf-8"))
+    raw["ingest"]["max_future_skew"] = value
+    (tmp_path / "prompts").symlink_to(REPO / "prompts")
+    with pytest.raises(PolicyError, match="ingest.max_future_skew"):
+        parse_policy(yaml.safe_dump(raw), path=tmp_path / "governance.yml")
+
+
+def test_the_future_skew_reads_as_a_duration(policy):
+    from datetime import timedelta
+
+    assert policy.ingest.future_skew == timedelta(days=1)
