@@ -60,6 +60,9 @@ LOADED_COLUMNS: dict[str, list[str]] = {
 #: A monetary amount as the ingest types it (an empty file yields an untyped column of no values).
 NUMERIC_TYPES = ["float64", "float", "int64", "int"]
 
+#: Characters no name the ingest keeps can hold (contract.normalize_name): control characters and markup.
+NOT_IN_A_NAME = r"[\x00-\x1f\x7f-\x9f<>&\"=@{}\[\]\\/|`]"
+
 #: The dbt source table whose `meta.pii` classifies each file's columns.
 SOURCE_TABLES = {spec.name: f"crm.{spec.table}" for spec in contract.EXPORT_FILES}
 
@@ -88,6 +91,14 @@ def build_suite(file_name: str) -> gx.ExpectationSuite:
     suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=LOADED_COLUMNS[file_name], exact_match=True))
     if file_name == contract.CONTACTS.name:
         _key(suite, "contact_id")
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToNotMatchRegex(column="contact_id", regex=contract.CONTROL.pattern)
+        )
+        for name in ("first_name", "last_name"):  # names are data: never markup, never longer than the rule allows
+            suite.add_expectation(gxe.ExpectColumnValuesToNotMatchRegex(column=name, regex=NOT_IN_A_NAME))
+            suite.add_expectation(
+                gxe.ExpectColumnValueLengthsToBeBetween(column=name, min_value=1, max_value=contract.NAME_MAX_CHARS)
+            )
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column="email_normalized"))
         suite.add_expectation(
             gxe.ExpectColumnValuesToMatchRegex(column="email_normalized", regex=contract.EMAIL.pattern)

@@ -76,6 +76,7 @@ def policy_check(
 
 
 def _run(crm_dir: Path, as_of: str | None) -> None:
+    from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
     from governed_marketing.policy import PolicyError, load_policy
     from governed_marketing.runner import PipelineFailed, run_pipeline
@@ -83,6 +84,10 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     from governed_marketing.summary import collect_summary, render_summary
 
     settings = get_settings()
+    try:
+        check_export(crm_dir)  # a missing or empty export fails here, in a second, naming the path
+    except ExportUnreadable as exc:
+        raise _fail(str(exc)) from None
     try:
         policy = load_policy()
         provider = build_provider(settings, policy, vendor_allowed=True)

@@ -69,13 +69,16 @@ def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> Non
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables, and write what dbt needs
     besides them: the governance tables (and on Postgres the keyed pseudonym function)."""
-    from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.governance_tables import write_governance_tables
+    from governed_marketing.crm.contract import check_export
 
     settings = get_settings()
     source = crm_dir or settings.crm_dir
     if not source:
         raise ValueError("no CRM export given: pass crm_dir in the DAG run conf or set GMP_CRM_DIR")
+    check_export(source)  # ExportUnreadable (missing, headers only) before any heavy import or work
+    from governed_marketing.crm.ingest import ingest_export
+    from governed_marketing.governance_tables import write_governance_tables
+
     policy = load_policy()
     with warehouse.session(settings=settings) as conn:
         try:

@@ -7,7 +7,7 @@ malformed file stops the run with a `PolicyError` that names the offending key.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -110,8 +110,25 @@ class Content(_Strict):
     allowed_urls: list[str] = Field(default_factory=list)
 
 
+SKEW = re.compile(r"^(\d+)\s*(m|min|h|d)$")
+
+
 class Ingest(_Strict):
     max_quarantine_share: float = Field(ge=0, le=1)
+    #: How far past the load time an `updated_at` may lie (clock skew between systems): `30m`, `2h`, `1d`.
+    max_future_skew: str
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _skew(cls, value: str) -> str:
+        if not SKEW.match(str(value).strip()):
+            raise ValueError(f"{value!r} is not a duration like 30m, 2h or 1d")
+        return str(value).strip()
+
+    @property
+    def future_skew(self) -> timedelta:
+        amount, unit = SKEW.match(self.max_future_skew).groups()
+        return timedelta(minutes=int(amount)) * {"m": 1, "min": 1, "h": 60, "d": 1440}[unit]
 
 
 class Dsr(_Strict):

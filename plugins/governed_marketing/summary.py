@@ -25,6 +25,8 @@ class RunSummary:
     contacts_read: int = 0
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    columns_dropped: dict[str, list[str]] = field(default_factory=dict)  # names of columns outside the contract
+    values_cleared: dict[str, int] = field(default_factory=dict)
     export_already_loaded: bool = False
     campaigns: dict[str, dict] = field(default_factory=dict)
 
@@ -43,10 +45,14 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
             summary.contacts_read = counts["contacts_read"]
             summary.quarantined = counts["rows_quarantined"]
             summary.export_already_loaded = counts["already_loaded"]
+            summary.columns_dropped = counts.get("columns_dropped", {})
             for item in counts["files"]:
                 for reason, n in item["quarantine_reasons"].items():
                     key = f"{item['file_name']}: {reason}"
                     summary.quarantine_reasons[key] = summary.quarantine_reasons.get(key, 0) + n
+                for reason, n in item.get("values_cleared", {}).items():
+                    key = f"{item['file_name']}: {reason}"
+                    summary.values_cleared[key] = summary.values_cleared.get(key, 0) + n
         elif step.startswith("generate"):
             merge_generation_step(summary.campaigns.setdefault(subject, {}), step, counts)
     for record in funnel.to_dict("records"):
@@ -95,6 +101,10 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
     table.add_row("rows quarantined (all files)", f"{summary.quarantined:,}")
     for reason, n in sorted(summary.quarantine_reasons.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  {reason}", f"{n:,}")
+    for file_name, columns in summary.columns_dropped.items():
+        table.add_row(f"columns outside the contract, dropped: {file_name}", ", ".join(columns))
+    for reason, n in sorted(summary.values_cleared.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"values cleared (row kept): {reason}", f"{n:,}")
     for campaign_id, c in sorted(summary.campaigns.items()):
         table.add_section()
         table.add_row(f"[bold]{campaign_id}[/]: valid contacts", f"{c.get('contacts', 0):,}")

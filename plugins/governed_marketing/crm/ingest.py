@@ -4,6 +4,14 @@ Every row either lands in its raw table or in `raw.quarantine` with the file, th
 reason. Loading the same export twice changes nothing: an export is identified by the SHA-256 of
 its files, rows by their keys. A file whose failing share exceeds `ingest.max_quarantine_share`
 in governance.yml stops the load before anything is written.
+
+Hostile input (tests/fixtures/hostile/): the reader is strict and resynchronises, so a quote left
+open or an oversized field costs its own line only; identifiers holding a control character are
+quarantined, free text loses them; an `updated_at` later than the load time plus
+`ingest.max_future_skew` is quarantined (it would pin the row); names that break
+`contract.normalize_name` are cleared (the contact stays, the reason is counted in
+`values_cleared`); columns outside the contract are named in `columns_dropped` and never reach the
+warehouse or the landing copy. A missing or empty export raises `ExportUnreadable` before any work.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import duckdb
 import pandas as pd
 
 from governed_marketing.crm import contract
-from governed_marketing.crm.contract import ExportFile
+from governed_marketing.crm.contract import CrmExportError, ExportFile, ExportUnreadable
 from governed_marketing.policy import Policy
 from governed_marketing.privacy.suppression import SuppressionDoor
 from governed_marketing.validation.evidence import record_gate
@@ -40,16 +48,15 @@ log = logging.getLogger(__name__)
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
-class CrmExportError(ValueError):
-    """The export cannot be read as the contract says; the message names the file and the problem."""
-
-
 class QuarantineThresholdExceeded(CrmExportError):
     """Too many rows of a file failed validation: the export looks broken, so nothing is loaded."""
 
 
 class RawCrmGateFailed(CrmExportError):
     """The raw CRM gate failed on the rows about to be loaded: the load stops, nothing is written."""
+
+
+__all__ = ["CrmExportError", "ExportUnreadable", "IngestResult", "QuarantineThresholdExceeded", "ingest_export"]
 
 
 @dataclass
@@ -60,6 +67,24 @@ class FileResult:
     rows_unchanged: int = 0
     rows_quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    #: Columns of the export outside the contract: names only, never read into the warehouse or landing.
+    columns_dropped: list[str] = field(default_factory=list)
+    #: Values cleared on a loaded row (the row stays), by reason, e.g. a first_name that is not a name.
+    values_cleared: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ReadNotes:
+    """What the reader saw besides the rows: decides whether the landing copy is a byte copy."""
+
+    columns_dropped: list[str] = field(default_factory=list)
+    unreadable: int = 0  # records the csv module could not read (a quote left open, an oversized field)
+    #: contact_id cells of broken records: the person was exported, only the row is broken.
+    broken_contact_ids: list[str] = field(default_factory=list)
+
+    @property
+    def byte_copy_ok(self) -> bool:
+        return not self.columns_dropped and not self.unreadable
 
 
 @dataclass
@@ -83,6 +108,7 @@ class IngestResult:
             "already_loaded": self.already_loaded,
             "contacts_read": self.contacts_read,
             "rows_quarantined": self.rows_quarantined,
+            "columns_dropped": {f.file_name: f.columns_dropped for f in self.files if f.columns_dropped},
             "files": [asdict(f) for f in self.files],
         }
 
@@ -112,7 +138,7 @@ def _first_undecodable_line(path: Path) -> int:
     return 0
 
 
-def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
+def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
     """Read one CSV; a file that is not UTF-8 is refused whole, naming the line (nothing half-read)."""
     try:
         return _read_export_file(path, spec)
@@ -123,25 +149,77 @@ def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[t
         ) from None
 
 
-def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
-    """Read one CSV with the csv module, keeping each record's line number.
+class _Lines:
+    """The file's physical lines for csv.reader, with push-back so a broken record can be re-read.
 
-    Returns the well-formed records (all strings, with a `_line` column) and the structurally
-    broken ones as (line, reason, record) for the quarantine.
+    `taken` holds the lines the current record consumed; `done` counts the lines settled so far.
+    """
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self._pending: list[str] = []
+        self.taken: list[str] = []
+        self.done = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._pending.pop() if self._pending else next(self._handle)
+        self.taken.append(line)
+        return line
+
+    def push_back(self, lines: list[str]) -> None:
+        self._pending.extend(reversed(lines))
+
+
+def _first_line_reason(line: str, error: str | None) -> tuple[str, dict]:
+    """Why a record that ran over several lines is broken, judged on its first line alone."""
+    try:
+        cells = next(csv.reader([line], strict=True))
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            cells = next(csv.reader([line]))
+            return "unreadable CSV record: a quoted field is not closed on this line", dict(enumerate(cells))
+        return f"unreadable CSV record: {exc}", {}
+    return f"unreadable CSV record: {error or 'a quoted field ran into the following lines'}", dict(enumerate(cells))
+
+
+def _key_only(line: str, header: list[str], spec: ExportFile) -> dict:
+    """The record's key cell (and contact_id) alone, when readable and short: which row broke, no other value."""
+    wanted = {header.index(c) for c in (spec.key, "contact_id") if c in header}
+    with contract.csv_field_limit(None):
+        try:
+            cells = next(csv.reader([line]))
+        except (csv.Error, StopIteration):
+            return {}
+    return {at: cells[at] for at in sorted(wanted) if at < len(cells) and len(cells[at]) <= 256}
+
+
+def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
+    """Read one CSV with the csv module (strict), keeping each record's line number.
+
+    Returns the well-formed records (all strings, with a `_line` column), the structurally broken
+    ones as (line, reason, record) for the quarantine, and what the landing copy must leave out.
+    A broken record costs its own lines only: when a record that ran over several lines (a quote
+    left open) does not parse into the header's number of fields, only its first line is
+    quarantined and reading resumes on the next line, so the rows after it survive.
     """
     broken: list[tuple[int, str, dict]] = []
     records: list[list[str]] = []
-    lines: list[int] = []
+    numbers: list[int] = []
+    notes = ReadNotes()
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise CrmExportError(f"{path}: cannot open: {exc.strerror}") from None
-    with handle:
-        reader = csv.reader(handle)
+    with handle, contract.csv_field_limit(contract.MAX_FIELD_CHARS):
+        lines = _Lines(handle)
+        reader = csv.reader(lines, strict=True)
         try:
             header = [name.strip().lower() for name in next(reader)]
         except StopIteration:
-            raise CrmExportError(f"{path}: empty file, expected a header row") from None
+            raise contract.ExportUnreadable(f"{path}: empty file, expected a header row") from None
         except csv.Error as exc:
             raise CrmExportError(f"{path}: line 1: cannot read the header: {exc}") from None
         missing = [column for column in spec.columns if column not in header]
@@ -149,35 +227,51 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
             raise CrmExportError(
                 f"{path}: header lacks column(s) {', '.join(missing)} required by the CRM export contract"
             )
+        notes.columns_dropped = [column for column in header if column not in spec.columns]
         positions = [header.index(column) for column in spec.columns]
-        previous_end = reader.line_num
+        lines.done = len(lines.taken)
         while True:
+            lines.taken = []
+            error = None
             try:
                 row = next(reader)
             except StopIteration:
                 break
             except csv.Error as exc:
-                broken.append((previous_end + 1, f"unreadable CSV record: {exc}", {}))
-                previous_end = reader.line_num
+                row, error = None, str(exc)
+            line = lines.done + 1
+            span = len(lines.taken)
+            if row is not None and len(row) == len(header):
+                lines.done += span
+                if all(not cell.strip() for cell in row):
+                    continue
+                records.append([row[i] for i in positions])
+                numbers.append(line)
                 continue
-            line = previous_end + 1
-            previous_end = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
+            if row is not None and not row:  # a blank line
+                lines.done += span
                 continue
-            if len(row) != len(header):
-                broken.append(
-                    (
-                        line,
-                        f"wrong number of fields (expected {len(header)}, found {len(row)})",
-                        dict(enumerate(row)),
-                    )
-                )
+            notes.unreadable += row is None or span > 1
+            if span > 1:  # a quote left open swallowed the lines after it: this line only, then read on
+                reason, record = _first_line_reason(lines.taken[0], error)
+                broken.append((line, reason, record))
+                lines.push_back(lines.taken[1:])
+                lines.done += 1
                 continue
-            records.append([row[i] for i in positions])
-            lines.append(line)
+            lines.done += span
+            if row is None:
+                broken.append((line, f"unreadable CSV record: {error}", _key_only(lines.taken[0], header, spec)))
+            elif all(not cell.strip() for cell in row):
+                continue
+            else:
+                reason = f"wrong number of fields (expected {len(header)}, found {len(row)})"
+                broken.append((line, reason, dict(enumerate(row))))
     frame = pd.DataFrame(records, columns=list(spec.columns), dtype="string")
-    frame["_line"] = lines
-    return frame, broken
+    frame["_line"] = numbers
+    if spec is contract.CONTACTS:
+        at = header.index("contact_id")
+        notes.broken_contact_ids = [str(record[at]) for _, _, record in broken if at in record]
+    return frame, broken, notes
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
@@ -188,6 +282,42 @@ def _timestamps(values: pd.Series) -> pd.Series:
 
 def _blank(values: pd.Series) -> pd.Series:
     return values.isna() | (values.str.strip() == "")
+
+
+def _has_control(values: pd.Series) -> pd.Series:
+    return values.fillna("").str.contains(contract.CONTROL.pattern, regex=True)
+
+
+def _free_text(values: pd.Series, column: str, notes: dict[str, pd.Series]) -> pd.Series:
+    """Free text loses its control characters (tab and line breaks stay); the rows touched are noted."""
+    cleaned = values.str.replace(contract.CONTROL_IN_FREE_TEXT.pattern, "", regex=True)
+    notes[f"{column}: control characters removed"] = cleaned.fillna("") != values.fillna("")
+    return cleaned
+
+
+def _names(values: pd.Series, column: str, notes: dict[str, pd.Series]) -> pd.Series:
+    """first_name / last_name by `contract.normalize_name`; a value that is not a name is cleared (null).
+
+    The row stays (a bad first name costs only the greeting); the reason is noted, never the value.
+    """
+    judged = {value: contract.normalize_name(value) for value in values.dropna().unique()}
+    verdicts = [judged[v] if isinstance(v, str) else (None, None) for v in values]
+    reasons = pd.Series([reason for _, reason in verdicts], index=values.index, dtype=object)
+    for reason in sorted({r for _, r in judged.values() if r}):
+        notes[f"{column} cleared: {reason}"] = reasons == reason
+    return pd.Series([name for name, _ in verdicts], index=values.index, dtype="string")
+
+
+def _ids_without_control(checks: _Checks, frame: pd.DataFrame, *columns: str) -> None:
+    """An identifier holding a control character is not the identifier it looks like: the row is quarantined."""
+    for column in columns:  # after trimming, as the key is stored
+        checks.fail(_has_control(frame[column].str.strip()), f"{column} has a control character")
+
+
+def _value_notes(out: pd.DataFrame, notes: dict[str, pd.Series]) -> pd.DataFrame:
+    """Per-row notes on values changed or cleared, carried to `ingest_export` in the frame's attrs."""
+    out.attrs["value_notes"] = {reason: mask.fillna(False).astype(bool) for reason, mask in notes.items()}
+    return out
 
 
 class _Checks:
@@ -215,8 +345,12 @@ def _clean_contacts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     out["email"] = frame["email"]
     out["email_normalized"] = frame["email"].str.strip().str.lower()
     checks.fail(~out["email_normalized"].str.fullmatch(contract.EMAIL.pattern), "email invalid")
-    for column in ("first_name", "last_name", "phone", "city", "interests", "notes"):
-        out[column] = frame[column].str.strip().replace("", pd.NA)
+    _ids_without_control(checks, frame, "contact_id")
+    notes: dict[str, pd.Series] = {}
+    for column in ("first_name", "last_name"):
+        out[column] = _names(frame[column], column, notes)
+    for column in ("phone", "city", "interests", "notes"):
+        out[column] = _free_text(frame[column], column, notes).str.strip().replace("", pd.NA)
     birth = frame["birth_date"].str.strip()
     known = birth != ""
     parsed_birth = pd.to_datetime(birth.where(birth.str.fullmatch(ISO_DATE)), format="%Y-%m-%d", errors="coerce")
@@ -232,7 +366,7 @@ def _clean_contacts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     checks.fail(out["created_at"].isna(), "created_at missing or not ISO 8601")
     out["updated_at"] = _timestamps(frame["updated_at"])
     checks.fail(out["updated_at"].isna(), "updated_at missing or not ISO 8601")
-    return out, checks.reason_text()
+    return _value_notes(out, notes), checks.reason_text()
 
 
 def _clean_consent_events(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -244,13 +378,15 @@ def _clean_consent_events(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]
     checks.fail(_blank(frame["contact_id"]), "contact_id missing")
     out["purpose"] = frame["purpose"].str.strip().str.lower()
     checks.fail(out["purpose"] == "", "purpose missing")
+    _ids_without_control(checks, frame, "event_id", "contact_id", "purpose")
     out["action"] = frame["action"].str.strip().str.lower()
     checks.fail(~out["action"].isin(contract.CONSENT_ACTIONS), "action not grant|withdraw")
-    out["source"] = frame["source"].str.strip().replace("", pd.NA)
-    out["notice_version"] = frame["notice_version"].str.strip().replace("", pd.NA)
+    notes: dict[str, pd.Series] = {}
+    for column in ("source", "notice_version"):
+        out[column] = _free_text(frame[column], column, notes).str.strip().replace("", pd.NA)
     out["occurred_at"] = _timestamps(frame["occurred_at"])
     checks.fail(out["occurred_at"].isna(), "occurred_at missing or not ISO 8601")
-    return out, checks.reason_text()
+    return _value_notes(out, notes), checks.reason_text()
 
 
 def _clean_activity(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -262,13 +398,16 @@ def _clean_activity(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     checks.fail(_blank(frame["contact_id"]), "contact_id missing")
     out["event_type"] = frame["event_type"].str.strip().str.lower()
     checks.fail(~out["event_type"].isin(contract.ACTIVITY_TYPES), "event_type not in the contract")
-    out["product_category"] = frame["product_category"].str.strip().str.lower().replace("", pd.NA)
+    _ids_without_control(checks, frame, "event_id", "contact_id")
+    notes: dict[str, pd.Series] = {}
+    category = _free_text(frame["product_category"], "product_category", notes)
+    out["product_category"] = category.str.strip().str.lower().replace("", pd.NA)
     amount_text = frame["amount"].str.strip()
     out["amount"] = pd.to_numeric(amount_text.replace("", pd.NA), errors="coerce").round(2)
     checks.fail((amount_text != "") & out["amount"].isna(), "amount not a number")
     out["occurred_at"] = _timestamps(frame["occurred_at"])
     checks.fail(out["occurred_at"].isna(), "occurred_at missing or not ISO 8601")
-    return out, checks.reason_text()
+    return _value_notes(out, notes), checks.reason_text()
 
 
 def _valid_json_object(text: str) -> bool:
@@ -285,12 +424,14 @@ def _clean_dsr_requests(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     out = pd.DataFrame(index=frame.index)
     out["request_id"] = frame["request_id"].str.strip()
     checks.fail(_blank(frame["request_id"]), "request_id missing")
+    _ids_without_control(checks, frame, "request_id")
     out["email_normalized"] = frame["email"].str.strip().str.lower()
     checks.fail(~out["email_normalized"].str.fullmatch(contract.EMAIL.pattern), "email invalid")
     out["request_type"] = frame["request_type"].str.strip().str.lower()
     checks.fail(~out["request_type"].isin(contract.DSR_TYPES), "request_type not in the contract")
     # A request is honoured even when its details are unreadable: they are kept, wrapped, for a human.
-    details = frame["details"].fillna("").astype(object)
+    notes: dict[str, pd.Series] = {}
+    details = _free_text(frame["details"], "details", notes).fillna("").astype(object)
     out["details"] = [
         (text if text.strip() else "{}") if _valid_json_object(text) else json.dumps({"unparsed_details": text})
         for text in details
@@ -298,7 +439,7 @@ def _clean_dsr_requests(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     out["received_at"] = _timestamps(frame["received_at"])
     checks.fail(out["received_at"].isna(), "received_at missing or not ISO 8601")
     out["channel"] = "crm_export"
-    return out, checks.reason_text()
+    return _value_notes(out, notes), checks.reason_text()
 
 
 CLEANERS = {
@@ -328,19 +469,22 @@ def _quarantine_frame(load_id: str, file_name: str, rows: list[tuple[int, str, d
 
 def _split_duplicates(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
     """Keep one row per key within a file; the others go to quarantine, naming the kept line."""
+    tie = None
     if spec is contract.CONTACTS:
         ordered = clean.sort_values(["updated_at", "_line"], ascending=[False, False])
         note = "duplicate contact_id in file (newer version on line {kept} loaded)"
+        tie = "duplicate contact_id with the same updated_at (the later line in the file wins: line {kept} loaded)"
     else:
         ordered = clean.sort_values("_line")
         note = f"duplicate {spec.key} in file (counted once, from line {{kept}})"
     kept = ordered.drop_duplicates(spec.key, keep="first")
     dropped = ordered.loc[~ordered.index.isin(kept.index)]
-    kept_line = kept.set_index(spec.key)["_line"]
-    rows = [
-        (int(row["_line"]), note.format(kept=int(kept_line[row[spec.key]])), _record(row))
-        for _, row in dropped.iterrows()
-    ]
+    by_key = kept.set_index(spec.key)
+    rows = []
+    for _, row in dropped.iterrows():
+        winner = by_key.loc[row[spec.key]]
+        same = tie is not None and winner["updated_at"] == row["updated_at"]
+        rows.append((int(row["_line"]), (tie if same else note).format(kept=int(winner["_line"])), _record(row)))
     return kept.sort_values("_line"), rows
 
 
@@ -408,12 +552,7 @@ def ingest_export(
         CrmExportError: a required file or column is missing, naming it.
         QuarantineThresholdExceeded: a file's failing share is above the policy's limit.
     """
-    crm_dir = Path(crm_dir)
-    if not crm_dir.is_dir():
-        raise CrmExportError(f"{crm_dir}: CRM export directory not found")
-    for spec in contract.EXPORT_FILES:
-        if spec.required and not (crm_dir / spec.name).is_file():
-            raise CrmExportError(f"{crm_dir / spec.name}: required export file is missing")
+    crm_dir = contract.check_export(crm_dir)
     ensure_raw_layer(conn)
     fingerprint = export_fingerprint(crm_dir)
     load_id = f"load_{fingerprint[:16]}"
@@ -425,17 +564,27 @@ def ingest_export(
 
     now = now or datetime.now(UTC).replace(tzinfo=None)
     max_share = policy.ingest.max_quarantine_share
+    latest = now + policy.ingest.future_skew  # a later updated_at would pin the row against every correction
     staged: list[tuple[ExportFile, pd.DataFrame, pd.DataFrame, FileResult]] = []
+    landing_plan: dict[str, ReadNotes] = {}
     door = SuppressionDoor.open(conn, load_id=load_id)  # erased and objecting people are not let back in
     for spec in contract.EXPORT_FILES:
         path = crm_dir / spec.name
         if not path.is_file():
             continue
-        frame, broken = read_export_file(path, spec)
+        frame, broken, read_notes = read_export_file(path, spec)
+        landing_plan[spec.name] = read_notes
         frame, broken = door.admit(spec, frame, broken)  # dropped and counted (ops.suppression_door), never stored
         clean, reasons = CLEANERS[spec.name](frame)
+        value_notes = clean.attrs.pop("value_notes", {})
         if spec is contract.CONTACTS:  # first in EXPORT_FILES: events are checked against it below
-            known_contacts = known_contact_ids(conn, frame["contact_id"])
+            exported = pd.concat([frame["contact_id"], pd.Series(read_notes.broken_contact_ids, dtype="string")])
+            known_contacts = known_contact_ids(conn, exported)
+            future = clean["updated_at"] > latest
+            reason = (
+                f"updated_at more than {policy.ingest.max_future_skew} after the load time (ingest.max_future_skew)"
+            )
+            reasons = reasons.where(~future, (reasons + "; " + reason).str.removeprefix("; "))
         elif spec in (contract.CONSENT_EVENTS, contract.ACTIVITY):
             orphan = unknown_contact(clean, known_contacts)
             reasons = reasons.where(~orphan, (reasons + "; " + ORPHAN_REASON).str.removeprefix("; "))
@@ -446,7 +595,13 @@ def ingest_export(
         ]
         valid, duplicates = _split_duplicates(clean.loc[~failing], spec)
         quarantined += duplicates
-        result = FileResult(file_name=spec.name, rows_read=len(frame) + len(broken))
+        result = FileResult(
+            file_name=spec.name, rows_read=len(frame) + len(broken), columns_dropped=read_notes.columns_dropped
+        )
+        loaded = ~failing & ~frame["_line"].isin([line for line, _, _ in duplicates])
+        result.values_cleared = {
+            reason: int((mask & loaded).sum()) for reason, mask in value_notes.items() if (mask & loaded).any()
+        }
         result.rows_quarantined = len(quarantined)
         result.quarantine_reasons = dict(
             Counter(part.split(" (")[0] for _, reason, _ in quarantined for part in reason.split("; "))
@@ -497,7 +652,7 @@ def ingest_export(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         for spec, *_ in staged:
-            shutil.copy2(crm_dir / spec.name, partial / spec.name)
+            _archive(crm_dir / spec.name, partial / spec.name, spec, landing_plan[spec.name])
         door.scrub(partial)  # the archive keeps no row the door refused
         partial.rename(landing)
     result = IngestResult(load_id=load_id, already_loaded=False, files=[r for *_, r in staged])
@@ -507,4 +662,25 @@ def ingest_export(
         result.contacts_read,
         result.rows_quarantined,
     )
+    for item in result.files:
+        if item.columns_dropped:  # names only: the values were never read
+            log.warning("%s: columns outside the contract dropped: %s", item.file_name, ", ".join(item.columns_dropped))
     return result
+
+
+def _archive(source: Path, target: Path, spec: ExportFile, notes: ReadNotes) -> None:
+    """The landing copy of one file: the contract's columns only, nothing the reader could not read.
+
+    A file that has exactly the contract's columns and read cleanly is copied byte for byte. Otherwise
+    it is written anew: the contract's header, then each well-formed record's contract columns (so an
+    extra column such as `ssn`, or an oversized field, never reaches the disk again). Records the
+    reader could not read are kept only in raw.quarantine (with their line and reason).
+    """
+    if notes.byte_copy_ok:
+        shutil.copy2(source, target)
+        return
+    frame, _, _ = read_export_file(source, spec)
+    with target.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(spec.columns)
+        writer.writerows(frame[list(spec.columns)].itertuples(index=False, name=None))

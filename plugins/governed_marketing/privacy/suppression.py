@@ -265,10 +265,13 @@ def rewrite_csv(
 
     Rows are dicts by header (lower-cased names); a row with the wrong number of fields is passed as
     its list of cells. Returns (rows removed, rows redacted); the file is untouched when both are 0.
+    Fields of any length are read (an archive written before ingest enforced its field limit holds
+    them), so an erasure never fails on a stored copy.
     """
     partial = path.with_name(path.name + ".partial")
     removed = redacted = 0
     with (
+        contract.csv_field_limit(None),
         path.open(encoding="utf-8-sig", newline="") as source,
         partial.open("w", encoding="utf-8", newline="") as target,
     ):

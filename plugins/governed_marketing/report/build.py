@@ -350,6 +350,7 @@ def _run_summary(policy: Policy, evidence: dict, failure: str | None) -> dict:
         "export_already_loaded": ingest.get("already_loaded"),
         "contacts_read": ingest.get("contacts_read"),
         "rows_quarantined": ingest.get("rows_quarantined"),
+        "columns_dropped": ingest.get("columns_dropped") or {},  # column names only, never values
         "recorded_at": ingest.get("recorded_at"),
         "campaigns": campaigns,
     }

@@ -43,7 +43,7 @@ minimum_age: {default: 16, BE: 13, DK: 13}
 unknown_age: UNKNOWN_AGE
 cohorts: {k: 5, generalize: [country], fallback_language: en}
 content: {default_language: en, max_body_chars: 2000, unsubscribe_url: https://example.com/p}
-ingest: {max_quarantine_share: 0.2}
+ingest: {max_quarantine_share: 0.2, max_future_skew: 1d}
 retention: {raw_crm: 30d}
 dsr: {deadline: 1 month, extension: 2 months}
 """

@@ -62,6 +62,11 @@ def _common(key: str) -> dict:
 VIOLATIONS: dict[str, dict[tuple[str, str | None], Callable]] = {
     contract.CONTACTS.name: {
         **_common("contact_id"),
+        ("expect_column_values_to_not_match_regex", "contact_id"): _set("contact_id", "c0\x0002"),
+        ("expect_column_values_to_not_match_regex", "first_name"): _set("first_name", "<script>x</script>"),
+        ("expect_column_value_lengths_to_be_between", "first_name"): _set("first_name", "A" * 101),
+        ("expect_column_values_to_not_match_regex", "last_name"): _set("last_name", "Lee\x00"),
+        ("expect_column_value_lengths_to_be_between", "last_name"): _set("last_name", ""),
         ("expect_column_values_to_not_be_null", "email_normalized"): _set("email_normalized", None),
         ("expect_column_values_to_match_regex", "email_normalized"): _set("email_normalized", "ann.at.example"),
         ("expect_column_values_to_be_in_type_list", "birth_date"): _set("birth_date", "1990-05-17"),
