@@ -229,15 +229,43 @@ def _quarantined(conn: duckdb.DuckDBPyConnection, email: str, contact_ids: set[s
     return found
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection"): `=`, `+`,
+#: `-`, `@`, tab, carriage return, and their full-width forms.
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+CSV_NOTE = (
+    "The CSV files are for spreadsheets: a text cell that starts with = + - @, a tab or a carriage return "
+    "(a formula to a spreadsheet) is written with a leading single quote (') so that it is shown, never run. "
+    "subject.json holds every value exactly as we store it."
+)
+
+
+def neutralise_cell(value: Any) -> Any:
+    """Prefix a formula-leading text cell with `'` so a spreadsheet shows it instead of running it.
+
+    Numbers, dates and booleans pass unchanged: their text cannot be a formula.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
+
+
+def write_csv_for_people(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A CSV meant to be opened in a spreadsheet: columns in first-seen order, formula cells neutralised.
+
+    Lines end in CRLF (RFC 4180): with a bare LF terminator the csv module leaves a lone CR in a cell
+    unquoted, and a spreadsheet splits the row there.
+    """
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["(no rows)"], lineterminator="\n")
+        writer = csv.DictWriter(
+            handle, fieldnames=[neutralise_cell(c) for c in columns] or ["(no rows)"], lineterminator="\r\n"
+        )
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer.writerow({neutralise_cell(k): "" if v is None else neutralise_cell(v) for k, v in row.items()})
 
 
 def export_subject(
@@ -285,7 +313,8 @@ def export_subject(
     tables |= {f"derived__{name.replace('.', '__')}": rows for name, rows in data["derived"].items()}
     tables |= {"purposes": purposes, "recipients": recipients}
     for name, rows in tables.items():
-        _write_csv(partial / f"{name}.csv", [{k: _cell(v) for k, v in r.items()} for r in rows])
+        write_csv_for_people(partial / f"{name}.csv", [{k: _cell(v) for k, v in r.items()} for r in rows])
+    (partial / "README.txt").write_text(CSV_NOTE + "\n", encoding="utf-8")
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
     counts = {name: len(rows) for name, rows in tables.items() if name not in ("purposes", "recipients")}
