@@ -134,9 +134,10 @@ def test_a_chain_from_before_keying_verifies_and_says_which_rows_predate_the_key
     assert result.ok and result.rows == 4 and result.unkeyed_through == 3
     assert "rows up to seq 3 predate keying" in result.one_line()
     # ... and an unkeyed row after a keyed one is a re-hash, not history
-    _rehash_from(conn, 4, key=None)
+    audit.record(conn, actor="gmp-cli", action="ingest", purpose="crm_ingest", counts={"rows": 3})
+    _rehash_from(conn, 5, key=None)
     result = audit.verify(conn)
-    assert (result.ok, result.broken_seq) == (False, 4) and "re-hashed" in result.reason
+    assert (result.ok, result.broken_seq) == (False, 5) and "re-hashed" in result.reason
     conn.close()
 
 
