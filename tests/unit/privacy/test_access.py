@@ -110,3 +110,39 @@ def test_formula_cells_reach_the_csvs_neutralised_and_subject_json_exact(tmp_pat
     assert {r["notes"] for r in document["contacts"]} == {FORMULAS[0]}  # JSON is not a spreadsheet: exact
     assert "single quote" in (export / "README.txt").read_text(encoding="utf-8")
     reset_settings()
+
+
+def test_with_an_export_key_no_file_of_the_export_is_readable_without_it(home, monkeypatch):
+    import pytest
+    from cryptography.fernet import Fernet, InvalidToken
+    from governed_marketing.settings import reset_settings
+
+    key = Fernet.generate_key()
+    monkeypatch.setenv("GMP_EXPORT_ENCRYPTION_KEY", key.decode())
+    reset_settings()
+    with home.connect() as conn:
+        request_id = dsr.submit(conn, "access", email_of("bob"), policy=home.policy, key=home.key)
+    process_pending(as_of=None, settings=home.settings, policy=home.policy)
+    export = home.path / "exports" / request_id
+    names = {p.name for p in export.iterdir()}
+    assert "subject.json.fernet" in names and "contacts.csv.fernet" in names
+    assert names - {"README.txt"} == {n for n in names if n.endswith(".fernet")}  # nothing else in the clear
+    raw = b"".join(p.read_bytes() for p in export.iterdir())
+    for value in identifiers("bob"):
+        assert value.encode() not in raw and value.lower().encode() not in raw.lower()
+    out = home.path.parent / "decrypted"
+    access.decrypt_export(export, key, out)
+    document = json.loads((out / "subject.json").read_text(encoding="utf-8"))
+    assert {row["contact_id"] for row in document["contacts"]} == {"c002", "c003"}
+    assert "'" + PEOPLE["bob"]["phone"] in (out / "contacts.csv").read_text(encoding="utf-8")
+    with pytest.raises(InvalidToken):
+        access.decrypt_export(export, Fernet.generate_key(), home.path.parent / "wrong")
+
+
+def test_an_export_key_that_is_not_a_fernet_key_is_refused_by_name(tmp_path):
+    import pytest
+    from governed_marketing.settings import Settings
+    from pydantic import SecretStr
+
+    with pytest.raises(RuntimeError, match="GMP_EXPORT_ENCRYPTION_KEY"):
+        Settings(home=tmp_path, export_encryption_key=SecretStr("short")).resolve_export_key()
