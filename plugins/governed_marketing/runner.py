@@ -76,6 +76,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         # `gmp airflow standalone` serves the UI and API on loopback only: the metadata DB and task logs
         # it shows are about people. Set AIRFLOW__API__HOST explicitly to listen elsewhere.
         "AIRFLOW__API__HOST": os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),
+        # Task logs are Airflow's own files (it chmods them 0664/0775 by default, whatever the umask).
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "DO_NOT_TRACK": "1",
         "SCARF_ANALYTICS": "false",
         "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|governed_marketing)\..*",

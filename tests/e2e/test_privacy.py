@@ -270,3 +270,14 @@ def test_the_same_export_sent_again_does_not_bring_the_erased_person_back(privac
 def test_the_audit_log_chain_verifies_after_everything(privacy):
     assert privacy["audit"].ok, privacy["audit"].result.stderr
     assert "audit log intact" in privacy["audit"].result.stdout
+
+
+def test_nothing_under_gmp_home_is_readable_by_other_users(privacy):
+    home = privacy["home"]
+    readable = [
+        f"{path.relative_to(home)} {path.lstat().st_mode & 0o777:04o}"
+        for path in [home, *home.rglob("*")]
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    ]
+    assert readable == []  # warehouse, landing, outbox, exports, receipts, logs, airflow.db: owner-only
+    assert "recorded heads match" in privacy["audit"].result.stdout  # verified against heads.jsonl and receipts

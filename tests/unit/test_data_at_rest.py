@@ -103,3 +103,9 @@ def test_the_local_airflow_listens_on_loopback_only(tmp_path, monkeypatch):
     monkeypatch.delenv("AIRFLOW__API__HOST", raising=False)
     env = airflow_environment(Settings(home=tmp_path, project_root=PROJECT_ROOT))
     assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+
+
+def test_airflow_writes_its_task_logs_owner_only(tmp_path):
+    env = airflow_environment(Settings(home=tmp_path, project_root=PROJECT_ROOT))
+    assert env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS"] == "0o600"
+    assert env["AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS"] == "0o700"
