@@ -148,7 +148,7 @@ class Settings(BaseSettings):
             raise RuntimeError(f"{key_file}: the pseudonym key is empty or too short; delete it to make a new one")
         return key.encode(), f"demo key in {key_file}"
 
-    def resolve_audit_key(self) -> tuple[bytes, str]:
+    def resolve_audit_key(self, *, create: bool = True) -> tuple[bytes, str]:
         """Return the audit chain's HMAC key and where it came from.
 
         Held apart from the warehouse, so whoever can write the warehouse cannot re-hash the chain.
@@ -163,6 +163,8 @@ class Settings(BaseSettings):
                 "GMP_AUDIT_KEY is not set; production refuses to write or verify the audit log without it"
             )
         key_file = self.path("audit") / "audit.key"
+        if not key_file.exists() and not create:
+            raise FileNotFoundError(f"{key_file} is missing and GMP_AUDIT_KEY is not set: no audit key")
         if not key_file.exists():
             descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as handle:

@@ -302,7 +302,14 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
     does not fit; then check it against every head recorded outside the table."""
     from governed_marketing.warehouse import table_exists
 
-    key, home = _key(key), _home(home)
+    home = _home(home)
+    if key is None:
+        from governed_marketing.settings import get_settings
+
+        try:  # verifying never makes a key: a new one would only hide which key the chain was written under
+            key = get_settings().resolve_audit_key(create=False)[0]
+        except FileNotFoundError:
+            key = None
     if not table_exists(conn, "ops", "audit_log"):
         rows: list = []
         anchor: list = []
@@ -331,7 +338,7 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
         if prev_hash != prev:
             return broken(seq, "prev_hash does not match the previous row (a row before it was changed or removed)")
         try:
-            keyed = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash, key)
+            keyed = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash, key) if key else None
             plain = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash)
         except ValueError:
             keyed = plain = None
@@ -341,6 +348,8 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
             unkeyed_through = seq  # written before the chain was keyed
         elif plain == stored:
             return broken(seq, "the row is hashed without the audit key after keyed rows (re-hashed)")
+        elif key is None:
+            return broken(seq, "the row is keyed but there is no audit key (GMP_AUDIT_KEY unset, audit/audit.key gone)")
         else:
             return broken(seq, "the row's content does not match its hash (edited, or re-hashed without the key)")
         prev, expected_seq = stored, seq + 1

@@ -168,3 +168,13 @@ def test_an_entry_carrying_an_email_address_is_refused(conn):
     with pytest.raises(audit.AuditError, match="email"):
         audit.record(conn, actor="gmp-cli", action="dsr:submit", purpose="x", counts={"who": "ann@example.com"})
     assert audit.verify(conn).rows == 7
+
+
+def test_verify_without_the_audit_key_says_so_and_makes_no_new_key(conn, monkeypatch, home):
+    from governed_marketing.settings import reset_settings
+
+    monkeypatch.delenv("GMP_AUDIT_KEY")
+    reset_settings()
+    result = audit.verify(conn)
+    assert (result.ok, result.broken_seq) == (False, 1) and "no audit key" in result.reason
+    assert not (home / "audit" / "audit.key").exists()
