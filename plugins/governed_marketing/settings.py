@@ -106,7 +106,10 @@ class Settings(BaseSettings):
             if folder == self.home_dir:
                 break
             if folder.stat().st_mode & 0o077:
-                folder.chmod(0o700)
+                try:
+                    folder.chmod(0o700)
+                except PermissionError:  # another uid's folder: the 0700 home still shuts others out
+                    log.warning("%s is not ours to make owner-only", folder)
         return target
 
     def secure_home(self) -> str | None:
@@ -121,7 +124,12 @@ class Settings(BaseSettings):
         mode = stat.S_IMODE(home.stat().st_mode)
         if not mode & 0o077:
             return None
-        home.chmod(0o700)
+        try:
+            home.chmod(0o700)
+        except PermissionError:  # not ours (a volume owned by another uid): say so, do not stop the run
+            message = f"GMP_HOME {home} is {mode:04o} and not ours to change; make it owner-only (0700)"
+            log.warning(message)
+            return message
         message = f"GMP_HOME {home} was {mode:04o}, readable by other local users; made it owner-only (0700)"
         log.warning(message)
         return message
