@@ -201,6 +201,9 @@ def airflow_cli(ctx: typer.Context) -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    from governed_marketing.settings import restrict_process_umask
+
+    restrict_process_umask()  # everything gmp writes under GMP_HOME is personal data: owner-only
     os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     sys.exit(app())
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from governed_marketing.settings import Settings, get_settings
+from governed_marketing.settings import Settings, get_settings, restrict_process_umask
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,12 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "governed_marketing",
         "AIRFLOW__OPENLINEAGE__DISABLED": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+        # `gmp airflow standalone` serves the UI and API on loopback only: the metadata DB and task logs
+        # it shows are about people. Set AIRFLOW__API__HOST explicitly to listen elsewhere.
+        "AIRFLOW__API__HOST": os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),
+        # Task logs are Airflow's own files (it chmods them 0664/0775 by default, whatever the umask).
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "DO_NOT_TRACK": "1",
         "SCARF_ANALYTICS": "false",
         "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|governed_marketing)\..*",
@@ -143,6 +149,7 @@ def run_pipeline(
     from governed_marketing.dbt import ensure_manifest
     from governed_marketing.pipeline import parse_as_of
 
+    restrict_process_umask()  # the warehouse, airflow.db, logs and outbox this pass writes: owner-only
     settings = settings or get_settings()
     moment = parse_as_of(as_of).isoformat()
     notify = on_step or (lambda dag_id, state: None)

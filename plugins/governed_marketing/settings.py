@@ -1,13 +1,17 @@
 """The only reader of the environment: every knob the product has, with its default.
 
 `GMP_HOME` holds everything a run writes (warehouse, landing, outbox, exports, receipts, reports,
-AIRFLOW_HOME). Secrets (`GMP_PSEUDONYM_KEY`, `OPENAI_API_KEY`) are read here and never logged.
+AIRFLOW_HOME), all of it personal data: loading settings makes the process's new files owner-only
+(umask 077) and GMP_HOME and its folders 0700. Secrets (`GMP_PSEUDONYM_KEY`, `GMP_AUDIT_KEY`,
+`GMP_EXPORT_ENCRYPTION_KEY`, `OPENAI_API_KEY`) are read here and never logged.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -15,7 +19,19 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from governed_marketing.pseudonym import check_key
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+log = logging.getLogger(__name__)
+
+#: New files owner-only (0600), new directories 0700: GMP_HOME holds personal data.
+OWNER_ONLY_UMASK = 0o077
+
+
+def restrict_process_umask() -> None:
+    """Make every file this process (and its children: dbt, Airflow) creates from now owner-only."""
+    os.umask(OWNER_ONLY_UMASK)
 
 
 def _project_root() -> Path:
@@ -34,6 +50,10 @@ class Settings(BaseSettings):
     policy: Path | None = None
     env: Literal["demo", "production"] = "demo"
     pseudonym_key: SecretStr | None = None
+    #: Keys the audit log's hash chain (HMAC); held apart from the warehouse. Production requires it.
+    audit_key: SecretStr | None = None
+    #: A Fernet key: when set, access/portability exports are written encrypted (`*.fernet`).
+    export_encryption_key: SecretStr | None = None
     llm_provider: Literal["auto", "openai", "offline"] = "auto"
     llm_model: str = "gpt-4.1-mini"
     llm_mode: Literal["sync", "batch"] = "sync"
@@ -77,10 +97,42 @@ class Settings(BaseSettings):
         return self.project_root / "dags"
 
     def path(self, *parts: str) -> Path:
-        """A directory under GMP_HOME, created on first use."""
+        """A directory under GMP_HOME, created owner-only (0700) on first use."""
+        self.secure_home()
         target = self.home_dir.joinpath(*parts)
-        target.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir():
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (target, *target.parents):
+            if folder == self.home_dir:
+                break
+            if folder.stat().st_mode & 0o077:
+                try:
+                    folder.chmod(0o700)
+                except PermissionError:  # another uid's folder: the 0700 home still shuts others out
+                    log.warning("%s is not ours to make owner-only", folder)
         return target
+
+    def secure_home(self) -> str | None:
+        """Create GMP_HOME 0700, or make an existing one owner-only; return what was changed, if anything.
+
+        A 0700 home keeps every file below it from other local users, whatever the files' own modes.
+        """
+        home = self.home_dir
+        if not home.exists():
+            home.mkdir(mode=0o700, parents=True)
+            return None
+        mode = stat.S_IMODE(home.stat().st_mode)
+        if not mode & 0o077:
+            return None
+        try:
+            home.chmod(0o700)
+        except PermissionError:  # not ours (a volume owned by another uid): say so, do not stop the run
+            message = f"GMP_HOME {home} is {mode:04o} and not ours to change; make it owner-only (0700)"
+            log.warning(message)
+            return message
+        message = f"GMP_HOME {home} was {mode:04o}, readable by other local users; made it owner-only (0700)"
+        log.warning(message)
+        return message
 
     # ---- secrets ---------------------------------------------------------------------------
     def resolve_pseudonym_key(self) -> tuple[bytes, str]:
@@ -90,6 +142,7 @@ class Settings(BaseSettings):
         (mode 0600) so that pseudonyms stay stable across runs, and says so.
         """
         if self.pseudonym_key is not None and self.pseudonym_key.get_secret_value():
+            check_key("GMP_PSEUDONYM_KEY", self.pseudonym_key.get_secret_value())
             return self.pseudonym_key.get_secret_value().encode(), "GMP_PSEUDONYM_KEY"
         if self.env == "production":
             raise RuntimeError("GMP_PSEUDONYM_KEY is not set; production refuses to pseudonymize without it")
@@ -103,10 +156,59 @@ class Settings(BaseSettings):
             raise RuntimeError(f"{key_file}: the pseudonym key is empty or too short; delete it to make a new one")
         return key.encode(), f"demo key in {key_file}"
 
+    def resolve_audit_key(self, *, create: bool = True) -> tuple[bytes, str]:
+        """Return the audit chain's HMAC key and where it came from.
+
+        Held apart from the warehouse, so whoever can write the warehouse cannot re-hash the chain.
+        Production refuses to run without GMP_AUDIT_KEY; the demo keeps one in GMP_HOME/audit/audit.key
+        (0600), as it does the pseudonym key.
+        """
+        if self.audit_key is not None and self.audit_key.get_secret_value():
+            check_key("GMP_AUDIT_KEY", self.audit_key.get_secret_value())
+            return self.audit_key.get_secret_value().encode(), "GMP_AUDIT_KEY"
+        if self.env == "production":
+            raise RuntimeError(
+                "GMP_AUDIT_KEY is not set; production refuses to write or verify the audit log without it"
+            )
+        key_file = self.path("audit") / "audit.key"
+        if not key_file.exists() and not create:
+            raise FileNotFoundError(f"{key_file} is missing and GMP_AUDIT_KEY is not set: no audit key")
+        if not key_file.exists():
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        key = key_file.read_text().strip()
+        if len(key) < 64:
+            raise RuntimeError(
+                f"{key_file}: the audit key is empty or too short; restore it (a new key breaks the chain)"
+            )
+        return key.encode(), f"demo key in {key_file}"
+
+    def resolve_export_key(self) -> bytes | None:
+        """The Fernet key that encrypts access exports, or None (exports are written in the clear)."""
+        if self.export_encryption_key is None or not self.export_encryption_key.get_secret_value():
+            return None
+        from cryptography.fernet import Fernet
+
+        value = self.export_encryption_key.get_secret_value().encode()
+        try:
+            Fernet(value)
+        except ValueError:
+            raise RuntimeError(
+                "GMP_EXPORT_ENCRYPTION_KEY is not a Fernet key (32 bytes, url-safe base64). Generate one: "
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            ) from None
+        return value
+
 
 @cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings, once per process; also the point every entry (CLI, runner, Airflow task) passes first,
+    so it makes the process's new files owner-only and GMP_HOME 0700."""
+    restrict_process_umask()
+    settings = Settings()
+    settings.secure_home()
+    return settings
 
 
 def reset_settings() -> None:

@@ -278,3 +278,14 @@ def test_back_dated_dsr_process_answered_the_requests_received_after_its_as_of(p
     out = privacy["process"].result.stdout
     assert "Answered 2 request(s)" in out, out
     assert privacy["erasure_id"] in out and privacy["objection_id"] in out
+
+
+def test_nothing_under_gmp_home_is_readable_by_other_users(privacy):
+    home = privacy["home"]
+    readable = [
+        f"{path.relative_to(home)} {path.lstat().st_mode & 0o777:04o}"
+        for path in [home, *home.rglob("*")]
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    ]
+    assert readable == []  # warehouse, landing, outbox, exports, receipts, logs, airflow.db: owner-only
+    assert "recorded heads match" in privacy["audit"].result.stdout  # verified against heads.jsonl and receipts

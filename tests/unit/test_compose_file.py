@@ -50,6 +50,7 @@ REQUIRED_SECRETS = {
     "_AIRFLOW_WWW_USER_PASSWORD",
     "AIRFLOW_DB_PASSWORD",
     "GMP_PSEUDONYM_KEY",
+    "GMP_AUDIT_KEY",
     "GMP_PG_PASSWORD",
 }
 #: GMP_* variables in .env.example that are not fields of governed_marketing.settings.Settings, and why.

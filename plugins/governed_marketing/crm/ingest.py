@@ -653,6 +653,7 @@ def ingest_export(
         partial.mkdir(parents=True)
         for spec, *_ in staged:
             _archive(crm_dir / spec.name, partial / spec.name, spec, landing_plan[spec.name])
+            (partial / spec.name).chmod(0o600)  # personal data: owner-only, whatever the export's mode
         door.scrub(partial)  # the archive keeps no row the door refused
         partial.rename(landing)
     result = IngestResult(load_id=load_id, already_loaded=False, files=[r for *_, r in staged])

@@ -10,12 +10,13 @@ other people never enter: each table is filtered by this person's identifiers on
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
@@ -25,6 +26,9 @@ from governed_marketing.policy import Policy
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.privacy.suppression import subject_ref
 from governed_marketing.pseudonym import pseudonym
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 _RAW_TABLES = {("raw", "crm_contacts"), ("raw", "crm_consent_events"), ("raw", "crm_activity")}
 
@@ -249,15 +253,81 @@ def _quarantined(conn: duckdb.DuckDBPyConnection, email: str, contact_ids: set[s
     return found
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection"): `=`, `+`,
+#: `-`, `@`, tab, carriage return, and their full-width forms.
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+CSV_NOTE = (
+    "The CSV files are for spreadsheets: a text cell that starts with = + - @, a tab or a carriage return "
+    "(a formula to a spreadsheet) is written with a leading single quote (') so that it is shown, never run. "
+    "subject.json holds every value exactly as we store it."
+)
+ENCRYPTED_SUFFIX = ".fernet"
+ENCRYPTED_NOTE = (
+    "\nThe files are encrypted at rest (Fernet, GMP_EXPORT_ENCRYPTION_KEY): decrypt them with "
+    "governed_marketing.privacy.access.decrypt_export before sending them to the person."
+)
+
+
+def neutralise_cell(value: Any) -> Any:
+    """Prefix a formula-leading text cell with `'` so a spreadsheet shows it instead of running it.
+
+    Numbers, dates and booleans pass unchanged: their text cannot be a formula.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
+
+
+def csv_for_people(rows: list[dict[str, Any]]) -> str:
+    """A CSV meant to be opened in a spreadsheet: columns in first-seen order, formula cells neutralised.
+
+    Lines end in CRLF (RFC 4180): with a bare LF terminator the csv module leaves a lone CR in a cell
+    unquoted, and a spreadsheet splits the row there.
+    """
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["(no rows)"], lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=[neutralise_cell(c) for c in columns] or ["(no rows)"], lineterminator="\r\n"
+    )
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({neutralise_cell(k): "" if v is None else neutralise_cell(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_csv_for_people(path: Path, rows: list[dict[str, Any]], fernet: Fernet | None = None) -> Path:
+    """Write `csv_for_people(rows)` to `path` (encrypted to `<path>.fernet` under `fernet`)."""
+    return _put(path, csv_for_people(rows).encode("utf-8"), fernet)
+
+
+def _put(path: Path, data: bytes, fernet: Fernet | None) -> Path:
+    """Write an export file; under an export key it is encrypted in memory first, so no clear copy touches disk."""
+    if fernet is not None:
+        path = path.with_name(path.name + ENCRYPTED_SUFFIX)
+        data = fernet.encrypt(data)
+    path.write_bytes(data)
+    return path
+
+
+def decrypt_export(directory: Path, key: bytes, out: Path) -> list[Path]:
+    """Decrypt an encrypted export (`*.fernet`) into `out`, for the person to receive; returns the files.
+
+    Raises:
+        cryptography.fernet.InvalidToken: the key is not the one the export was written with.
+    """
+    from cryptography.fernet import Fernet
+
+    fernet = Fernet(key)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for path in sorted(directory.glob(f"*{ENCRYPTED_SUFFIX}")):
+        target = out / path.name.removesuffix(ENCRYPTED_SUFFIX)
+        target.write_bytes(fernet.decrypt(path.read_bytes()))
+        written.append(target)
+    return written
 
 
 def export_subject(
@@ -271,8 +341,22 @@ def export_subject(
     home: Path,
     manifest_path: Path | None,
     now: datetime | None = None,
+    encryption_key: bytes | None | Literal["settings"] = "settings",
 ) -> AccessExport:
-    """Write exports/<request_id>/ (subject.json plus one CSV per table) and return the counts."""
+    """Write exports/<request_id>/ (subject.json plus one CSV per table) and return the counts.
+
+    With an export key (GMP_EXPORT_ENCRYPTION_KEY, read through settings by default) every file but
+    README.txt is written Fernet-encrypted as `<name>.fernet`; `decrypt_export` opens them.
+    """
+    if encryption_key == "settings":
+        from governed_marketing.settings import get_settings
+
+        encryption_key = get_settings().resolve_export_key()
+    fernet = None
+    if encryption_key:
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(encryption_key)
     now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     data = collect(conn, email, policy=policy, key=key, outbox=home / "outbox", manifest_path=manifest_path)
     purposes, recipients = purposes_and_recipients(policy)
@@ -301,14 +385,17 @@ def export_subject(
         **{name: rows for name, rows in data.items() if name != "derived"},
         "derived": data["derived"],
     }
-    (partial / "subject.json").write_text(
-        json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    _put(
+        partial / "subject.json",
+        (json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"),
+        fernet,
     )
     tables = {name: rows for name, rows in data.items() if name != "derived"}
     tables |= {f"derived__{name.replace('.', '__')}": rows for name, rows in data["derived"].items()}
     tables |= {"purposes": purposes, "recipients": recipients}
     for name, rows in tables.items():
-        _write_csv(partial / f"{name}.csv", [{k: _cell(v) for k, v in r.items()} for r in rows])
+        write_csv_for_people(partial / f"{name}.csv", [{k: _cell(v) for k, v in r.items()} for r in rows], fernet)
+    (partial / "README.txt").write_text(CSV_NOTE + (ENCRYPTED_NOTE if fernet else "") + "\n", encoding="utf-8")
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
     counts = {name: len(rows) for name, rows in tables.items() if name not in ("purposes", "recipients")}

@@ -1,19 +1,29 @@
 """The append-only audit log: who (a DAG run or the CLI) did what, for which purpose, with what counts.
 
-Each row carries the SHA-256 of the previous row and of its own canonical content, so changing,
+Each row carries the hash of the previous row and of its own canonical content, so changing,
 removing or inserting a row breaks the chain at that row; `verify()` names the first broken link.
+The hash is an HMAC-SHA256 under the audit key (settings.resolve_audit_key: GMP_AUDIT_KEY, held apart
+from the warehouse), so whoever can write the warehouse cannot re-hash an edited chain. The head
+(seq and hash) is also kept outside the table: appended to `$GMP_HOME/audit/heads.jsonl` at every
+entry and every retention cut, and copied into each report and erasure receipt; `verify()` checks the
+table against every recorded head, so removing the last rows (truncation) or planting an anchor over
+removed rows is found too. Rows written before the chain was keyed (plain SHA-256) still verify as
+links and are named as such: a rewrite of them cannot be told from the original.
 Rows hold ids and counts only: `record()` refuses anything that looks like an email address, so a
 breach investigation (Art. 33) can read the log without reading personal data. Retention may cut
-the oldest rows; the cut is anchored (`ops.audit_anchor`) so the rest still verifies.
+the oldest rows; the cut is anchored (`ops.audit_anchor`, and in heads.jsonl) so the rest still verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -55,11 +65,21 @@ class Verification:
     head_hash: str | None = None
     broken_seq: int | None = None
     reason: str | None = None
+    #: The last seq hashed without the key (rows written before the chain was keyed), if any.
+    unkeyed_through: int | None = None
+    #: Heads recorded outside the table (heads.jsonl, receipts, report.json) the table was checked against.
+    heads_checked: int = 0
 
     def one_line(self) -> str:
         if self.ok:
             head = f"; head seq {self.head_seq} hash {self.head_hash[:16]}" if self.head_hash else ""
-            return f"audit log intact: {self.rows} rows{head}"
+            legacy = (
+                f"; rows up to seq {self.unkeyed_through} predate keying (plain SHA-256: a rewrite of them "
+                "cannot be detected)"
+                if self.unkeyed_through
+                else ""
+            )
+            return f"audit log intact: {self.rows} rows{head}; {self.heads_checked} recorded heads match{legacy}"
         return f"audit log broken at seq {self.broken_seq}: {self.reason}"
 
 
@@ -80,8 +100,130 @@ def _canonical(seq: int, at: datetime, actor: str, action: str, purpose: str, co
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def row_hash(seq: int, at: datetime, actor: str, action: str, purpose: str, counts_json: str, prev: str) -> str:
-    return hashlib.sha256(_canonical(seq, at, actor, action, purpose, counts_json, prev)).hexdigest()
+def row_hash(
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    purpose: str,
+    counts_json: str,
+    prev: str,
+    key: bytes | None = None,
+) -> str:
+    """HMAC-SHA256 of the row under `key`; without a key, the plain SHA-256 of rows that predate keying."""
+    body = _canonical(seq, at, actor, action, purpose, counts_json, prev)
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+# ---- the head outside the table ----------------------------------------------------------------------
+
+
+def _home(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    from governed_marketing.settings import get_settings
+
+    return get_settings().home_dir
+
+
+def _key(key: bytes | None) -> bytes:
+    if key is not None:
+        return key
+    from governed_marketing.settings import get_settings
+
+    return get_settings().resolve_audit_key()[0]
+
+
+def heads_path(home: Path | None = None) -> Path:
+    return _home(home) / "audit" / "heads.jsonl"
+
+
+def store_identity(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> str:
+    """Which warehouse a head belongs to: the DuckDB file (relative to GMP_HOME when inside it) or the
+    Postgres database, so heads of another warehouse sharing the home are never compared."""
+    if getattr(conn, "dialect", None) == "postgres":
+        return "postgres:" + str(conn.execute("select current_database()").fetchall()[0][0])
+    rows = conn.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()
+    path = Path(rows[0][0]).resolve() if rows and rows[0][0] else None
+    if path is None:
+        return "duckdb:memory"
+    try:
+        return str(path.relative_to(_home(home).resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _append_head(home: Path | None, line: dict[str, Any]) -> None:
+    """One line to heads.jsonl (append-only, owner-only), flushed to disk before the caller goes on."""
+    path = heads_path(home)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def head(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> dict[str, Any] | None:
+    """The table's last row as {seq, hash, warehouse}: what reports copy out of the table."""
+    from governed_marketing.warehouse import table_exists
+
+    if not table_exists(conn, "ops", "audit_log"):
+        return None
+    last = conn.execute("select seq, hash from ops.audit_log order by seq desc limit 1").fetchall()
+    if not last:
+        return None
+    return {"seq": int(last[0][0]), "hash": last[0][1], "warehouse": store_identity(conn, home)}
+
+
+def latest_recorded_head(home: Path | None = None) -> dict[str, Any] | None:
+    """The last head appended to heads.jsonl (what a receipt copies, with no warehouse connection)."""
+    path = heads_path(home)
+    if not path.is_file():
+        return None
+    latest = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("kind") == "head":
+            latest = {k: entry[k] for k in ("seq", "hash", "warehouse") if k in entry}
+    return latest
+
+
+def _recorded_heads(home: Path, identity: str) -> tuple[list[tuple[int, str, str]], set[tuple[int, str]], bool]:
+    """(seq, hash, source) of every head recorded for this warehouse, the anchors heads.jsonl holds,
+    and whether heads.jsonl has any entry for it."""
+    heads: list[tuple[int, str, str]] = []
+    anchors: set[tuple[int, str]] = set()
+    any_entry = False
+    path = heads_path(home)
+    if path.is_file():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("warehouse") != identity:
+                continue
+            any_entry = True
+            if entry.get("kind") == "anchor":
+                anchors.add((int(entry["seq"]), str(entry["hash"])))
+            else:
+                heads.append((int(entry["seq"]), str(entry["hash"]), f"audit/heads.jsonl line {number}"))
+    copies = sorted((home / "receipts").glob("*.json")) if (home / "receipts").is_dir() else []
+    copies += [home / "reports" / "report.json"]
+    for copy in copies:
+        try:
+            recorded = json.loads(copy.read_text(encoding="utf-8")).get("audit_head")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, dict) and recorded.get("warehouse") == identity and recorded.get("seq") is not None:
+            heads.append((int(recorded["seq"]), str(recorded["hash"]), str(copy.relative_to(home))))
+    return heads, anchors, any_entry
 
 
 def record(
@@ -92,8 +234,10 @@ def record(
     purpose: str,
     counts: dict[str, Any],
     at: datetime | None = None,
+    key: bytes | None = None,
+    home: Path | None = None,
 ) -> int:
-    """Append one entry and return its seq.
+    """Append one entry (HMAC under the audit key), record the new head in heads.jsonl, return its seq.
 
     Raises:
         AuditError: a value looks like an email address (the log never holds personal data).
@@ -102,6 +246,7 @@ def record(
     for text in (actor, action, purpose, counts_json):
         if _EMAIL_LIKE.search(text):
             raise AuditError(f"audit entry {action!r} would hold an email address; pass ids and counts only")
+    key = _key(key)
     ensure_audit_log(conn)
     moment = (at or datetime.now(UTC)).replace(tzinfo=None)
     conn.execute("begin transaction")
@@ -112,7 +257,7 @@ def record(
         else:
             anchor = conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
             seq, prev = (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
-        digest = row_hash(seq, moment, actor, action, purpose, counts_json, prev)
+        digest = row_hash(seq, moment, actor, action, purpose, counts_json, prev, key)
         conn.execute(
             "insert into ops.audit_log values (?, ?, ?, ?, ?, ?, ?, ?)",
             [seq, moment, actor, action, purpose, counts_json, prev, digest],
@@ -121,6 +266,16 @@ def record(
     except Exception:
         conn.execute("rollback")
         raise
+    _append_head(
+        home,
+        {
+            "kind": "head",
+            "seq": seq,
+            "hash": digest,
+            "warehouse": store_identity(conn, home),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     return seq
 
 
@@ -142,21 +297,36 @@ def record_step(conn: duckdb.DuckDBPyConnection, run_id: str, step: str, subject
     )
 
 
-def verify(conn: duckdb.DuckDBPyConnection) -> Verification:
-    """Recompute the chain from the anchor (or genesis) and name the first row that does not fit."""
+def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: Path | None = None) -> Verification:
+    """Recompute the chain from the anchor (or genesis) under the audit key and name the first row that
+    does not fit; then check it against every head recorded outside the table."""
     from governed_marketing.warehouse import table_exists
 
+    home = _home(home)
+    if key is None:
+        from governed_marketing.settings import get_settings
+
+        try:  # verifying never makes a key: a new one would only hide which key the chain was written under
+            key = get_settings().resolve_audit_key(create=False)[0]
+        except FileNotFoundError:
+            key = None
     if not table_exists(conn, "ops", "audit_log"):
-        return Verification(ok=True, rows=0)
-    anchor = (
-        conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
-        if table_exists(conn, "ops", "audit_anchor")
-        else []
-    )
+        rows: list = []
+        anchor: list = []
+    else:
+        anchor = (
+            conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
+            if table_exists(conn, "ops", "audit_anchor")
+            else []
+        )
+        rows = conn.execute(
+            "select seq, recorded_at, actor, action, purpose, counts_json, prev_hash, hash from ops.audit_log "
+            "order by seq"
+        ).fetchall()
     expected_seq, prev = (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
-    rows = conn.execute(
-        "select seq, recorded_at, actor, action, purpose, counts_json, prev_hash, hash from ops.audit_log order by seq"
-    ).fetchall()
+    unkeyed_through = None
+    keyed_seen = False
+    broken = lambda seq, reason: Verification(ok=False, rows=len(rows), broken_seq=seq, reason=reason)  # noqa: E731
     for seq, at, actor, action, purpose, counts_json, prev_hash, stored in rows:
         if seq != expected_seq:
             reason = (
@@ -164,31 +334,64 @@ def verify(conn: duckdb.DuckDBPyConnection) -> Verification:
                 if seq > expected_seq
                 else f"seq {seq} appears again or out of order"
             )
-            return Verification(ok=False, rows=len(rows), broken_seq=expected_seq, reason=reason)
+            return broken(expected_seq, reason)
         if prev_hash != prev:
-            return Verification(
-                ok=False,
-                rows=len(rows),
-                broken_seq=seq,
-                reason="prev_hash does not match the previous row (a row before it was changed or removed)",
-            )
+            return broken(seq, "prev_hash does not match the previous row (a row before it was changed or removed)")
         try:
-            recomputed = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash)
+            keyed = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash, key) if key else None
+            plain = row_hash(seq, at, actor, action, purpose, counts_json, prev_hash)
         except ValueError:
-            recomputed = None
-        if recomputed != stored:
-            return Verification(
-                ok=False, rows=len(rows), broken_seq=seq, reason="the row's content does not match its hash (edited)"
-            )
+            keyed = plain = None
+        if keyed is not None and hmac.compare_digest(keyed, stored):
+            keyed_seen = True
+        elif plain == stored and not keyed_seen:
+            unkeyed_through = seq  # written before the chain was keyed
+        elif plain == stored:
+            return broken(seq, "the row is hashed without the audit key after keyed rows (re-hashed)")
+        elif key is None:
+            return broken(seq, "the row is keyed but there is no audit key (GMP_AUDIT_KEY unset, audit/audit.key gone)")
+        else:
+            return broken(seq, "the row's content does not match its hash (edited, or re-hashed without the key)")
         prev, expected_seq = stored, seq + 1
-    head = rows[-1] if rows else None
+    last_seq = rows[-1][0] if rows else (anchor[0][0] if anchor else 0)
+    by_seq = {row[0]: row[7] for row in rows}
+    identity = store_identity(conn, home)
+    heads, anchors, any_entry = _recorded_heads(home, identity)
+    for seq, digest, source in sorted(heads):
+        if seq > last_seq:
+            return broken(
+                last_seq + 1,
+                f"{source} recorded head seq {seq}, beyond the table's last row {last_seq}: "
+                f"rows {last_seq + 1}..{seq} were removed (truncated)",
+            )
+        if anchor and seq <= anchor[0][0]:
+            if seq == anchor[0][0] and digest != anchor[0][1]:
+                return broken(seq, f"the anchor's hash differs from the head {source} recorded")
+            continue  # cut by retention, anchored
+        if by_seq.get(seq) != digest:
+            return broken(seq, f"the row's hash differs from the head {source} recorded (the chain was rewritten)")
+    # heads.jsonl knew rows at or before the anchor, yet no retention cut recorded it: planted.
+    known_before = any(seq <= anchor[0][0] for seq, _, src in heads if src.startswith("audit/")) if anchor else False
+    if anchor and any_entry and known_before and tuple(anchor[0]) not in anchors:
+        return broken(
+            anchor[0][0],
+            "the anchor (ops.audit_anchor) is not in audit/heads.jsonl: rows were removed without a "
+            "retention cut (planted anchor)",
+        )
+    last = rows[-1] if rows else None
     return Verification(
-        ok=True, rows=len(rows), head_seq=head[0] if head else None, head_hash=head[7] if head else None
+        ok=True,
+        rows=len(rows),
+        head_seq=last[0] if last else None,
+        head_hash=last[7] if last else None,
+        unkeyed_through=unkeyed_through,
+        heads_checked=len(heads),
     )
 
 
-def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: bool) -> int:
-    """Remove entries older than `cutoff` from the start of the chain, anchoring the last one removed."""
+def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
+    """Remove entries older than `cutoff` from the start of the chain, anchoring the last one removed
+    (in ops.audit_anchor and in heads.jsonl, so verify can tell the cut from a planted anchor)."""
     ensure_audit_log(conn)
     rows = conn.execute(
         "select seq, hash from ops.audit_log where recorded_at < ? order by seq", [cutoff.replace(tzinfo=None)]
@@ -214,4 +417,14 @@ def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: 
     except Exception:
         conn.execute("rollback")
         raise
+    _append_head(
+        home,
+        {
+            "kind": "anchor",
+            "seq": last_seq,
+            "hash": last_hash,
+            "warehouse": store_identity(conn, home),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     return len(prefix)

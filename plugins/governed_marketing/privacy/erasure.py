@@ -41,7 +41,7 @@ import pandas as pd
 from governed_marketing import dialect, warehouse
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
-from governed_marketing.privacy import scan
+from governed_marketing.privacy import audit, scan
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.privacy.suppression import rewrite_csv, subject_ref, suppress
 from governed_marketing.pseudonym import pseudonym
@@ -716,6 +716,9 @@ def write_receipt(home: Path, result: ErasureResult, *, policy: Policy, notes: l
         "verification": result.verification,
         "recipients_to_notify": recipients(policy, had_outbox_messages=result.outbox_messages > 0),
         "notes": notes,
+        # The audit chain's head when the receipt was written: a copy outside the warehouse that
+        # `gmp audit verify` checks the table against (truncation, re-hashing).
+        "audit_head": audit.latest_recorded_head(home),
     }
     path = home / "receipts" / f"{result.request_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

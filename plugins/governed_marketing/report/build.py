@@ -21,6 +21,7 @@ import duckdb
 
 from governed_marketing import warehouse
 from governed_marketing.policy import Policy, load_policy
+from governed_marketing.privacy import audit
 from governed_marketing.report.art30 import records_of_processing
 from governed_marketing.report.charts import funnel_chart
 from governed_marketing.report.labels import describe
@@ -73,13 +74,17 @@ def build_report(
     evidence: dict[str, Any] = {}
     gates: list[tuple[str, GateResult]] = []
     privacy_section: PrivacySection = PLACEHOLDER
+    audit_head = None
     if warehouse.exists(settings):
         with warehouse.session(read_only=True, settings=settings) as conn:
             evidence, gates = _collect(conn, policy)
+            audit_head = audit.head(conn, settings.home_dir)  # a copy outside the table, checked by verify
             if provider is not None:
                 privacy_section = _privacy_section(provider, conn, policy, settings)
     pages = build_data_docs(gates, reports / "data_docs")
     data = _assemble(policy, classes, evidence, gates, pages, failure=failure, privacy=privacy_section)
+    data["audit_head"] = audit_head
+    data["security_of_processing"] = security_of_processing(settings)
     _write(reports / "report.json", json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     _write(reports / "index.html", render_html(data))
     return reports / "index.html"
@@ -402,4 +407,54 @@ def _assemble(
         "quarantine": {"scope": evidence.get("quarantine_scope", "none"), "rows": evidence.get("quarantine", [])},
         "records_of_processing": records_of_processing(policy, classes),
         "privacy_requests": privacy,
+    }
+
+
+# ---- security of processing (Art. 32) ----------------------------------------------------------------
+
+
+def security_of_processing(settings: Settings) -> dict[str, Any]:
+    """Which stores are encrypted at rest, who can read GMP_HOME, and what keys the audit chain: said plainly."""
+    try:
+        exports_encrypted = settings.resolve_export_key() is not None
+        exports_note = (
+            "Fernet (AES-128-CBC and HMAC-SHA256) under GMP_EXPORT_ENCRYPTION_KEY; files end in .fernet"
+            if exports_encrypted
+            else "in the clear: set GMP_EXPORT_ENCRYPTION_KEY to encrypt them"
+        )
+    except RuntimeError as exc:
+        exports_encrypted, exports_note = False, str(exc)
+    if settings.warehouse == "postgres":
+        warehouse_store = {
+            "store": f"warehouse (Postgres database {settings.pg_database})",
+            "encrypted_at_rest": False,
+            "note": "storage encryption is the database server's (volume or disk encryption); not managed here",
+        }
+    else:
+        warehouse_store = {
+            "store": "warehouse ($GMP_HOME/warehouse.duckdb)",
+            "encrypted_at_rest": False,
+            "note": "not encrypted by the product (DuckDB writes encrypted files only with its httpfs extension "
+            "loaded); keep GMP_HOME on an encrypted disk",
+        }
+    home = settings.home_dir
+    mode = f"{home.stat().st_mode & 0o777:04o}" if home.exists() else "not created yet"
+    return {
+        "stores": [
+            warehouse_store,
+            {
+                "store": "access and portability exports ($GMP_HOME/exports)",
+                "encrypted_at_rest": exports_encrypted,
+                "note": exports_note,
+            },
+            {
+                "store": "landing archives, outbox, receipts, reports, logs, Airflow metadata",
+                "encrypted_at_rest": False,
+                "note": "owner-only files; keep GMP_HOME on an encrypted disk",
+            },
+        ],
+        "gmp_home_mode": mode,
+        "audit_chain": "HMAC-SHA256 under "
+        + ("GMP_AUDIT_KEY" if settings.audit_key is not None else "the demo key in $GMP_HOME/audit/audit.key")
+        + "; head copied to $GMP_HOME/audit/heads.jsonl, every erasure receipt and report.json",
     }

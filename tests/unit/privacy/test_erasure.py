@@ -92,3 +92,24 @@ def test_the_stores_holding_people_come_from_the_dbt_manifest(home):
         n["name"] for n in manifest_nodes(manifest_path(home.settings)) if (n.get("meta") or {}).get("subject_column")
     }
     assert {"crm_contacts", "int_contacts_profiled", "campaign_audience", "campaign_recipients"} <= marked
+
+
+def test_the_receipt_holds_the_audit_head_that_verify_checks_the_table_against(home):
+    from governed_marketing.privacy import audit
+
+    with home.connect() as conn:
+        audit.record(conn, actor="gmp-cli", action="ingest", purpose="crm_ingest", counts={"rows": 4})
+        request_id = dsr.submit(conn, "erasure", email_of("alice"), policy=home.policy, key=home.key)
+    process_pending(settings=home.settings, policy=home.policy)
+    receipt = json.loads((home.path / "receipts" / f"{request_id}.json").read_text(encoding="utf-8"))
+    head = receipt["audit_head"]
+    assert head["warehouse"] == "warehouse.duckdb" and len(head["hash"]) == 64
+    with home.connect() as conn:
+        assert (
+            conn.execute("select hash from ops.audit_log where seq = ?", [head["seq"]]).fetchall()[0][0] == head["hash"]
+        )
+        conn.execute("delete from ops.audit_log where seq >= ?", [head["seq"]]).fetchall()
+    audit.heads_path(home.path).unlink()  # the receipt alone still tells
+    with home.connect(read_only=True) as conn:
+        result = audit.verify(conn)
+    assert not result.ok and f"receipts/{request_id}.json" in result.reason
