@@ -115,8 +115,9 @@ def collect_campaign_batches(
     run_id: str,
     client: Any = None,
 ) -> dict:
-    """Read finished batches into the ledger (vendor files deleted), and resubmit what came back
-    missing, expired or failed at the server in one new batch (re-asks carry their history)."""
+    """Read finished batches into the ledger (vendor files deleted), and send in one new batch what came
+    back missing, expired or failed at the server, and each rejected answer's one re-ask (with its
+    history: the rejected answer and the reason)."""
     client = client or _client()
     ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
@@ -144,7 +145,8 @@ def collect_campaign_batches(
         collected["run_cost_usd"] = round(collected["run_cost_usd"] + result.cost_usd, 8)
         resubmit += result.resubmit
         reasks.update(result.reasks)
-    again = [by_custom_id[cid] for cid in dict.fromkeys(resubmit) if cid in by_custom_id]
+    # What went missing is sent again as it was; a rejected answer goes out with its re-ask turn.
+    again = [by_custom_id[cid] for cid in dict.fromkeys([*resubmit, *reasks]) if cid in by_custom_id]
     histories = {cid: history for cid, history in reasks.items() if cid in by_custom_id}
     new_batch = _submit(conn, client, policy, work, again, run_id=run_id, histories=histories)
     outcome = _outcome(conn, policy, work, "batch")

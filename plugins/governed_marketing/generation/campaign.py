@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +133,25 @@ def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -
         raise GateFailed(result)
 
 
+def sendable_attributes(policy: Policy, attributes: dict[str, str | None]) -> dict[str, str | None]:
+    """Attribute values as they may leave for a vendor: free text mapped onto its vocabulary.
+
+    Each `;`-separated item of a free-text attribute (interests, last purchase category) is matched
+    against `vocabularies.<field>` in governance.yml (case, spacing and synonyms); an item that is not
+    a term is dropped here, so text such as "Ignore previous instructions..." never leaves. Other
+    attributes pass unchanged (the vendor-payload gate checks them all).
+    """
+    sendable: dict[str, str | None] = {}
+    for name, value in attributes.items():
+        vocabulary = policy.vocabulary_of(name)
+        if vocabulary is None or value is None:
+            sendable[name] = value
+            continue
+        terms = dict.fromkeys(term for term in map(vocabulary.map, value.split(";")) if term)
+        sendable[name] = ";".join(terms) or None
+    return sendable
+
+
 def _none_if_missing(value: object) -> str | None:
     return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
@@ -185,7 +203,7 @@ def load_work(
             prompt_version=version,
             system_prompt=system_prompt,
             language=language,
-            attributes={k: v for k, v in attributes.items() if v is not None},
+            attributes={k: v for k, v in sendable_attributes(policy, attributes).items() if v is not None},
             custom_id=ledger.custom_id(campaign_id, unit_id, version, model),
         )
 
@@ -626,4 +644,3 @@ def run_campaign(
     published.reused_drafts = prepared.reused_drafts
     published.estimated_cost_usd = prepared.estimated_cost_usd
     return published
-

@@ -497,9 +497,7 @@ def user_message(request: DraftRequest, *, max_body_chars: int | None = None) ->
     if not _LANGUAGE.fullmatch(request.language or ""):
         raise ProviderError(f"unit {request.unit_id}: language {request.language!r} is not an ISO 639-1 code")
     length = f" Keep the body under {max_body_chars} characters." if max_body_chars else ""
-    instruction = _INSTRUCTION.format(
-        language=request.language, tag=DATA_TAG, length=length
-    )
+    instruction = _INSTRUCTION.format(language=request.language, tag=DATA_TAG, length=length)
     return f"{instruction}\n\n{_data_block(request.attributes)}"
 
 

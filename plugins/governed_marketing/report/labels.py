@@ -28,6 +28,9 @@ def describe(expectation: str, kwargs: dict[str, Any]) -> str:
         return f"exactly these columns: {', '.join(sorted(kwargs.get('column_set') or []))}"
     if column in _COMPUTED and expectation == "expect_column_values_to_be_in_set":
         return _COMPUTED[column]
+    if str(column).endswith("_outside_vocabulary") and expectation == "expect_column_values_to_be_in_set":
+        attribute = str(column).removesuffix("_outside_vocabulary")
+        return f"every {attribute} value sent is a term of its vocabulary in governance.yml (vocabularies)"
     if expectation == "expect_column_values_to_not_be_null":
         return f"{column} is always present"
     if expectation == "expect_column_values_to_be_unique":

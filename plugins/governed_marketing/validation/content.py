@@ -149,7 +149,10 @@ def content_frame(
         return pd.DataFrame(columns=CONTENT_COLUMNS)
     drafts = messages.drop_duplicates("cohort_id").set_index("cohort_id")
     shapes = [re.compile(p) for p in (EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls))]
-    texts = [f"{s or ''}\n{p or ''}\n{b or ''}" for s, p, b in zip(drafts["subject"], drafts["preheader"], drafts["body"], strict=True)]
+    texts = [
+        f"{s or ''}\n{p or ''}\n{b or ''}"
+        for s, p, b in zip(drafts["subject"], drafts["preheader"], drafts["body"], strict=True)
+    ]
     draft_checks = pd.DataFrame(
         {
             "draft_has_template_syntax": [bool(_TEMPLATE.search(text)) for text in texts],
