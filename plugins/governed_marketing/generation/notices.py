@@ -99,11 +99,13 @@ _SEPARATOR_RUN = re.compile(r"[ '\u2019.-]{2,}")
 
 
 def _reads_as_name(text: str) -> bool:
-    """Letters and combining marks, joined by single spaces, hyphens, apostrophes or dots."""
+    """Letters and combining marks, joined by single spaces, hyphens or apostrophes; dots end initials."""
     if not unicodedata.category(text[0]).startswith("L"):
         return False
     if any(not (unicodedata.category(ch)[0] in "LM" or ch in _JOINERS) for ch in text):
         return False
+    if any(ch == "." and text[i + 1 : i + 2] not in ("", " ") for i, ch in enumerate(text)):
+        return False  # an initial ("J. R.") ends with its dot; "www.example.com" is no name
     return all(run == ". " for run in _SEPARATOR_RUN.findall(text))
 
 

@@ -120,7 +120,7 @@ class CampaignApprovalOperator(ApprovalOperator):
 
     `approval: auto` passes straight through. `approval: required` waits in Airflow's
     human-in-the-loop step (Required actions in the UI); the approver sees counts, cost and the drafts
-    with their placeholders, never a recipient. Reject skips publishing: nothing reaches the outbox.
+    (no greeting, no name), never a recipient. Reject skips publishing: nothing reaches the outbox.
     """
 
     template_fields = (*ApprovalOperator.template_fields, "campaign_id")
