@@ -15,7 +15,6 @@ from pathlib import Path
 import duckdb
 import openai
 import pytest
-from governed_marketing.generation import ledger
 from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
 from governed_marketing.generation.campaign import UnitsFailed, draft_sync, prepare_campaign, run_campaign
 from governed_marketing.generation.cost import pricing_for
