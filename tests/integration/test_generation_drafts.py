@@ -253,3 +253,27 @@ def test_an_instruction_in_interests_never_reaches_the_vendor(injection_warehous
         data = json.loads(DATA_BLOCK.search(request.body["messages"][1]["content"]).group(1))
         for attribute, allowed in terms.items():
             assert data.get(attribute) is None or data[attribute] in allowed, data
+
+
+def test_a_batch_unit_rejected_after_its_reask_fails_the_task_without_a_retry(conn, policy, openai_server):
+    client = openai.OpenAI(base_url=openai_server.base_url, api_key="sk-local", max_retries=0)
+    api = openai_server.batch_api
+    common = {**_common(conn, policy), "provider": "openai", "model": MODEL}
+    prepare_campaign(CAMPAIGN, transport="batch", **common)
+    submitted = submit_campaign_batch(CAMPAIGN, client=client, **common)
+    rejected = sorted(line["custom_id"] for line in api.uploaded_lines())[:1]
+    api.placeholder_lines(rejected)
+    api.advance()
+    collected = collect_campaign_batches(CAMPAIGN, submitted["batch_ids"], client=client, **common)
+    api.placeholder_lines(rejected)  # the re-ask is answered with template syntax again
+    api.advance()
+
+    with pytest.raises(UnitsFailed, match="failed for their content") as failed:
+        collect_campaign_batches(CAMPAIGN, collected["batch_ids"], client=client, **common)
+
+    assert failed.value.retryable is False
+    row = conn.execute(
+        "select status, attempts, input_tokens > 0, cost_usd > 0 from ops.generation_ledger where custom_id = ?",
+        rejected,
+    ).fetchone()
+    assert row == ("failed", 2, True, True)  # both paid answers are counted
