@@ -227,11 +227,12 @@ class Policy(_Strict):
             for attr in self.cohorts.generalize:
                 if attr not in purpose.fields:
                     raise ValueError(f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields")
-        fields = {f for purpose in self.purposes.values() for f in purpose.fields}
+        # A vocabulary may outlive its field's place in an allow-list; a name nobody sends is a typo.
+        fields = FREE_TEXT_FIELDS | {f for purpose in self.purposes.values() for f in purpose.fields}
         for name in self.vocabularies:
             if name not in fields:
                 raise ValueError(
-                    f"vocabularies.{name}: not an allow-listed field of any purpose (purposes.<id>.fields: "
+                    f"vocabularies.{name}: not a field that can be sent to a vendor (one of: "
                     f"{', '.join(sorted(fields))})"
                 )
         return self

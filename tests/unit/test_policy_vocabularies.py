@@ -67,3 +67,12 @@ def test_a_free_text_field_without_a_vocabulary_allows_no_value(tmp_path: Path) 
 def test_a_malformed_vocabulary_names_the_key(tmp_path: Path, change, names: str) -> None:
     with pytest.raises(PolicyError, match=names.replace(".", r"\.")):
         parse_modified(tmp_path, change)
+
+
+def test_a_vocabulary_may_stay_when_its_field_leaves_the_allow_list(tmp_path: Path) -> None:
+    def drop_interests(raw: dict) -> None:
+        purpose = raw["purposes"]["ai_personalized_email"]
+        purpose["fields"] = [f for f in purpose["fields"] if f != "interests"]
+        raw["cohorts"]["generalize"] = [a for a in raw["cohorts"]["generalize"] if a != "interests"]
+
+    assert "interests" in parse_modified(tmp_path, drop_interests).vocabularies
