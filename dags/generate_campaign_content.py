@@ -15,8 +15,10 @@ Drafts content for every campaign in governance.yml once its audience is rebuilt
 Owner: marketing-data - Inputs: `campaign_audience`, `generation_cohorts` - Outputs: outbox (asset `OUTBOX`)
 Rerun: safe. Drafts are keyed by (campaign, unit, prompt version, model) in the ledger: a rerun or a
 task retry reuses finished units, re-attaches to batches in flight and pays for nothing twice. A
-failed gate, an exhausted budget or quota fails the task at once with the reason; units that failed
-at the vendor are recorded and requested again by the retry.
+failed gate, an exhausted budget or quota, or units rejected for their content (after one re-ask)
+fail the task at once with the reason, without retries: a retry would pay for the same answers.
+Units that failed at the vendor (5xx, timeouts) are recorded and requested again by the retry.
+Every paid attempt, rejected or not, is in the ledger with its tokens and cost.
 """
 
 from datetime import timedelta

@@ -1,7 +1,8 @@
 """The generated-content gate: every message as it would be written to the outbox, checked first.
 
 One row per message. Vendor text is checked before names are merged (draft_* columns, computed per
-draft), the final message after (subject, body). Fails closed: nothing is written to the outbox
+draft: a draft must carry no template syntax, since the greeting is composed locally), the final
+message after (subject, body). Fails closed: nothing is written to the outbox
 unless every message passes.
 """
 
@@ -19,7 +20,8 @@ COMPUTED_COLUMNS = {
     "cohort_id": "none",
     "language": "none",
     "expected_language": "none",
-    "draft_placeholder_count": "none",
+    "draft_has_template_syntax": "none",
+    "draft_has_contact_shape": "none",
     "draft_body_length": "none",
     "draft_has_known_identifier": "none",
     "has_objection_notice": "none",
@@ -30,7 +32,8 @@ CONTENT_COLUMNS = [
     "expected_language",
     "subject",
     "body",
-    "draft_placeholder_count",
+    "draft_has_template_syntax",
+    "draft_has_contact_shape",
     "draft_body_length",
     "draft_has_known_identifier",
     "has_objection_notice",
@@ -40,7 +43,7 @@ MAX_SUBJECT_CHARS = 200
 
 
 def build_suite(policy: Policy, campaign_id: str) -> gx.ExpectationSuite:
-    """No email, phone or unlisted URL; no known identifier; the notice; length, placeholder and language rules."""
+    """No email, phone or unlisted URL; no template syntax; no known identifier; the notice; length and language."""
     outside = url_outside_allow_list(policy.content.allowed_urls)
     suite = gx.ExpectationSuite(name=f"generated_content.{campaign_id}")
     suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=CONTENT_COLUMNS, exact_match=True))
@@ -56,7 +59,8 @@ def build_suite(policy: Policy, campaign_id: str) -> gx.ExpectationSuite:
     )
     suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="draft_has_known_identifier", value_set=[False]))
     suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="has_objection_notice", value_set=[True]))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="draft_placeholder_count", value_set=[1]))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="draft_has_template_syntax", value_set=[False]))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="draft_has_contact_shape", value_set=[False]))
     suite.add_expectation(
         gxe.ExpectColumnValuesToBeBetween(
             column="draft_body_length", min_value=1, max_value=policy.content.max_body_chars

@@ -16,6 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONSENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+VOCABULARY_TERM = re.compile(r"^[^\W\d_][^\W_]*(?:_[^\W_]+)*$")
+#: Contract columns the CRM fills with free text: sent to a vendor only as terms of their vocabulary
+#: (`vocabularies.<field>`); without one, none of their values leaves.
+FREE_TEXT_FIELDS = frozenset({"interests", "last_purchase_category"})
+#: Request attributes named differently from the allow-listed field they come from
+#: (generation_cohorts carries one `interest`: the first of `interests`).
+ATTRIBUTE_FIELDS = {"interest": "interests"}
 PERIOD = re.compile(r"^(\d+)\s*(d|mo|y|days?|months?|years?)$")
 
 
@@ -113,6 +120,53 @@ class Content(_Strict):
 SKEW = re.compile(r"^(\d+)\s*(m|min|h|d)$")
 
 
+def vocabulary_key(value: str) -> str:
+    """How a value is matched against a vocabulary: case, spaces, hyphens and underscores do not matter."""
+    return re.sub(r"[\s_-]+", "_", value.strip().casefold()).strip("_")
+
+
+class Vocabulary(_Strict):
+    """The values a free-text field may take when it is sent to a vendor, and synonyms mapped onto them."""
+
+    terms: list[str] = Field(min_length=1)
+    synonyms: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for index, term in enumerate(value):
+            if not isinstance(term, str) or not VOCABULARY_TERM.match(term) or vocabulary_key(term) != term:
+                raise ValueError(
+                    f"item {index}: {term!r} must be a lower-case word or words joined by '_' (like home_decor)"
+                )
+            if term in seen:
+                raise ValueError(f"item {index}: {term!r} is listed twice")
+            seen.add(term)
+        return value
+
+    @model_validator(mode="after")
+    def _synonyms(self) -> Vocabulary:
+        for spelling, term in self.synonyms.items():
+            if term not in self.terms:
+                raise ValueError(f"synonyms.{spelling}: {term!r} is not one of the terms")
+            if vocabulary_key(spelling) in self.terms and vocabulary_key(spelling) != term:
+                raise ValueError(f"synonyms.{spelling}: is itself the term {vocabulary_key(spelling)!r}")
+        return self
+
+    def map(self, value: object) -> str | None:
+        """The term a value stands for (case, spacing, synonyms), or None when it is not in the vocabulary."""
+        if not isinstance(value, str):
+            return None
+        key = vocabulary_key(value)
+        if key in self.terms:
+            return key
+        for spelling, term in self.synonyms.items():
+            if vocabulary_key(spelling) == key:
+                return term
+        return None
+
+
 class Ingest(_Strict):
     max_quarantine_share: float = Field(ge=0, le=1)
     #: How far past the load time an `updated_at` may lie (clock skew between systems): `30m`, `2h`, `1d`.
@@ -148,6 +202,8 @@ class Policy(_Strict):
     unknown_age: Literal["include", "exclude"]
     cohorts: Cohorts
     content: Content
+    #: Per allow-listed free-text field, the values that may be sent to a vendor (see FREE_TEXT_FIELDS).
+    vocabularies: dict[str, Vocabulary] = Field(default_factory=dict)
     ingest: Ingest
     retention: dict[str, str]
     dsr: Dsr
@@ -188,6 +244,14 @@ class Policy(_Strict):
             for attr in self.cohorts.generalize:
                 if attr not in purpose.fields:
                     raise ValueError(f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields")
+        # A vocabulary may outlive its field's place in an allow-list; a name nobody sends is a typo.
+        fields = FREE_TEXT_FIELDS | {f for purpose in self.purposes.values() for f in purpose.fields}
+        for name in self.vocabularies:
+            if name not in fields:
+                raise ValueError(
+                    f"vocabularies.{name}: not a field that can be sent to a vendor (one of: "
+                    f"{', '.join(sorted(fields))})"
+                )
         return self
 
     # ---- helpers used across the product -------------------------------------------------
@@ -205,6 +269,19 @@ class Policy(_Strict):
 
     def all_consents(self) -> list[str]:
         return sorted({c for p in self.purposes.values() for c in p.requires_consent})
+
+    def vocabulary_of(self, attribute: str) -> Vocabulary | None:
+        """The vocabulary a request attribute is held to; an empty one for free text without a declaration.
+
+        None: the attribute is not free text and has no vocabulary (language, country, lifecycle stage
+        are checked by the CRM contract).
+        """
+        field = ATTRIBUTE_FIELDS.get(attribute, attribute)
+        if field in self.vocabularies:
+            return self.vocabularies[field]
+        if field in FREE_TEXT_FIELDS:
+            return Vocabulary.model_construct(terms=[], synonyms={})
+        return None
 
     def prompt_path(self, campaign_id: str) -> Path:
         base = self.source_path.parent if self.source_path else Path.cwd()

@@ -128,7 +128,7 @@ def test_submit_poll_collect_stores_drafts_and_closes_the_ledger(conn, client, a
         "select unit_id, language, body, model, input_tokens, vendor_request_id from ops.generated_content order by 1"
     ).fetchall()
     assert [row[0] for row in stored] == ["cohort-000", "cohort-001", "cohort-002"]
-    assert all(row[1] == "de" and FIRST_NAME_PLACEHOLDER in row[2] and row[3] == MODEL for row in stored)
+    assert all(row[1] == "de" and FIRST_NAME_PLACEHOLDER not in row[2] and row[3] == MODEL for row in stored)
     assert all(row[4] > 0 and row[5].startswith("chatcmpl-local-") for row in stored)
     totals = ledger.totals(conn, CAMPAIGN, VERSION, MODEL)
     assert (totals["succeeded"], totals["attempts"]) == (3, 3)

@@ -70,7 +70,7 @@ def test_structured_output_is_parsed_into_a_draft(openai_server: LocalOpenAIServ
     result = _provider(openai_server).draft_many([_request()])["cohort-001"]
 
     assert isinstance(result.draft, Draft)
-    assert FIRST_NAME_PLACEHOLDER in result.draft.body
+    assert "{" not in result.draft.body  # plain text: the greeting is composed locally
     assert result.model == "gpt-4.1-mini-local"  # the model the response names
     assert result.vendor_request_id == "chatcmpl-local-000001"
     assert result.extra["http_request_id"] == "req_local_000001"
@@ -106,7 +106,7 @@ def test_rate_limit_is_waited_out_by_the_limiter_and_yields_the_draft(openai_ser
     result = _provider(openai_server).draft_many([_request()])["cohort-001"]
 
     assert len(openai_server.chat_requests()) == 2  # sent again once: not by the SDK and the limiter both
-    assert FIRST_NAME_PLACEHOLDER in result.draft.body
+    assert result.draft.body
     assert result.extra["rate_limited"] == "1" and "sdk_retries" not in result.extra
 
 
@@ -160,14 +160,45 @@ def test_malformed_output_twice_raises_provider_error_naming_the_unit(
     assert len(openai_server.chat_requests()) == 2
 
 
-def test_draft_without_the_placeholder_is_reasked_once(openai_server: LocalOpenAIServer) -> None:
-    openai_server.no_placeholder_next(1)
+def test_draft_without_a_placeholder_is_accepted_at_the_first_call(openai_server: LocalOpenAIServer) -> None:
+    """A vendor that writes good plain text (no template syntax) is not re-asked: one paid call."""
+    result = _provider(openai_server).draft_many([_request()])["cohort-001"]
+
+    assert FIRST_NAME_PLACEHOLDER not in result.draft.body
+    assert len(openai_server.chat_requests()) == 1
+    assert result.extra["attempts"] == "1"
+
+
+def test_the_vendor_is_never_asked_for_template_syntax(openai_server: LocalOpenAIServer) -> None:
+    _provider(openai_server).draft_many([_request()])
+
+    sent = json.dumps(openai_server.chat_requests()[0].body)
+    assert "first_name" not in sent and "{{" not in sent
+
+
+def test_draft_with_template_syntax_is_reasked_once(openai_server: LocalOpenAIServer) -> None:
+    openai_server.placeholder_next(1)
 
     result = _provider(openai_server).draft_many([_request()])["cohort-001"]
 
-    assert FIRST_NAME_PLACEHOLDER in result.draft.body
-    assert FIRST_NAME_PLACEHOLDER in _messages(openai_server, 1)[-1]["content"]
+    assert FIRST_NAME_PLACEHOLDER not in result.draft.body
+    assert "template syntax" in _messages(openai_server, 1)[-1]["content"]
     assert result.extra["attempts"] == "2"
+
+
+def test_a_unit_rejected_twice_reports_what_both_paid_attempts_cost(openai_server: LocalOpenAIServer) -> None:
+    failures: dict = {}
+    openai_server.placeholder_next(2)
+
+    results = _provider(openai_server).draft_many(
+        [_request()], on_failure=lambda request, failure: failures.setdefault(request.unit_id, failure)
+    )
+
+    failure = failures["cohort-001"]
+    assert results == {} and failure.kind == "rejected" and failure.retryable is False
+    assert openai_server.paid_requests == 2
+    two_calls = sum(max(1, len(m["content"]) // 4) for i in (0, 1) for m in _messages(openai_server, i))
+    assert failure.input_tokens == two_calls and failure.output_tokens > 0
 
 
 def test_refusal_raises_provider_error_naming_the_unit(openai_server: LocalOpenAIServer) -> None:

@@ -10,8 +10,10 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 
 
-def build_home(root: Path, *, contacts: int, seed: int, as_of: str) -> Path:
-    """Generate an export under `root`, ingest it and build the models; return the GMP_HOME."""
+def build_home(root: Path, *, contacts: int = 0, seed: int = 0, as_of: str, export: Path | None = None) -> Path:
+    """Generate an export under `root` (or copy `export`), ingest it and build the models; return the GMP_HOME."""
+    import shutil
+
     from dbt.cli.main import dbtRunner
     from governed_marketing import warehouse
     from governed_marketing.crm.generate import write_sample_export
@@ -22,7 +24,10 @@ def build_home(root: Path, *, contacts: int, seed: int, as_of: str) -> Path:
 
     home = root / "home"
     home.mkdir(parents=True)
-    write_sample_export(root / "crm", contacts=contacts, seed=seed)
+    if export is None:
+        write_sample_export(root / "crm", contacts=contacts, seed=seed)
+    else:
+        shutil.copytree(export, root / "crm")
     policy = load_policy()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GMP_HOME", str(home))

@@ -27,7 +27,7 @@ is answered normally), queued by the test:
     api = server.batch_api
     api.fail_lines({"gmp-1": 500, "gmp-2": 400})   # error file lines with these HTTP statuses
     api.malformed_lines({"gmp-3"})                  # status 200, content that is not the schema's JSON
-    api.no_placeholder_lines({"gmp-4"})             # status 200, valid JSON without {{ first_name }}
+    api.placeholder_lines({"gmp-4"})                # status 200, valid JSON greeting with {{ first_name }}
     api.refuse_lines({"gmp-5"})                     # status 200, message.refusal
     api.filter_lines({"gmp-6"})                     # status 200, finish_reason content_filter
     api.expire_next_batch(completed=2)              # the next batch expires after 2 requests ran
@@ -180,9 +180,12 @@ class BatchAPI:
         with self._lock:
             self._malformed.update(custom_ids)
 
-    def no_placeholder_lines(self, custom_ids: set[str] | list[str]) -> None:
+    def placeholder_lines(self, custom_ids: set[str] | list[str]) -> None:
+        """These lines answer a draft greeting with `{{ first_name }}`: template syntax, rejected."""
         with self._lock:
             self._no_placeholder.update(custom_ids)
+
+    no_placeholder_lines = placeholder_lines  # its old name (drafts once had to carry the placeholder)
 
     def refuse_lines(self, custom_ids: set[str] | list[str]) -> None:
         with self._lock:
@@ -431,7 +434,7 @@ class BatchAPI:
         elif custom_id in self._no_placeholder:
             self._no_placeholder.discard(custom_id)
             draft = json.loads(message["content"])
-            draft["body"] = draft.get("body", "").replace("{{ first_name }}", "there")
+            draft["body"] = "Hello {{ first_name }},\n\n" + draft.get("body", "")
             message["content"] = json.dumps(draft)
         elif custom_id in self._refuse:
             self._refuse.discard(custom_id)

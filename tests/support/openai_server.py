@@ -2,7 +2,7 @@
 
 It answers `POST /v1/chat/completions` with a `chat.completion` whose message content is JSON that
 satisfies the request's `response_format` json_schema (deterministic, derived from the last user
-message; a `body` property always greets with `{{ first_name }}`), and `GET /v1/models`. Every
+message; a `body` property is plain text without a greeting, as the prompt asks), and `GET /v1/models`. Every
 request is recorded (arrival time, path, headers without Authorization, parsed JSON body) in
 `server.requests`, so a test can scan exactly what left. Faults are queued by the test:
 
@@ -10,7 +10,7 @@ request is recorded (arrival time, path, headers without Authorization, parsed J
         server.fail_next(429, headers={"retry-after-ms": "1"})
         server.malformed_next(1)          # content that is not valid JSON for the schema
         server.refuse_next(1)             # message.refusal instead of content
-        server.no_placeholder_next(1)     # valid JSON, but the body lacks {{ first_name }}
+        server.placeholder_next(1)        # valid JSON, but the body greets with {{ first_name }} (rejected)
         server.timeout_next(1, seconds=2) # answer only after 2 s (longer than the client's timeout)
         server.quota_exhausted(after=10)  # 429 insufficient_quota after 10 more paid completions
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-local")
@@ -158,7 +158,7 @@ class LocalOpenAIServer:
         self._failures: deque[_Failure] = deque()
         self._malformed = 0
         self._refusals = 0
-        self._no_placeholder = 0
+        self._placeholder = 0
         self._timeouts: deque[float] = deque()
         self._quota_after: int | None = None  # paid completions allowed before insufficient_quota
         self._counter = 0
@@ -262,10 +262,17 @@ class LocalOpenAIServer:
         with self._lock:
             self._refusals += n
 
-    def no_placeholder_next(self, n: int = 1) -> None:
-        """The next n completions are schema-valid but the body has no first-name placeholder."""
+    def placeholder_next(self, n: int = 1) -> None:
+        """The next n completions are schema-valid but greet with the `{{ first_name }}` template syntax.
+
+        Drafts must carry no template syntax (the greeting is composed locally), so they are rejected.
+        """
         with self._lock:
-            self._no_placeholder += n
+            self._placeholder += n
+
+    def no_placeholder_next(self, n: int = 1) -> None:
+        """Old name of `placeholder_next` (from when drafts had to carry the placeholder): n rejectable drafts."""
+        self.placeholder_next(n)
 
     def timeout_next(self, n: int = 1, seconds: float = 2.0) -> None:
         """The next n chat completions are produced (and paid) at once but answered only after `seconds`."""
@@ -325,9 +332,9 @@ class LocalOpenAIServer:
             if self._malformed:
                 self._malformed -= 1
                 return "malformed", None, self._counter
-            if self._no_placeholder:
-                self._no_placeholder -= 1
-                return "no_placeholder", None, self._counter
+            if self._placeholder:
+                self._placeholder -= 1
+                return "placeholder", None, self._counter
             return "ok", None, self._counter
 
     def _completion(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
@@ -354,7 +361,7 @@ class LocalOpenAIServer:
         elif outcome == "malformed":
             content = '{"subject": "Spring ideas", "body": '  # truncated: not JSON at all
         else:
-            content = json.dumps(_fill(body.get("response_format"), digest, outcome == "no_placeholder"))
+            content = json.dumps(_fill(body.get("response_format"), digest, outcome == "placeholder"))
 
         prompt_tokens = sum(_tokens(_message_text(m)) for m in messages if isinstance(m, dict))
         completion_tokens = _tokens(content or refusal or "")
@@ -514,17 +521,20 @@ def _error(status: int, message: str) -> tuple[int, Any, dict[str, str]]:
     )
 
 
-def _fill(response_format: Any, digest: str, drop_placeholder: bool) -> dict[str, Any]:
-    """A JSON object satisfying the requested schema's string properties, derived from `digest`."""
+def _fill(response_format: Any, digest: str, placeholder: bool) -> dict[str, Any]:
+    """A JSON object satisfying the requested schema's string properties, derived from `digest`.
+
+    The body has no greeting (the shop adds it); `placeholder` makes it greet with template syntax.
+    """
     schema: dict[str, Any] = {}
     if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
     properties = schema.get("properties") or {"subject": {}, "preheader": {}, "body": {}}
-    greeting = "Hello there," if drop_placeholder else f"Hello {PLACEHOLDER},"
+    greeting = f"Hello {PLACEHOLDER},\n\n" if placeholder else ""
     canned = {
         "subject": f"Spring ideas {digest}",
         "preheader": f"A short round-up for audience {digest}",
-        "body": f"{greeting}\n\nHere is a short look at what is new this season ({digest}).\n\nThe team",
+        "body": f"{greeting}Here is a short look at what is new this season ({digest}).\n\nThe team",
     }
     filled: dict[str, Any] = {}
     for name, spec in properties.items():

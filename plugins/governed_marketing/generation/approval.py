@@ -1,7 +1,7 @@
 """What a human approver reads before a campaign's drafts may reach the outbox.
 
-Counts, cost and the drafts themselves: cohort drafts carry the `{{ first_name }}` placeholder and
-no name, so the preview holds no personal data. Individual-mode drafts are per recipient; only a
+Counts, cost and the drafts themselves: drafts carry no greeting and no name (the greeting is
+composed locally at publish), so the preview holds no personal data. Individual-mode drafts are per recipient; only a
 few are shown, identified by nothing but their position.
 """
 
@@ -37,7 +37,8 @@ def preview(conn: duckdb.DuckDBPyConnection, policy: Policy, campaign_id: str, *
         f"**Spent** ${totals['cost_usd']:.4f} ({totals['input_tokens']} input, {totals['output_tokens']} output tokens)"
         + (f" of a ${campaign.budget_usd:.2f} budget" if campaign.budget_usd is not None else ""),
         "",
-        f"Approve sends these drafts to the outbox with names merged locally and the objection notice appended. "
+        f"Approve sends these drafts to the outbox, each after a greeting with the recipient's first name and "
+        "before the objection notice, both added locally. "
         f"Showing {len(drafts)} of {totals['succeeded']}:",
     ]
     for number, (language, subject, preheader, body) in enumerate(drafts, start=1):

@@ -2,8 +2,8 @@
 
 A `DraftRequest` holds only what the policy allows to leave: the campaign's fixed system prompt and
 the cohort's allow-listed attributes (or, in individual mode, the recipient's allow-listed fields
-and pseudonym). Names are never in it: drafts carry a `{{ first_name }}` placeholder that is filled
-in locally, after the vendor has answered.
+and pseudonym). Names are never in it, and drafts carry none: the greeting with the recipient's first
+name is composed locally (generation/notices.py) after the vendor has answered.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The placeholder drafts used to greet with (prompt versions before the local greeting). A draft must
+#: no longer carry it, nor any other template syntax: the content rules reject and re-ask such a draft.
 FIRST_NAME_PLACEHOLDER = "{{ first_name }}"
 
 
@@ -32,7 +34,7 @@ class DraftRequest:
     campaign_id: str
     unit_id: str  # cohort_id in cohort mode, recipient pseudonym in individual mode
     prompt_version: str
-    system_prompt: str  # fixed prefix: brand rules, placeholder rule, what may be claimed
+    system_prompt: str  # fixed prefix: brand rules, what may be claimed
     language: str  # ISO 639-1 the draft must be written in
     attributes: dict[str, str | None]  # allow-listed attributes only; data, never instructions
     custom_id: str = ""  # the ledger key, and the Batch API custom_id
@@ -54,12 +56,18 @@ class DraftResult:
 
 @dataclass(frozen=True)
 class DraftFailure:
-    """A unit that could not be drafted this time. `reason` never holds request or response text."""
+    """A unit that could not be drafted this time. `reason` never holds request or response text.
+
+    The tokens are what the unit's paid attempts cost although no draft came of them (a rejected
+    answer and its re-ask are paid for): the ledger records them so the budget sees the spend.
+    """
 
     unit_id: str
     kind: str  # rate_limit | server | timeout | rejected | refused | filtered | expired | missing | client
     reason: str
     retryable: bool = True
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 ResultCallback = Callable[[DraftRequest, DraftResult], None]

@@ -274,7 +274,7 @@ class CollectOutcome:
 
     `resubmit` are the custom_ids worth sending again as they were (server errors, expired or
     missing requests). `reasks` maps the custom_ids whose answer was paid for but rejected (schema,
-    placeholder) to the re-ask turns to pass to `submit(histories=...)`; each unit gets one re-ask,
+    template syntax) to the re-ask turns to pass to `submit(histories=...)`; each unit gets one re-ask,
     a second rejection is recorded as failed. Both kinds are `failed` in the ledger until submitted.
     """
 

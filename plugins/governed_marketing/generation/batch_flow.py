@@ -15,6 +15,7 @@ from governed_marketing.generation import batch, ledger
 from governed_marketing.generation.base import DraftRequest
 from governed_marketing.generation.campaign import (
     CampaignWork,
+    UnitsFailed,
     _add_ledger_totals,
     _outcome,
     check_payload,
@@ -74,6 +75,23 @@ def _submit(
     )
 
 
+#: Failure kinds that sending the same request again would not fix (see DraftFailure.retryable).
+CONTENT_FAILURES = ("rejected", "refused", "filtered", "client")
+
+
+def _content_failures(conn: duckdb.DuckDBPyConnection, work: CampaignWork, run_id: str) -> int:
+    """Units this run left failed for their content: a task retry must not pay for them again."""
+    found = conn.execute(
+        f"""
+        select count(*) from ops.generation_ledger
+        where campaign_id = ? and prompt_version = ? and model = ? and run_id = ? and status = 'failed'
+          and last_error_kind in ({", ".join("?" for _ in CONTENT_FAILURES)})
+        """,
+        [work.campaign_id, work.version, work.model, run_id, *CONTENT_FAILURES],
+    ).fetchone()
+    return int(found[0]) if found else 0
+
+
 def submit_campaign_batch(
     campaign_id: str,
     *,
@@ -115,8 +133,9 @@ def collect_campaign_batches(
     run_id: str,
     client: Any = None,
 ) -> dict:
-    """Read finished batches into the ledger (vendor files deleted), and resubmit what came back
-    missing, expired or failed at the server in one new batch (re-asks carry their history)."""
+    """Read finished batches into the ledger (vendor files deleted), and send in one new batch what came
+    back missing, expired or failed at the server, and each rejected answer's one re-ask (with its
+    history: the rejected answer and the reason)."""
     client = client or _client()
     ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
@@ -144,9 +163,18 @@ def collect_campaign_batches(
         collected["run_cost_usd"] = round(collected["run_cost_usd"] + result.cost_usd, 8)
         resubmit += result.resubmit
         reasks.update(result.reasks)
-    again = [by_custom_id[cid] for cid in dict.fromkeys(resubmit) if cid in by_custom_id]
+    # What went missing is sent again as it was; a rejected answer goes out with its re-ask turn.
+    again = [by_custom_id[cid] for cid in dict.fromkeys([*resubmit, *reasks]) if cid in by_custom_id]
     histories = {cid: history for cid, history in reasks.items() if cid in by_custom_id}
     new_batch = _submit(conn, client, policy, work, again, run_id=run_id, histories=histories)
     outcome = _outcome(conn, policy, work, "batch")
     _add_ledger_totals(conn, outcome)
+    final_failures = 0 if new_batch else _content_failures(conn, work, run_id)
+    if final_failures:
+        raise UnitsFailed(
+            f"{final_failures} unit(s) of {campaign_id} failed for their content in the vendor's batch (rejected "
+            "after a re-ask, refused or filtered); they are recorded as failed in ops.generation_ledger and will "
+            "be requested again on the next run",
+            retryable=False,
+        )
     return {**outcome.counts(), **collected, "resubmitted": len(again), "batch_ids": [new_batch] if new_batch else []}

@@ -8,9 +8,11 @@ Three stages (three DAG tasks; `run_campaign` runs them back to back), each fail
 2. `draft_sync` (or the Batch API, generation/batch.py): the vendor-payload gate over exactly what
    leaves, then only the units the ledger says are still to do; each draft is stored the moment it
    arrives, so a crash or a retry pays for nothing twice.
-3. `publish_campaign`: the consent check again, names merged locally into the `{{ first_name }}`
-   placeholder, the right-to-object notice appended, the generated-content gate, and the outbox
-   file rewritten atomically. Drafts the gate rejects are marked in the ledger and drafted again.
+3. `publish_campaign`: the consent check again, the greeting composed locally from the language
+   table and the recipient's first name (a name that does not read as a name gets the greeting
+   without a name), the right-to-object notice appended, the generated-content gate, and the outbox
+   file rewritten atomically. Drafts whose own text the gate rejects are marked in the ledger and
+   drafted again; a recipient's name never rejects a draft.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -29,13 +30,15 @@ import pandas as pd
 
 from governed_marketing.generation import ledger
 from governed_marketing.generation.base import ContentProvider, DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.notices import objection_notice
+from governed_marketing.generation.notices import greeting, objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER = re.compile(r"\{\{\s*first_name\s*\}\}")
+#: Part of every prompt version: drafts written for the old contract (a `{{ first_name }}` greeting
+#: placeholder) belong to other versions, so they are drafted again instead of published.
+DRAFT_FORMAT = "draft-without-greeting"
 
 #: The attributes of a cohort cell that may be sent (columns of generation_cohorts).
 COHORT_ATTRIBUTES = ("language", "country", "lifecycle_stage", "interest", "last_purchase_category")
@@ -77,14 +80,27 @@ class CampaignOutcome:
 
 
 def prompt_version(policy: Policy, campaign_id: str) -> tuple[str, str]:
-    """The prompt text and its version: file stem plus a content hash, so an edit is a new version."""
+    """The prompt text and its version: file stem plus a hash of the text and the draft format.
+
+    An edit of the prompt, or a change of what a draft must look like (DRAFT_FORMAT), is a new version.
+    """
     path = policy.prompt_path(campaign_id)
     text = path.read_text(encoding="utf-8")
-    return text, f"{path.stem}@{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(f"{DRAFT_FORMAT}\n{text}".encode()).hexdigest()[:8]
+    return text, f"{path.stem}@{digest}"
 
 
 class UnitsFailed(RuntimeError):
-    """Some units could not be drafted this time; they are in the ledger as failed and retried next run."""
+    """Some units could not be drafted this time; they are in the ledger as failed and retried next run.
+
+    `retryable` is False when a unit failed for its content (rejected after its re-ask, refused,
+    filtered): sending the same request again at once would pay for the same answer, so a task retry
+    must not do it (the DAG fails the task without retries; the next run asks again).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ModeRefused(RuntimeError):
@@ -115,6 +131,25 @@ def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -
     record_gate(conn, run_id, result)
     if not result.success:
         raise GateFailed(result)
+
+
+def sendable_attributes(policy: Policy, attributes: dict[str, str | None]) -> dict[str, str | None]:
+    """Attribute values as they may leave for a vendor: free text mapped onto its vocabulary.
+
+    Each `;`-separated item of a free-text attribute (interests, last purchase category) is matched
+    against `vocabularies.<field>` in governance.yml (case, spacing and synonyms); an item that is not
+    a term is dropped here, so text such as "Ignore previous instructions..." never leaves. Other
+    attributes pass unchanged (the vendor-payload gate checks them all).
+    """
+    sendable: dict[str, str | None] = {}
+    for name, value in attributes.items():
+        vocabulary = policy.vocabulary_of(name)
+        if vocabulary is None or value is None:
+            sendable[name] = value
+            continue
+        terms = dict.fromkeys(term for term in map(vocabulary.map, value.split(";")) if term)
+        sendable[name] = ";".join(terms) or None
+    return sendable
 
 
 def _none_if_missing(value: object) -> str | None:
@@ -168,7 +203,7 @@ def load_work(
             prompt_version=version,
             system_prompt=system_prompt,
             language=language,
-            attributes={k: v for k, v in attributes.items() if v is not None},
+            attributes={k: v for k, v in sendable_attributes(policy, attributes).items() if v is not None},
             custom_id=ledger.custom_id(campaign_id, unit_id, version, model),
         )
 
@@ -382,7 +417,19 @@ def draft_sync(
 
         def failed(request: DraftRequest, failure: DraftFailure) -> None:
             failures[request.unit_id] = failure
-            ledger.record_failure(conn, request.custom_id, failure)
+            # A failed unit's paid attempts (a rejected answer and its re-ask) are spent all the same.
+            cost = pricing.cost_of(failure.input_tokens, failure.output_tokens)
+            ledger.record_failure(
+                conn,
+                request.custom_id,
+                failure,
+                input_tokens=failure.input_tokens,
+                output_tokens=failure.output_tokens,
+                cost_usd=cost,
+            )
+            outcome.run_input_tokens += failure.input_tokens
+            outcome.run_output_tokens += failure.output_tokens
+            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
 
         try:
             results = provider.draft_many(to_request, on_result=stored, on_failure=failed)
@@ -398,10 +445,12 @@ def draft_sync(
         if failures:
             _add_ledger_totals(conn, outcome)
             kinds = sorted({f.kind for f in failures.values()})
+            retryable = all(f.retryable for f in failures.values())
             raise UnitsFailed(
                 f"{len(failures)} of {len(to_request)} unit(s) of {campaign_id} could not be drafted "
                 f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
-                "requested again on the next run or task retry"
+                + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
+                retryable=retryable,
             )
     _add_ledger_totals(conn, outcome)
     return outcome
@@ -426,30 +475,25 @@ def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
 def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
     """Drafts (by unit) whose own text breaks a content rule: they are dropped and drafted again.
 
-    Only vendor text is judged here; a missing notice or a language mismatch is our own doing and
-    would not be fixed by asking again.
+    Only the vendor's text is judged here, through the draft_* columns computed on the draft before
+    any name is merged: a recipient's name, a missing notice or a language mismatch is our own doing
+    (or our data) and would not be fixed by asking the vendor again.
     """
     from expectations.generated_content import MAX_SUBJECT_CHARS
-    from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
 
-    forbidden = [re.compile(p) for p in (EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls))]
-    template = re.compile(TEMPLATE_SYNTAX)
     reasons: dict[str, str] = {}
     for row in content.itertuples(index=False):
         problems = []
-        if row.draft_placeholder_count != 1:
-            problems.append("first-name placeholder count is not 1")
+        if row.draft_has_template_syntax:
+            problems.append("contains template syntax")
+        if row.draft_has_contact_shape:
+            problems.append("contains an email address, phone number or URL outside content.allowed_urls")
         if not 1 <= row.draft_body_length <= policy.content.max_body_chars:
             problems.append("body length outside content.max_body_chars")
         if row.draft_has_known_identifier:
             problems.append("contains a known identifier of an audience member")
         if not 1 <= len(row.subject or "") <= MAX_SUBJECT_CHARS:
             problems.append("subject length")
-        for text in (row.subject or "", row.body or ""):
-            if any(pattern.search(text) for pattern in forbidden):
-                problems.append("contains an email address, phone number or URL outside content.allowed_urls")
-            if template.search(text):
-                problems.append("contains template syntax")
         if problems and row.cohort_id not in reasons:
             reasons[row.cohort_id] = "; ".join(sorted(set(problems)))
     return reasons
@@ -516,10 +560,9 @@ def publish_campaign(
     messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
     rows = []
     for message in messages.itertuples(index=False):
-        first_name = message.first_name if isinstance(message.first_name, str) and message.first_name else ""
-        # Vendor text is never evaluated as a template: only the one placeholder is replaced.
-        greeting = first_name or _reader(message.language)
-        body = PLACEHOLDER.sub(lambda _, name=greeting: name, message.body)
+        # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
+        # greeting, and a value that does not read as a name gets the greeting without a name.
+        body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
         notice = objection_notice(
             message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url
         )
@@ -554,7 +597,12 @@ def publish_campaign(
         rejected = _rejected_drafts(content, policy)
         if rejected:
             ledger.mark_rejected(conn, campaign_id, rejected, prompt_version=work.version, model=model)
-        raise GateFailed(result, note=f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run")
+        note = (
+            f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run"
+            if rejected
+            else "no draft's own text broke a rule; the merged messages did (nothing was rejected)"
+        )
+        raise GateFailed(result, note=note)
     outbox_file = outbox_path(outbox_root, campaign_id, work.version)
     _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)
@@ -596,18 +644,3 @@ def run_campaign(
     published.reused_drafts = prepared.reused_drafts
     published.estimated_cost_usd = prepared.estimated_cost_usd
     return published
-
-
-_READER = {
-    "en": "there",
-    "de": "zusammen",
-    "fr": "à vous",
-    "es": "a todos",
-    "it": "a tutti",
-    "nl": "allemaal",
-}
-
-
-def _reader(language: str) -> str:
-    """Greeting word when the CRM holds no first name ("Hello there")."""
-    return _READER.get(language, "")

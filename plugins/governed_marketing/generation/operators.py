@@ -48,15 +48,19 @@ class DraftCampaignOperator(BaseOperator):
 
     @staticmethod
     def _fail_closed(exc: Exception) -> None:
-        """Failures a retry cannot fix fail the task at once; the rest are left to Airflow's retries."""
+        """Failures a retry cannot fix fail the task at once; the rest are left to Airflow's retries.
+
+        Units that failed their content rules (rejected after the re-ask, refused, filtered) are such a
+        failure: a retry would pay for the same request again and get the same answer.
+        """
         from governed_marketing.generation import providers
-        from governed_marketing.generation.campaign import ModeRefused
+        from governed_marketing.generation.campaign import ModeRefused, UnitsFailed
         from governed_marketing.generation.cost import BudgetExceeded
         from governed_marketing.validation import GateFailed
 
         deterministic: tuple[type[BaseException], ...] = (GateFailed, BudgetExceeded, ModeRefused)
         deterministic = (*deterministic, providers.VendorQuotaExhausted, providers.VendorAuthRejected)
-        if isinstance(exc, deterministic):
+        if isinstance(exc, deterministic) or (isinstance(exc, UnitsFailed) and not exc.retryable):
             raise AirflowFailException(str(exc)) from None
 
     def execute(self, context: Any) -> dict:
@@ -116,7 +120,7 @@ class CampaignApprovalOperator(ApprovalOperator):
 
     `approval: auto` passes straight through. `approval: required` waits in Airflow's
     human-in-the-loop step (Required actions in the UI); the approver sees counts, cost and the drafts
-    with their placeholders, never a recipient. Reject skips publishing: nothing reaches the outbox.
+    (no greeting, no name), never a recipient. Reject skips publishing: nothing reaches the outbox.
     """
 
     template_fields = (*ApprovalOperator.template_fields, "campaign_id")

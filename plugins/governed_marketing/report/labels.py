@@ -11,7 +11,8 @@ _COMPUTED = {
     "is_contact_known": "every event belongs to a contact the CRM exported",
     "draft_has_known_identifier": "the vendor's text holds no name, email or phone number of any audience member",
     "has_objection_notice": "every message carries the right-to-object notice with the unsubscribe link",
-    "draft_placeholder_count": "every draft greets with the {{ first_name }} placeholder exactly once",
+    "draft_has_template_syntax": "no draft carries template syntax or a placeholder (the greeting is added locally)",
+    "draft_has_contact_shape": "no draft holds an email, phone number or URL outside content.allowed_urls",
 }
 
 
@@ -27,6 +28,9 @@ def describe(expectation: str, kwargs: dict[str, Any]) -> str:
         return f"exactly these columns: {', '.join(sorted(kwargs.get('column_set') or []))}"
     if column in _COMPUTED and expectation == "expect_column_values_to_be_in_set":
         return _COMPUTED[column]
+    if str(column).endswith("_outside_vocabulary") and expectation == "expect_column_values_to_be_in_set":
+        attribute = str(column).removesuffix("_outside_vocabulary")
+        return f"every {attribute} value sent is a term of its vocabulary in governance.yml (vocabularies)"
     if expectation == "expect_column_values_to_not_be_null":
         return f"{column} is always present"
     if expectation == "expect_column_values_to_be_unique":

@@ -1,8 +1,10 @@
 """The generated-content gate's input: one row per outbox message, with the draft's checks computed.
 
-The vendor's text (subject, preheader, draft body) is scanned for identifiers of any audience member
-before names are merged; after merging, the recipient's own first name is in the body by design, so
-the final message is checked for shapes (email, phone, URL, leftover template syntax) and the notice.
+The vendor's text (subject, preheader, draft body) is judged on its own before any name is merged
+(draft_* columns: template syntax, contact shapes, identifiers of any audience member, length), so a
+draft is rejected only for what the vendor wrote. After merging, the recipient's own first name is in
+the greeting by design, so the final message is checked for shapes (email, phone, URL, template
+syntax) and the notice.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import pandas as pd
 from governed_marketing.generation.notices import objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation.gates import GateResult, run_gate
-from governed_marketing.validation.patterns import EMAIL_LIKE, FIRST_NAME_PLACEHOLDER, PHONE_LIKE
+from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
 
 MIN_NAME_CHARS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EMAIL = re.compile(EMAIL_LIKE)
 _PHONE = re.compile(PHONE_LIKE)
-_PLACEHOLDER = re.compile(FIRST_NAME_PLACEHOLDER)
+_TEMPLATE = re.compile(TEMPLATE_SYNTAX)
 
 
 @dataclass
@@ -70,11 +72,13 @@ def _strings(value: object) -> list[str]:
 
 
 def common_words() -> frozenset[str]:
-    """Every word of our own offline templates and right-to-object notices, in every language."""
-    from governed_marketing.generation.notices import OBJECTION_NOTICE
+    """Every word of our own offline templates, greetings and right-to-object notices, in every language."""
+    from dataclasses import astuple
+
+    from governed_marketing.generation.notices import LANGUAGES
     from governed_marketing.generation.providers import _PHRASES
 
-    texts = _strings(_PHRASES) + _strings(OBJECTION_NOTICE)
+    texts = _strings(_PHRASES) + [text for entry in LANGUAGES.values() for text in astuple(entry)]
     return frozenset(word for text in texts for word in _WORD.findall(text))
 
 
@@ -144,14 +148,17 @@ def content_frame(
     if not rows:
         return pd.DataFrame(columns=CONTENT_COLUMNS)
     drafts = messages.drop_duplicates("cohort_id").set_index("cohort_id")
+    shapes = [re.compile(p) for p in (EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls))]
+    texts = [
+        f"{s or ''}\n{p or ''}\n{b or ''}"
+        for s, p, b in zip(drafts["subject"], drafts["preheader"], drafts["body"], strict=True)
+    ]
     draft_checks = pd.DataFrame(
         {
-            "draft_placeholder_count": drafts["body"].map(lambda b: len(_PLACEHOLDER.findall(b or ""))),
+            "draft_has_template_syntax": [bool(_TEMPLATE.search(text)) for text in texts],
+            "draft_has_contact_shape": [any(shape.search(text) for shape in shapes) for text in texts],
             "draft_body_length": drafts["body"].map(lambda b: len(b or "")),
-            "draft_has_known_identifier": [
-                identifiers.found_in(f"{s or ''}\n{p or ''}\n{b or ''}")
-                for s, p, b in zip(drafts["subject"], drafts["preheader"], drafts["body"], strict=True)
-            ],
+            "draft_has_known_identifier": [identifiers.found_in(text) for text in texts],
         },
         index=drafts.index,
     )

@@ -1,4 +1,9 @@
-"""The vendor-payload gate's input: one row per draft request, exactly as the provider receives it."""
+"""The vendor-payload gate's input: one row per draft request, exactly as the provider receives it.
+
+Besides the attributes, computed columns: how many audience members hold each value (k-anonymity,
+cohort mode) and, for each free-text attribute, how many of its values are not terms of its
+vocabulary in governance.yml (`vocabularies`): the gate requires none.
+"""
 
 from __future__ import annotations
 
@@ -38,26 +43,39 @@ def payload_attributes(
     return [f for f in policy.purpose_of(campaign_id).fields if f in audience_columns]
 
 
+def _outside_vocabulary(value: object, terms: frozenset[str]) -> int | None:
+    """How many of a sent value's items (`;`-separated) are not terms; None when nothing is sent."""
+    if value is None:
+        return None
+    return sum(1 for item in str(value).split(";") if item not in terms)
+
+
 def payload_frame(
     requests: list[DraftRequest], *, attributes: list[str], audience: pd.DataFrame, policy: Policy
 ) -> pd.DataFrame:
     """Requests as rows; every allowed attribute is a column, any other key becomes an extra column.
 
     `<attribute>_holders` counts the audience members holding each value (the policy's fallback
-    language, which says nothing about anyone, is not counted).
+    language, which says nothing about anyone, is not counted); `<attribute>_outside_vocabulary`
+    counts the sent items of a free-text attribute that are not terms of its vocabulary.
     """
-    from expectations.vendor_payload import UNIT, holders_column
+    from expectations.vendor_payload import UNIT, holders_column, vocabulary_checked, vocabulary_column
 
     rows = [{UNIT: r.unit_id, "language": r.language, **r.attributes} for r in requests]
     frame = pd.DataFrame(rows)
     extra = [c for c in frame.columns if c not in (UNIT, *attributes)]
     frame = frame.reindex(columns=[UNIT, *attributes, *extra]).astype(object)
     frame = frame.where(frame.notna(), None)
+    for attribute in vocabulary_checked(attributes, policy):
+        vocabulary = policy.vocabulary_of(attribute)
+        terms = frozenset(vocabulary.terms if vocabulary else ())
+        outside = frame[attribute].map(lambda v, terms=terms: _outside_vocabulary(v, terms))
+        frame[vocabulary_column(attribute)] = outside.astype(object)
     individual = bool(requests) and policy.campaigns[requests[0].campaign_id].personalization != "cohort"
     if individual:  # each request is one recipient's allow-listed fields by design: no k to count
         return frame
     for attribute in attributes:
-        counts = _holder_counts(audience, attribute)
+        counts = _holder_counts(audience, attribute, policy)
         holders = frame[attribute].map(lambda v, counts=counts: None if v is None else int(counts.get(v, 0)))
         if attribute == "language":
             holders = holders.where(frame[attribute] != policy.cohorts.fallback_language, None)
@@ -65,18 +83,23 @@ def payload_frame(
     return frame
 
 
-def _holder_counts(audience: pd.DataFrame, attribute: str) -> dict[str, int]:
+def _holder_counts(audience: pd.DataFrame, attribute: str, policy: Policy) -> dict[str, int]:
+    """Audience members per value, counted as the value is sent (free text mapped onto its vocabulary)."""
     read = _AUDIENCE_VALUE.get(attribute)
     if read is None or audience.empty:
         return {}
-    return read(audience).dropna().astype(str).value_counts().to_dict()
+    values = read(audience).dropna().astype(str)
+    vocabulary = policy.vocabulary_of(attribute)
+    if vocabulary is not None:
+        values = values.map(vocabulary.map).dropna()
+    return values.value_counts().to_dict()
 
 
 def payload_gate(frame: pd.DataFrame, *, attributes: list[str], policy: Policy, campaign_id: str) -> GateResult:
-    from expectations.vendor_payload import build_suite, computed_columns
+    from expectations.vendor_payload import build_suite, computed_columns, vocabulary_checked
 
     model = "generation_cohorts" if policy.campaigns[campaign_id].personalization == "cohort" else "campaign_audience"
-    classes = column_classes(model, extra=computed_columns(attributes))
+    classes = column_classes(model, extra=computed_columns(attributes, vocabulary_checked(attributes, policy)))
     return run_gate(
         "vendor_payload",
         campaign_id,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, DraftRequest
+from governed_marketing.generation.notices import LANGUAGES, texts_for
 from governed_marketing.generation.providers import (
     OFFLINE_LANGUAGES,
     OfflineProvider,
@@ -15,6 +16,7 @@ from governed_marketing.generation.providers import (
 )
 from governed_marketing.policy import Policy, parse_policy
 from governed_marketing.settings import Settings
+from governed_marketing.validation.patterns import TEMPLATE_SYNTAX
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 URL = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|org|net|de|fr|es|it|nl|pl|pt|se|eu|io)\b", re.IGNORECASE)
@@ -60,11 +62,13 @@ def policy(tmp_path: Path) -> Policy:
 
 
 @pytest.mark.parametrize("language", OFFLINE_LANGUAGES)
-def test_offline_draft_has_the_placeholder_exactly_once_in_every_language(language: str) -> None:
+def test_offline_draft_carries_no_greeting_and_no_template_syntax_in_every_language(language: str) -> None:
     draft = OfflineProvider().draft(_request(language))
+    text = _text(draft)
 
-    assert draft.body.count(FIRST_NAME_PLACEHOLDER) == 1
-    assert FIRST_NAME_PLACEHOLDER not in draft.subject + draft.preheader
+    assert FIRST_NAME_PLACEHOLDER not in text
+    assert not re.search(TEMPLATE_SYNTAX, text), text
+    assert not draft.body.startswith(texts_for(language).greeting.split(" ")[0])
 
 
 @pytest.mark.parametrize("language", OFFLINE_LANGUAGES)
@@ -85,16 +89,16 @@ def test_offline_draft_has_no_unsubscribe_notice_in_every_language(language: str
     assert policy.content.unsubscribe_url not in text
 
 
-def test_offline_supports_the_nine_campaign_languages() -> None:
-    assert set(OFFLINE_LANGUAGES) >= {"en", "de", "fr", "es", "it", "nl", "pl", "pt", "sv"}
+def test_offline_supports_every_language_of_the_greeting_table() -> None:
+    assert set(OFFLINE_LANGUAGES) == set(LANGUAGES)
 
 
 def test_offline_draft_is_written_in_the_requested_language() -> None:
     provider = OfflineProvider()
 
-    assert provider.draft(_request("de")).body.startswith(f"Hallo {FIRST_NAME_PLACEHOLDER}")
-    assert provider.draft(_request("fr")).body.startswith(f"Bonjour {FIRST_NAME_PLACEHOLDER}")
-    assert provider.draft(_request("sv")).body.startswith(f"Hej {FIRST_NAME_PLACEHOLDER}")
+    assert provider.draft(_request("de")).subject == "Neuheiten, die Ihnen gefallen könnten"
+    assert provider.draft(_request("fr")).subject == "Des nouveautés qui pourraient vous plaire"
+    assert provider.draft(_request("da")).subject == "Nyheder, vi tror, du vil kunne lide"
 
 
 def test_offline_draft_falls_back_to_english_for_an_unsupported_language() -> None:
@@ -132,7 +136,7 @@ def test_offline_draft_leaves_out_attributes_generalized_away() -> None:
     draft = OfflineProvider().draft(_request("en", attributes))
 
     assert "None" not in _text(draft)
-    assert draft.body.count("\n\n") == 2  # greeting, intro, closing only
+    assert draft.body.count("\n\n") == 1  # intro and closing only (the greeting is added locally)
     assert draft.preheader
 
 
@@ -142,7 +146,7 @@ def test_offline_draft_never_evaluates_template_syntax_in_attribute_values() -> 
 
     assert "49" not in _text(draft)
     assert "{%" not in _text(draft)
-    assert _text(draft).count("{{") == 1  # the placeholder and nothing else
+    assert "{{" not in _text(draft)  # no template syntax at all
 
 
 def test_offline_provider_reports_zero_tokens_and_its_model() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from governed_marketing.generation.notices import objection_notice
+from governed_marketing.generation.notices import greeting, objection_notice
 from governed_marketing.validation.content import (
     KnownIdentifiers,
     common_words,
@@ -18,12 +18,12 @@ from tests.unit.validation.conftest import CAMPAIGN, covered, failed, stored
 DRAFT = {
     "subject": "New arrivals we think you will like",
     "preheader": "Ideas around garden",
-    "body": "Hi {{ first_name }},\n\nThank you for shopping with us. Since you enjoy garden, we picked a few ideas.",
+    "body": "Thank you for shopping with us. Since you enjoy garden, we picked a few ideas.",
 }
 DRAFT_DE = {
     "subject": "Lange nicht gesehen - das ist neu",
     "preheader": "Ideen rund um Garten",
-    "body": "Hallo {{ first_name }},\n\nwir haben Sie vermisst. Viele Grüße\nIhr Shop-Team",
+    "body": "wir haben Sie vermisst. Viele Grüße\nIhr Shop-Team",
 }
 PEOPLE = [("p1", "Annabel", "en"), ("p2", "Jörg", "de"), ("p3", "", "de")]
 IDENTIFIERS = KnownIdentifiers(
@@ -47,10 +47,10 @@ def messages(en: dict | None = None, de: dict | None = None) -> pd.DataFrame:
 
 
 def rows(frame: pd.DataFrame, policy, *, notice: bool = True) -> list[dict]:
-    """The outbox rows as run_campaign builds them: names merged, the notice appended."""
+    """The outbox rows as run_campaign builds them: the greeting composed, the notice appended."""
     out = []
     for m in frame.itertuples(index=False):
-        body = m.body.replace("{{ first_name }}", m.first_name or "there").rstrip()
+        body = f"{greeting(m.language, m.first_name)}\n\n{m.body}".rstrip()
         if notice:
             body += "\n\n--\n" + objection_notice(
                 m.language, controller=policy.controller.name, url=policy.content.unsubscribe_url
@@ -105,8 +105,11 @@ VIOLATIONS = {
     ("expect_column_values_to_be_in_set", "has_objection_notice"): lambda p: check(
         p, built=rows(messages(), p, notice=False)
     ),
-    ("expect_column_values_to_be_in_set", "draft_placeholder_count"): lambda p: check(
-        p, _draft(body="Hi there, no placeholder here.")
+    ("expect_column_values_to_be_in_set", "draft_has_template_syntax"): lambda p: check(
+        p, _draft(body="Hi {{ first_name }}, a greeting the shop adds itself.")
+    ),
+    ("expect_column_values_to_be_in_set", "draft_has_contact_shape"): lambda p: check(
+        p, _draft(preheader="Our sale at https://shop.test")
     ),
     ("expect_column_values_to_be_between", "draft_body_length"): lambda p: check(
         p, _draft(body=DRAFT["body"] + " more" * p.content.max_body_chars)
@@ -149,6 +152,18 @@ def test_a_surname_that_is_an_ordinary_word_of_our_templates_is_not_an_identifie
     assert "Lange" in DRAFT_DE["subject"]
     assert check(policy).success
     assert IDENTIFIERS.found_in("Lange Jörg was here")  # the full name does
+
+
+def test_a_draft_is_judged_on_its_own_text_not_on_a_recipients_merged_name(policy):
+    """Old merge: a name with template or URL syntax lands in the body. The draft columns stay clean."""
+    frame = messages()
+    frame.loc[0, "first_name"] = "{{ x }} www.evil.test"
+    built = rows(frame, policy)
+    built[0]["body"] = built[0]["body"].replace("Hi there,", "Hi {{ x }} www.evil.test,")
+    table = content_frame(frame, built, expected_language=expected(policy), identifiers=IDENTIFIERS, policy=policy)
+
+    assert not table["draft_has_template_syntax"].any() and not table["draft_has_contact_shape"].any()
+    assert not content_gate(table, policy=policy, campaign_id=CAMPAIGN).success  # the message is still stopped
 
 
 def test_the_recipients_own_first_name_in_the_greeting_is_expected(policy):
