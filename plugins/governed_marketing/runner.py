@@ -25,7 +25,15 @@ PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", 
 
 
 class PipelineFailed(RuntimeError):
-    """A DAG of the pass failed; the message is the one-line reason."""
+    """A DAG of the pass failed; the message is the one-line reason.
+
+    `report_built` is true when the failed DAG's own `rebuild_report` task wrote the report (with
+    the reason), so the caller need not build it again.
+    """
+
+    def __init__(self, message: str, *, report_built: bool = False) -> None:
+        super().__init__(message)
+        self.report_built = report_built
 
 
 @dataclass
@@ -113,7 +121,13 @@ def _load_dags(settings: Settings) -> dict:
 
 def _failure_reason(settings: Settings, dag_run) -> str:
     """One line: the failed task and the reason the step recorded (or the task's state)."""
-    failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state in ("failed", "upstream_failed")]
+    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+
+    failed = [
+        ti.task_id
+        for ti in dag_run.get_task_instances()
+        if ti.state in ("failed", "upstream_failed") and ti.task_id != REPORT_TASK_ID
+    ]
     reason = None
     from governed_marketing import warehouse
 
@@ -130,6 +144,15 @@ def _failure_reason(settings: Settings, dag_run) -> str:
         reason = None
     tasks = ", ".join(sorted(failed)[:3]) or "unknown task"
     return f"{dag_run.dag_id} failed at {tasks}" + (f" - {reason}" if reason else "")
+
+
+def _report_ran(dag_run) -> bool:
+    """Did the run's last task write its report (it fails after writing when the run failed)?"""
+    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+    from governed_marketing.report.build import run_report_dir
+
+    ran = any(ti.task_id == REPORT_TASK_ID and ti.state in ("success", "failed") for ti in dag_run.get_task_instances())
+    return ran and (run_report_dir(get_settings(), dag_run.dag_id, dag_run.run_id) / "index.html").is_file()
 
 
 def run_pipeline(
@@ -166,6 +189,9 @@ def run_pipeline(
         run.dag_runs[dag_id] = dag_run.run_id
         if dag_run.state != "success":
             notify(dag_id, "failed")
-            raise PipelineFailed(f"{_failure_reason(settings, dag_run)} (task logs: {log_file})")
+            raise PipelineFailed(
+                f"{_failure_reason(settings, dag_run)} (task logs: {log_file})",
+                report_built=_report_ran(dag_run),
+            )
         notify(dag_id, "success")
     return run
