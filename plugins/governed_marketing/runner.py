@@ -22,6 +22,8 @@ from governed_marketing.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
+#: Every DAG of the project: `gmp airflow standalone` unpauses them.
+ALL_DAGS = (*PIPELINE, "purge_expired_data")
 
 
 class PipelineFailed(RuntimeError):
@@ -86,6 +88,42 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|governed_marketing)\..*",
         "GMP_HOME": str(settings.home_dir),
     }
+
+
+def standalone_environment(settings: Settings) -> dict[str, str]:
+    """`gmp airflow standalone` on a small machine (2 cores): the DAGs start unpaused, so an asset event
+    from ingest_crm runs the models; few processes; one login that is written down.
+
+    Each value can be overridden from the environment.
+    """
+    airflow_home = settings.path("airflow")
+    defaults = {
+        # An asset event that reaches a paused DAG runs nothing: the chain would stop after the ingest.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+        # Airflow 3's simple auth manager: user `admin`, its password generated into this file at first start.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+            airflow_home / "simple_auth_manager_passwords.json.generated"
+        ),
+    }
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
+
+
+def unpause_dags(dag_ids: tuple[str, ...] = ALL_DAGS) -> list[str]:
+    """Unpause the project's DAGs already known to the metadata DB (created paused by an earlier start)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        paused = session.query(DagModel).filter(DagModel.dag_id.in_(dag_ids), DagModel.is_paused.is_(True)).all()
+        for model in paused:
+            model.is_paused = False
+        return sorted(m.dag_id for m in paused)
 
 
 def prepare_airflow(settings: Settings) -> None:
