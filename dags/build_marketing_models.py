@@ -59,7 +59,8 @@ def build_marketing_models():
         ),
         operator_args={
             "install_deps": False,
-            "vars": {"as_of": "{{ params.as_of or '' }}", "run_id": "{{ run_id }}"},
+            # Env vars, not dbt vars: a var that changes per run makes every task parse the whole project.
+            "env": {"GMP_DBT_AS_OF": "{{ params.as_of or '' }}", "GMP_DBT_RUN_ID": "{{ run_id }}"},
             "pool": assets.WAREHOUSE_POOL,
         },
     )

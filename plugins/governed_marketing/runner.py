@@ -79,7 +79,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
+        # Cosmos keeps dbt's partial_parse.msgpack between tasks and runs: each task parses only what changed.
+        "AIRFLOW__COSMOS__ENABLE_CACHE": "True",
+        "AIRFLOW__COSMOS__CACHE_DIR": str(airflow_home / "cosmos_cache"),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "governed_marketing",
         "AIRFLOW__OPENLINEAGE__DISABLED": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),

@@ -75,3 +75,37 @@ def test_an_export_already_loaded_is_a_skip_with_no_asset_event(tmp_path):
     assert second["tasks"]["rebuild_report"]["state"] == "success"
     assert run_report(home, "ingest_crm", first["run_id"]).is_file()
     assert run_report(home, "ingest_crm", second["run_id"]).is_file()
+
+
+def test_the_local_standalone_starts_unpaused_small_and_with_a_written_down_login(tmp_path):
+    """`gmp airflow standalone`: DAGs created paused by an earlier start are unpaused, new ones start so."""
+    home = tmp_path / "gmp"
+    run = run_dag(home, "purge_expired_data", {"dry_run": True})  # registers the DAGs, paused (Airflow's default)
+    assert run["tasks"]["rebuild_report"]["state"] in ("success", "failed")  # it ran, whatever the purge did
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GMP_"))}
+    env.update(GMP_HOME=str(home), GMP_PSEUDONYM_KEY=os.environ["GMP_PSEUDONYM_KEY"])
+    script = (
+        "import json, os\n"
+        "from governed_marketing.runner import prepare_airflow, standalone_environment, unpause_dags\n"
+        "from governed_marketing.cli import _login_banner\n"
+        "from governed_marketing.settings import get_settings\n"
+        "s = get_settings(); extra = standalone_environment(s); os.environ.update(extra); prepare_airflow(s)\n"
+        "print(json.dumps({'env': extra, 'unpaused': unpause_dags(), 'again': unpause_dags(),"
+        " 'banner': _login_banner({**os.environ, **extra})}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out["unpaused"]) == {
+        "ingest_crm",
+        "process_privacy_requests",
+        "build_marketing_models",
+        "generate_campaign_content",
+        "purge_expired_data",
+    }
+    assert out["again"] == []
+    assert out["env"]["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert int(out["env"]["AIRFLOW__CORE__PARALLELISM"]) <= 4 and out["env"]["AIRFLOW__API__WORKERS"] == "1"
+    passwords = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    assert out["env"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(passwords)
+    assert ":8080" in out["banner"] and "`admin`" in out["banner"] and str(passwords) in out["banner"]
