@@ -99,6 +99,9 @@ def measure(contacts: int = 2000, work: Path | None = None) -> dict:
         "dag_test_cpu_s": models["cpu_seconds"],
         "dbt_tasks": len(dbt_tasks),
         "full_parses": log.count(FULL_PARSE),
+        "full_parse_reasons": sorted(
+            {line.split(FULL_PARSE, 1)[1].strip()[:80] for line in log.splitlines() if FULL_PARSE in line}
+        ),
         "plain_dbt_build_s": round(plain_s, 2),
         "plain_dbt_build_cpu_s": round(plain_cpu, 2),
         "ratio_to_plain": round(models["seconds"] / plain_s, 2),
