@@ -45,7 +45,8 @@ def remember_failure(exc: BaseException, context: Any | None = None) -> None:
     try:
         context = context or get_current_context()
         ti = context["ti"]
-        name = ti.task_id if (ti.map_index or -1) < 0 else f"{ti.task_id}_{ti.map_index}"
+        mapped = ti.map_index is not None and ti.map_index >= 0  # named as get_task_states names them
+        name = f"{ti.task_id}_{ti.map_index}" if mapped else ti.task_id
         target = _failures_dir(ti.dag_id, context["run_id"])
         target.mkdir(parents=True, exist_ok=True)
         (target / f"{name}.txt").write_text(_one_line(exc) + "\n", encoding="utf-8")
@@ -60,7 +61,7 @@ def fail_now_if_deterministic(exc: BaseException) -> None:
     """
     remember_failure(exc)
     if is_deterministic(exc):
-        raise AirflowFailException(_one_line(exc)) from None
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the whole message in the task log
 
 
 @contextmanager
