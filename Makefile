@@ -7,6 +7,9 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export DO_NOT_TRACK := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_LINK_MODE := copy
+# Bytecode compiled at install: where PYTHONDONTWRITEBYTECODE=1 is set (many images, this machine)
+# Python never caches it, and every start would compile each module it imports again.
+export UV_COMPILE_BYTECODE := 1
 
 VENV := $(CURDIR)/.venv
 UV := $(shell command -v uv 2>/dev/null)
@@ -24,8 +27,10 @@ $(UV):
 	@echo "uv not found: installing it with pip"
 	python3 -m pip install --quiet uv
 
-$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml Makefile | $(UV)
 	$(UV) sync --frozen
+	@# The project is installed editable (plugins/ on the path): uv compiles site-packages, not it.
+	$(VENV)/bin/python -m compileall -q plugins dags
 	@touch $@
 
 dbt-parse: $(VENV)/.synced  ## Write dbt_project/target/manifest.json (Cosmos renders the DAG from it)

@@ -10,7 +10,8 @@ Owner: analytics - Inputs: raw CRM tables (asset `RAW_CRM`) - Outputs: marts (as
 Warehouse: the dbt profile target is `GMP_WAREHOUSE` (duckdb | postgres), the same warehouse the
 other DAGs read and write (`DBT_TARGET` is only the analyst's CLI default; it never steers this DAG).
 Rerun: safe; models are rebuilt from raw. A failing dbt test fails its model's task and stops
-downstream models: read the task log for the test name.
+downstream models: read the task log for the test name. Ends by rebuilding the compliance report
+(`rebuild_report`, also when a model failed).
 """
 
 import os
@@ -21,6 +22,7 @@ from airflow.sdk import Param, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from governed_marketing import assets
+from governed_marketing.airflow_tasks import rebuild_report
 from pendulum import datetime
 
 DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
@@ -57,7 +59,8 @@ def build_marketing_models():
         ),
         operator_args={
             "install_deps": False,
-            "vars": {"as_of": "{{ params.as_of or '' }}", "run_id": "{{ run_id }}"},
+            # Env vars, not dbt vars: a var that changes per run makes every task parse the whole project.
+            "env": {"GMP_DBT_AS_OF": "{{ params.as_of or '' }}", "GMP_DBT_RUN_ID": "{{ run_id }}"},
             "pool": assets.WAREHOUSE_POOL,
         },
     )
@@ -66,7 +69,7 @@ def build_marketing_models():
     def publish_audiences() -> str:
         return "campaign_audience"
 
-    models >> publish_audiences()
+    models >> publish_audiences() >> rebuild_report()
 
 
 build_marketing_models()

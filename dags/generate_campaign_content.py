@@ -18,13 +18,15 @@ task retry reuses finished units, re-attaches to batches in flight and pays for 
 failed gate, an exhausted budget or quota, or units rejected for their content (after one re-ask)
 fail the task at once with the reason, without retries: a retry would pay for the same answers.
 Units that failed at the vendor (5xx, timeouts) are recorded and requested again by the retry.
-Every paid attempt, rejected or not, is in the ledger with its tokens and cost.
+Every paid attempt, rejected or not, is in the ledger with its tokens and cost. Ends by rebuilding
+the compliance report (`rebuild_report`, also when a task failed).
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from governed_marketing.airflow_tasks import fail_fast, rebuild_report
 from governed_marketing.generation.operators import CampaignApprovalOperator, DraftCampaignOperator
 from pendulum import datetime
 
@@ -48,27 +50,17 @@ def generate_campaign_content():
 
     @task(pool=assets.WAREHOUSE_POOL)
     def prepare(campaign_id: str, params: dict, run_id: str) -> dict:
-        from airflow.exceptions import AirflowFailException
-        from governed_marketing.generation.campaign import ModeRefused
-        from governed_marketing.generation.cost import BudgetExceeded
         from governed_marketing.pipeline import prepare_generation
-        from governed_marketing.validation import GateFailed
 
-        try:
+        with fail_fast():
             return prepare_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))  # counts only
-        except (GateFailed, BudgetExceeded, ModeRefused) as failure:  # deterministic: no retries
-            raise AirflowFailException(str(failure)) from None
 
     @task(outlets=[assets.OUTBOX], pool=assets.WAREHOUSE_POOL)
     def publish(campaign_id: str, params: dict, run_id: str) -> dict:
-        from airflow.exceptions import AirflowFailException
         from governed_marketing.pipeline import publish_generation
-        from governed_marketing.validation import GateFailed
 
-        try:
+        with fail_fast():  # a failed content gate: rejected drafts are marked; the next run drafts them again
             return publish_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))
-        except GateFailed as failure:  # rejected drafts are marked; the next run drafts them again
-            raise AirflowFailException(str(failure)) from None
 
     campaign_ids = campaigns()
     prepared = prepare.expand(campaign_id=campaign_ids)
@@ -76,7 +68,7 @@ def generate_campaign_content():
         campaign_id=campaign_ids
     )
     approved = CampaignApprovalOperator.partial(task_id="approve").expand(campaign_id=campaign_ids)
-    prepared >> drafted >> approved >> publish.expand(campaign_id=campaign_ids)
+    prepared >> drafted >> approved >> publish.expand(campaign_id=campaign_ids) >> rebuild_report()
 
 
 generate_campaign_content()

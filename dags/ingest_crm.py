@@ -5,15 +5,19 @@ warehouse. Rows that fail validation go to `raw.quarantine` with the file, line 
 file's failing share exceeds `ingest.max_quarantine_share` in governance.yml, nothing is loaded and
 the run fails naming the file. The export is archived under `$GMP_HOME/landing/<load_id>/`.
 
-Owner: marketing-data - Inputs: `crm_dir` param (else `GMP_CRM_DIR`) - Outputs: raw tables (asset `RAW_CRM`)
-Rerun: safe; an export already loaded (same SHA-256) changes nothing, rows are keyed.
-On failure: read the task log's one-line reason; fix the export or raise the policy limit knowingly.
+Owner: marketing-data - Inputs: `crm_dir` param, else the drop folder `GMP_CRM_DIR`, else
+`$GMP_HOME/crm_exports/latest` (what the daily scheduled run reads) - Outputs: raw tables (asset `RAW_CRM`)
+Rerun: safe; an export already loaded (same SHA-256) is a skip: nothing changes, no asset event, nothing
+downstream runs. Ends by rebuilding the compliance report (`rebuild_report`, also when a task failed).
+On failure: read the task log's one-line reason (also in the run's report); fix the export or raise the
+policy limit knowingly. A missing or unreadable export fails at once, without retries.
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from governed_marketing.airflow_tasks import fail_fast, rebuild_report
 from pendulum import datetime
 
 
@@ -33,16 +37,16 @@ from pendulum import datetime
 def ingest_crm():
     @task(outlets=[assets.RAW_CRM], pool=assets.WAREHOUSE_POOL)
     def load_export(params: dict, run_id: str) -> dict:
-        from airflow.exceptions import AirflowFailException
-        from governed_marketing.crm.ingest import CrmExportError
-        from governed_marketing.pipeline import ingest
+        from airflow.sdk.exceptions import AirflowSkipException
+        from governed_marketing.pipeline import ingest_drop
 
-        try:
-            return ingest(params.get("crm_dir"), run_id=run_id)  # counts, never rows
-        except CrmExportError as problem:  # the export itself is wrong: a retry cannot help
-            raise AirflowFailException(str(problem)) from None
+        with fail_fast():
+            counts = ingest_drop(params.get("crm_dir"), run_id=run_id)  # counts, never rows
+        if counts.get("already_loaded"):  # skipped: no asset event, so no downstream DAG runs
+            raise AirflowSkipException(f"export {counts.get('load_id')} was already loaded; nothing changed")
+        return counts
 
-    load_export()
+    load_export() >> rebuild_report()
 
 
 ingest_crm()

@@ -14,13 +14,14 @@ Rerun: safe; only requests still open are handled, each step of an erasure can b
 erasure whose scan still finds the person stays `failed` and is retried on the next run.
 On failure: `gmp dsr list` shows what is open and its days left; the receipt names the stores the
 scan found (never the identifiers). Overdue requests fail `purge_expired_data.check_overdue_requests`.
-XCom carries request ids and counts only.
+XCom carries request ids and counts only. Ends by rebuilding the compliance report (`rebuild_report`).
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from governed_marketing.airflow_tasks import fail_fast, rebuild_report
 from pendulum import datetime
 
 
@@ -39,9 +40,10 @@ def process_privacy_requests():
     def answer_requests(params: dict, run_id: str) -> dict:
         from governed_marketing.privacy.process import process_pending, summary
 
-        return summary(process_pending(as_of=params.get("as_of"), actor=run_id))  # ids and counts, never identities
+        with fail_fast():
+            return summary(process_pending(as_of=params.get("as_of"), actor=run_id))  # ids and counts only
 
-    answer_requests()
+    answer_requests() >> rebuild_report()
 
 
 process_privacy_requests()

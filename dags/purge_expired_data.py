@@ -13,12 +13,14 @@ Rerun: safe; a purge removes only what is older than the cutoff, a second run fi
 Trigger with `{"dry_run": true}` (or run `gmp purge --dry-run`) to see what would go.
 On failure of `check_overdue_requests`: answer or extend the named requests now (`gmp dsr list`,
 `gmp dsr process`, `gmp dsr extend --request-id ... --reason ...` within the first month only).
+Ends by rebuilding the compliance report (`rebuild_report`, also when a task failed).
 """
 
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 from governed_marketing import assets
+from governed_marketing.airflow_tasks import fail_fast, rebuild_report
 from pendulum import datetime
 
 
@@ -37,20 +39,18 @@ def purge_expired_data():
     def purge(params: dict, run_id: str) -> dict:
         from governed_marketing.privacy.retention import purge
 
-        return purge(dry_run=bool(params.get("dry_run")), actor=run_id).counts()  # counts per rule
+        with fail_fast():
+            return purge(dry_run=bool(params.get("dry_run")), actor=run_id).counts()  # counts per rule
 
-    @task(pool=assets.WAREHOUSE_POOL, retries=0)
+    @task(pool=assets.WAREHOUSE_POOL)
     def check_overdue_requests() -> dict:
-        from airflow.exceptions import AirflowFailException
-        from governed_marketing.privacy.dsr import OverdueRequests, check_overdue
+        from governed_marketing.privacy.dsr import check_overdue
 
-        try:
+        with fail_fast():  # an overdue request fails at once: retrying cannot help, a person must act
             return check_overdue()
-        except OverdueRequests as overdue:  # a deadline passed: retrying cannot help, a person must act
-            raise AirflowFailException(str(overdue)) from None
 
-    purge()
-    check_overdue_requests()  # independent of the purge: a failed purge must not hide an overdue request
+    # independent of each other: a failed purge must not hide an overdue request
+    [purge(), check_overdue_requests()] >> rebuild_report()
 
 
 purge_expired_data()

@@ -1,10 +1,13 @@
 {#-
     The run's as-of time as a naive UTC timestamp: var('as_of') when given (ISO 8601; any offset is
-    converted to UTC, a zone-less value is UTC), else now.
+    converted to UTC, a zone-less value is UTC), else the GMP_DBT_AS_OF environment variable (how the
+    Airflow DAG passes it: a var that changes per run makes dbt parse the whole project again, an
+    env var only the files that read it), else now.
 -#}
 {% macro as_of() -%}
-    {%- if var('as_of', none) -%}
-        {{ adapter.dispatch('utc_timestamp_literal', 'governed_marketing')(var('as_of')) }}
+    {%- set text = var('as_of', none) or env_var('GMP_DBT_AS_OF', '') -%}
+    {%- if text -%}
+        {{ adapter.dispatch('utc_timestamp_literal', 'governed_marketing')(text) }}
     {%- else -%}
         {{ adapter.dispatch('utc_now', 'governed_marketing')() }}
     {%- endif -%}

@@ -107,12 +107,14 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     try:
         run = run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
     except PipelineFailed as exc:
-        _rebuild_report(settings, failure=str(exc))  # the report shows why the run stopped
+        if not exc.report_built:  # failed before a DAG's own report task could say why
+            _rebuild_report(settings, failure=str(exc))
         raise _fail(str(exc)) from None
     summary = collect_summary(settings, list(run.dag_runs.values()))
     render_summary(summary, provider_line=provider_description(provider) + transport, console=console)
     console.print(f"Outbox: {settings.home_dir / 'outbox'}")
-    console.print(f"Compliance report: {_rebuild_report(settings)}", soft_wrap=True)
+    latest = settings.home_dir / "reports" / "index.html"  # each DAG's last task rebuilt it
+    console.print(f"Compliance report: {latest if latest.is_file() else _rebuild_report(settings)}", soft_wrap=True)
 
 
 def _rebuild_report(settings, *, failure: str | None = None) -> str:
@@ -183,21 +185,80 @@ def dbt_parse() -> None:
 def airflow_cli(ctx: typer.Context) -> None:
     """Run an `airflow` command with this project's DAGs, plugins and AIRFLOW_HOME=$GMP_HOME/airflow.
 
-    `gmp airflow standalone` starts the UI with the scheduler; the metadata DB is migrated and the
-    warehouse pool created first.
+    `gmp airflow standalone` starts the UI with the scheduler, sized for a small machine, with the
+    project's DAGs unpaused; once the UI answers it prints where and how to log in. The metadata DB is
+    migrated and the warehouse pool created first.
     """
     from governed_marketing.dbt import ensure_manifest
-    from governed_marketing.runner import airflow_environment, prepare_airflow
+    from governed_marketing.runner import airflow_environment, prepare_airflow, standalone_environment
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
     settings.resolve_pseudonym_key()
     ensure_manifest(settings)
+    standalone = ctx.args[:1] == ["standalone"]
+    extra = standalone_environment(settings) if standalone else {}
+    os.environ.update(extra)  # before Airflow reads its configuration in prepare_airflow
     prepare_airflow(settings)
-    env = {**os.environ, **airflow_environment(settings)}
+    env = {**os.environ, **airflow_environment(settings), **extra}
     console.print(f"AIRFLOW_HOME={env['AIRFLOW_HOME']}  DAGs: {env['AIRFLOW__CORE__DAGS_FOLDER']}")
     airflow = Path(sys.executable).with_name("airflow")
-    os.execve(str(airflow), [str(airflow), *ctx.args], env)  # noqa: S606 - replace this process with airflow
+    if not standalone:
+        os.execve(str(airflow), [str(airflow), *ctx.args], env)  # noqa: S606 - replace this process with airflow
+    from governed_marketing.runner import unpause_dags
+
+    unpaused = unpause_dags()
+    console.print(
+        "The pipeline's DAGs start unpaused (AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False)"
+        + (f"; unpaused {', '.join(unpaused)}" if unpaused else "")
+    )
+    raise typer.Exit(_run_standalone([str(airflow), *ctx.args], env))
+
+
+def _login_banner(env: dict[str, str]) -> str:
+    host = env.get("AIRFLOW__API__HOST") or "localhost"
+    host = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104 - only displayed
+    url = f"http://{host}:{env.get('AIRFLOW__API__PORT') or '8080'}"
+    users = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    user = users.split(",")[0].split(":")[0]
+    return (
+        f"\nAirflow is up: {url}\n"
+        f"Log in as user `{user}`; the password is in {env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']}\n"
+        "(written by Airflow at the first start; it stays the same afterwards). Stop with Ctrl-C.\n"
+    )
+
+
+def _run_standalone(argv: list[str], env: dict[str, str], *, ready_timeout: float = 600.0) -> int:
+    """Run `airflow standalone`; when the UI answers, print the URL and the login below its start-up noise."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    process = subprocess.Popen(argv, env=env)  # noqa: S603 - our own venv's airflow
+    port = int(env.get("AIRFLOW__API__PORT") or 8080)
+    host = env.get("AIRFLOW__API__HOST") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - the address we probe
+
+    def announce() -> None:
+        deadline = time.monotonic() + ready_timeout
+        passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    if passwords.exists():
+                        time.sleep(2)  # let the start-up messages pass first
+                        console.print(_login_banner(env), style="bold green", highlight=False)
+                        return
+            except OSError:
+                pass
+            time.sleep(2)
+
+    threading.Thread(target=announce, daemon=True).start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda sig, _frame: process.send_signal(sig))
+    return process.wait()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -93,6 +93,21 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     return counts
 
 
+def ingest_drop(crm_dir: str | Path | None, *, run_id: str) -> dict:
+    """The DAG's ingest: the export in `crm_dir`, else the drop folder (GMP_CRM_DIR, else
+    $GMP_HOME/crm_exports/latest). No export there is ExportUnreadable: a retry cannot make one appear.
+
+    Returns the ingest's counts; `already_loaded` is true when this very export was loaded before.
+    """
+    from governed_marketing.errors import ExportUnreadable
+
+    source = Path(crm_dir).expanduser() if crm_dir else get_settings().crm_drop_dir
+    if not source.is_dir():
+        how = "" if crm_dir else " (the scheduled run reads GMP_CRM_DIR, else $GMP_HOME/crm_exports/latest)"
+        raise ExportUnreadable(f"{source}: no CRM export there{how}; drop the export's CSV files in it")
+    return ingest(source, run_id=run_id)
+
+
 def campaign_ids() -> list[str]:
     return load_policy().campaign_ids()
 

@@ -22,10 +22,20 @@ from governed_marketing.settings import Settings, get_settings, restrict_process
 log = logging.getLogger(__name__)
 
 PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
+#: Every DAG of the project: `gmp airflow standalone` unpauses them.
+ALL_DAGS = (*PIPELINE, "purge_expired_data")
 
 
 class PipelineFailed(RuntimeError):
-    """A DAG of the pass failed; the message is the one-line reason."""
+    """A DAG of the pass failed; the message is the one-line reason.
+
+    `report_built` is true when the failed DAG's own `rebuild_report` task wrote the report (with
+    the reason), so the caller need not build it again.
+    """
+
+    def __init__(self, message: str, *, report_built: bool = False) -> None:
+        super().__init__(message)
+        self.report_built = report_built
 
 
 @dataclass
@@ -69,7 +79,9 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-        "AIRFLOW__COSMOS__ENABLE_CACHE": "False",
+        # Cosmos keeps dbt's partial_parse.msgpack between tasks and runs: each task parses only what changed.
+        "AIRFLOW__COSMOS__ENABLE_CACHE": "True",
+        "AIRFLOW__COSMOS__CACHE_DIR": str(airflow_home / "cosmos_cache"),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "governed_marketing",
         "AIRFLOW__OPENLINEAGE__DISABLED": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
@@ -84,6 +96,42 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|governed_marketing)\..*",
         "GMP_HOME": str(settings.home_dir),
     }
+
+
+def standalone_environment(settings: Settings) -> dict[str, str]:
+    """`gmp airflow standalone` on a small machine (2 cores): the DAGs start unpaused, so an asset event
+    from ingest_crm runs the models; few processes; one login that is written down.
+
+    Each value can be overridden from the environment.
+    """
+    airflow_home = settings.path("airflow")
+    defaults = {
+        # An asset event that reaches a paused DAG runs nothing: the chain would stop after the ingest.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+        # Airflow 3's simple auth manager: user `admin`, its password generated into this file at first start.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+            airflow_home / "simple_auth_manager_passwords.json.generated"
+        ),
+    }
+    return {name: os.environ.get(name, value) for name, value in defaults.items()}
+
+
+def unpause_dags(dag_ids: tuple[str, ...] = ALL_DAGS) -> list[str]:
+    """Unpause the project's DAGs already known to the metadata DB (created paused by an earlier start)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        paused = session.query(DagModel).filter(DagModel.dag_id.in_(dag_ids), DagModel.is_paused.is_(True)).all()
+        for model in paused:
+            model.is_paused = False
+        return sorted(m.dag_id for m in paused)
 
 
 def prepare_airflow(settings: Settings) -> None:
@@ -119,7 +167,13 @@ def _load_dags(settings: Settings) -> dict:
 
 def _failure_reason(settings: Settings, dag_run) -> str:
     """One line: the failed task and the reason the step recorded (or the task's state)."""
-    failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state in ("failed", "upstream_failed")]
+    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+
+    failed = [
+        ti.task_id
+        for ti in dag_run.get_task_instances()
+        if ti.state in ("failed", "upstream_failed") and ti.task_id != REPORT_TASK_ID
+    ]
     reason = None
     from governed_marketing import warehouse
 
@@ -136,6 +190,15 @@ def _failure_reason(settings: Settings, dag_run) -> str:
         reason = None
     tasks = ", ".join(sorted(failed)[:3]) or "unknown task"
     return f"{dag_run.dag_id} failed at {tasks}" + (f" - {reason}" if reason else "")
+
+
+def _report_ran(dag_run) -> bool:
+    """Did the run's last task write its report (it fails after writing when the run failed)?"""
+    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+    from governed_marketing.report.build import run_report_dir
+
+    ran = any(ti.task_id == REPORT_TASK_ID and ti.state in ("success", "failed") for ti in dag_run.get_task_instances())
+    return ran and (run_report_dir(get_settings(), dag_run.dag_id, dag_run.run_id) / "index.html").is_file()
 
 
 def run_pipeline(
@@ -173,6 +236,9 @@ def run_pipeline(
         run.dag_runs[dag_id] = dag_run.run_id
         if dag_run.state != "success":
             notify(dag_id, "failed")
-            raise PipelineFailed(f"{_failure_reason(settings, dag_run)} (task logs: {log_file})")
+            raise PipelineFailed(
+                f"{_failure_reason(settings, dag_run)} (task logs: {log_file})",
+                report_built=_report_ran(dag_run),
+            )
         notify(dag_id, "success")
     return run

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         return self.warehouse
 
     @property
+    def crm_drop_dir(self) -> Path:
+        """Where the scheduled ingest looks for the export: GMP_CRM_DIR, else $GMP_HOME/crm_exports/latest."""
+        return (self.crm_dir or self.home_dir / "crm_exports" / "latest").expanduser().resolve()
+
+    @property
     def dags_dir(self) -> Path:
         return self.project_root / "dags"
 

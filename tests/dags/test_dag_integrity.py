@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -48,21 +47,44 @@ def test_dag_has_owner_tags_retries_and_a_runbook(dag_bag, path: Path):
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
-def test_dag_file_parses_in_under_one_second(path: Path):
-    """Measured in a fresh interpreter after Airflow itself is imported, as the DAG processor does."""
+def test_dag_file_parses_in_under_one_second_of_cpu(path: Path):
+    """Measured in a fresh interpreter after Airflow itself is imported, as the DAG processor does.
+
+    CPU time of that process (user + system), not wall time: a busy shared machine stretches the wall
+    clock, not the work a parse does. The wall figure is in the benchmarks (bench/results.json).
+    """
     script = (
         "import time, importlib.util, airflow.sdk\n"
         f"spec = importlib.util.spec_from_file_location('dag_under_test', {str(path)!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
-        "start = time.perf_counter(); spec.loader.exec_module(module)\n"
-        "print(time.perf_counter() - start)\n"
+        "start = time.process_time(); spec.loader.exec_module(module)\n"
+        "print(time.process_time() - start)\n"
     )
-    samples = []
-    for _ in range(3):  # the median of three, so a busy moment on a shared machine does not decide it
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-        samples.append(float(out.stdout.strip().splitlines()[-1]))
-    seconds = statistics.median(samples)
-    assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to parse (median of {samples})"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    seconds = float(out.stdout.strip().splitlines()[-1])
+    assert seconds < 1.0, f"{path.name} took {seconds:.2f}s of CPU to parse"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_every_dag_ends_by_rebuilding_the_report_whatever_happened(dag_bag, path: Path):
+    dag = dag_bag.dags[path.stem]
+    leaves = [t.task_id for t in dag.tasks if not t.downstream_list]
+    assert leaves == ["rebuild_report"]  # the one last task: nothing runs after it, it waits for all
+    report = dag.get_task("rebuild_report")
+    assert report.trigger_rule == "all_done" and report.retries == 0
+
+
+def test_deterministic_failures_are_one_list_translated_at_one_place():
+    """No DAG file or operator decides by itself which errors skip the retries."""
+    from governed_marketing.crm.ingest import CrmExportError
+    from governed_marketing.errors import ExportUnreadable, is_deterministic
+    from governed_marketing.policy import PolicyError
+
+    sources = [*DAG_FILES, PROJECT_ROOT / "plugins" / "governed_marketing" / "generation" / "operators.py"]
+    for source in sources:
+        assert "AirflowFailException" not in source.read_text(), source.name
+    assert all(is_deterministic(e("x")) for e in (ExportUnreadable, CrmExportError, PolicyError))
+    assert not is_deterministic(ValueError("x")) and not is_deterministic(OSError("database is locked"))
 
 
 def test_no_dag_file_touches_a_database_or_variable_at_top_level():

@@ -167,6 +167,19 @@ def test_content_guardrails_and_quarantine_are_reported_as_counts(ok):
     assert all(set(q) == {"file_name", "reason", "rows"} for q in data["quarantine"]["rows"])
 
 
+def test_every_dag_of_the_run_leaves_its_own_report_and_the_cli_builds_none_after(ok):
+    from governed_marketing.runner import PIPELINE
+
+    runs = ok.reports / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(PIPELINE)
+    for dag_id in PIPELINE:
+        (run_dir,) = (runs / dag_id).iterdir()  # one run each, one report each
+        assert json.loads((run_dir / "report.json").read_text())["run_summary"]["status"] == "succeeded"
+    (last,) = (runs / "generate_campaign_content").iterdir()
+    # the latest is the last DAG's report, byte for byte: `gmp run` did not build it a second time
+    assert (ok.reports / "index.html").read_bytes() == (last / "index.html").read_bytes()
+
+
 # ---- fail closed ---------------------------------------------------------------------------------
 
 
@@ -192,6 +205,10 @@ def test_the_report_of_a_stopped_run_shows_which_gate_stopped_it_and_why(payload
     (vendor,) = data["vendors"]
     assert vendor["status"].startswith("nothing sent")
     assert vendor["vendor_calls"] == 0
+    # the failed DAG run's own report, written by its last task, names the failed task and the reason
+    (run_dir,) = (home / "reports" / "runs" / "generate_campaign_content").iterdir()
+    own = json.loads((run_dir / "report.json").read_text())["run_summary"]["failure"]
+    assert own.startswith("generate_campaign_content failed at draft") and "vendor_payload gate failed" in own
 
 
 def test_a_tightened_policy_stops_stored_drafts_from_reaching_the_outbox(content_failure):

@@ -141,7 +141,10 @@ def test_markup_as_a_first_name_costs_only_that_recipients_greeting(conn, policy
         [CAMPAIGN, SCRIPT_CONTACT],
     ).fetchone()[0]
     conn.execute("update raw.crm_contacts set first_name = 'Visit www.evil.test' where contact_id = ?", [other])
-    assert _first_names(conn)[SCRIPT_CONTACT] == SCRIPT_NAME  # the hostile name reached the warehouse
+    # The ingest clears such a name at the door; publish must still hold where a name arrives some other
+    # way (a source that does not validate, a warehouse loaded before the rule): put it back by hand.
+    conn.execute("update raw.crm_contacts set first_name = ? where contact_id = ?", [SCRIPT_NAME, SCRIPT_CONTACT])
+    assert _first_names(conn)[SCRIPT_CONTACT] == SCRIPT_NAME
 
     outcome = run_campaign(
         CAMPAIGN, provider=OfflineProvider(), outbox_root=tmp_path / "outbox", **_common(conn, policy)

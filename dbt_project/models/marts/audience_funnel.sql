@@ -13,7 +13,7 @@ funnel as (
     select
         campaign_id,
         {{ as_of() }} as as_of,
-        '{{ var("run_id") }}' as run_id,
+        '{{ var("run_id", none) or env_var("GMP_DBT_RUN_ID", "manual") }}' as run_id,
         count(*) as contacts,
         count(*) filter (where exclusion_reason = 'erasure_requested') as excluded_erasure_requested,
         count(*) filter (where exclusion_reason = 'objection') as excluded_objection,

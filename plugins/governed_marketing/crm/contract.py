@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from governed_marketing.errors import ExportUnreadable  # defined with the other deterministic failures
+
 EMAIL = re.compile(
     r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
 )
@@ -84,18 +86,6 @@ def is_valid_email(value: str | None) -> bool:
 
 
 # ---- errors that name the export ----------------------------------------------------------------
-
-
-class CrmExportError(ValueError):
-    """The export cannot be read as the contract says; the message names the file and the problem."""
-
-
-class ExportUnreadable(CrmExportError):
-    """The export is absent or empty (no directory, a required file missing, headers only).
-
-    Deterministic: a retry cannot help. Raised by `check_export` before any heavy import or work;
-    the one-line message names the path.
-    """
 
 
 def check_export(crm_dir: str | Path) -> Path:

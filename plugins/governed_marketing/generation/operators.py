@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator
 
@@ -48,20 +47,10 @@ class DraftCampaignOperator(BaseOperator):
 
     @staticmethod
     def _fail_closed(exc: Exception) -> None:
-        """Failures a retry cannot fix fail the task at once; the rest are left to Airflow's retries.
+        """Failures a retry cannot fix (the one list in governed_marketing.errors) fail the task at once."""
+        from governed_marketing.airflow_tasks import fail_now_if_deterministic
 
-        Units that failed their content rules (rejected after the re-ask, refused, filtered) are such a
-        failure: a retry would pay for the same request again and get the same answer.
-        """
-        from governed_marketing.generation import providers
-        from governed_marketing.generation.campaign import ModeRefused, UnitsFailed
-        from governed_marketing.generation.cost import BudgetExceeded
-        from governed_marketing.validation import GateFailed
-
-        deterministic: tuple[type[BaseException], ...] = (GateFailed, BudgetExceeded, ModeRefused)
-        deterministic = (*deterministic, providers.VendorQuotaExhausted, providers.VendorAuthRejected)
-        if isinstance(exc, deterministic) or (isinstance(exc, UnitsFailed) and not exc.retryable):
-            raise AirflowFailException(str(exc)) from None
+        fail_now_if_deterministic(exc)
 
     def execute(self, context: Any) -> dict:
         from governed_marketing.pipeline import draft_generation

@@ -22,12 +22,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from governed_marketing.crm import contract
-from governed_marketing.dialect import is_postgres, temp_table
+
+if TYPE_CHECKING:  # imported where frames are built: `gmp dsr ...` starts without pandas
+    import pandas as pd
 
 REDACTED = "[erased]"
 
@@ -249,6 +251,8 @@ class Matcher:
         return needles
 
     def sql_needles(self) -> dict[str, pd.DataFrame]:
+        import pandas as pd
+
         return {
             "scan_emails": pd.DataFrame({"email": sorted(self.by_email)}, dtype="string"),
             "scan_phones": pd.DataFrame({"digits": sorted(self.by_phone)}, dtype="string"),
@@ -371,6 +375,13 @@ def _identity_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], 
     return found
 
 
+def is_postgres(conn) -> bool:
+    """governed_marketing.dialect's test, imported on use: it loads pandas, pyarrow and psycopg2."""
+    from governed_marketing import dialect
+
+    return dialect.is_postgres(conn)
+
+
 def _rowid(conn) -> str:
     """The physical row id: DuckDB's rowid, Postgres' ctid (compared as text)."""
     return "ctid::text" if is_postgres(conn) else "rowid"
@@ -385,6 +396,8 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
     result = TableScan()
     if not matcher.identities:
         return result
+    from governed_marketing.dialect import temp_table
+
     for name, frame in matcher.sql_needles().items():
         temp_table(conn, name, frame)
     if is_postgres(conn):

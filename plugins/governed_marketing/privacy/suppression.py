@@ -21,12 +21,15 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from governed_marketing.crm import contract
 from governed_marketing.privacy.scan import EMAIL_TOKEN, REDACTED
+
+if TYPE_CHECKING:  # pandas only types the ingest's frames here; `gmp dsr ...` starts without it
+    import pandas as pd
 
 SUPPRESSION_DDL = """
 create schema if not exists ops;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ def build_report(
     *,
     failure: str | None = None,
     privacy: Callable[..., PrivacySection] | None = None,
+    out_dir: Path | None = None,
 ) -> Path:
     """Rebuild `$GMP_HOME/reports/` (index.html, report.json, data_docs/) and return index.html's path.
 
@@ -62,13 +64,15 @@ def build_report(
         failure: the one-line reason a `gmp run` failed, shown in the run summary.
         privacy: the privacy-requests section provider; by default the one named by
             `PRIVACY_SECTION_PROVIDER`, if it exists yet.
+        out_dir: where to write it instead of `$GMP_HOME/reports/` (a run's own copy).
     """
     from governed_marketing.dbt import ensure_manifest
     from governed_marketing.validation.docs import build_data_docs
 
     settings = settings or get_settings()
     policy = load_policy(settings.policy_path)
-    reports = settings.path("reports")
+    reports = Path(out_dir) if out_dir is not None else settings.path("reports")
+    reports.mkdir(parents=True, exist_ok=True)
     classes = manifest_classes(ensure_manifest(settings))
     provider = privacy or load_provider()
     evidence: dict[str, Any] = {}
@@ -88,6 +92,40 @@ def build_report(
     _write(reports / "report.json", json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     _write(reports / "index.html", render_html(data))
     return reports / "index.html"
+
+
+def run_report_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
+    """`$GMP_HOME/reports/runs/<dag_id>/<run_id>/`: the report as one DAG run left it."""
+    safe = run_id.replace("/", "_")  # run ids are free text when triggered by hand
+    return settings.home_dir / "reports" / "runs" / dag_id / safe
+
+
+def publish_run_report(
+    dag_id: str, run_id: str, *, failure: str | None = None, settings: Settings | None = None
+) -> Path:
+    """Build the report of one DAG run into its own directory, then make it the latest one.
+
+    Returns the run's index.html. The latest copy (`$GMP_HOME/reports/index.html`, report.json,
+    data_docs/) is replaced file by file, so a reader never sees a half-written page.
+    """
+    settings = settings or get_settings()
+    run_dir = run_report_dir(settings, dag_id, run_id)
+    index = build_report(settings, failure=failure, out_dir=run_dir)
+    latest = settings.path("reports")
+    docs = run_dir / "data_docs"
+    if docs.is_dir():
+        staged = latest / "data_docs.partial"
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(docs, staged)
+        previous = latest / "data_docs.previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        if (latest / "data_docs").exists():
+            os.replace(latest / "data_docs", previous)
+        os.replace(staged, latest / "data_docs")
+        shutil.rmtree(previous, ignore_errors=True)
+    for name in ("report.json", "index.html"):
+        _write(latest / name, (run_dir / name).read_text(encoding="utf-8"))
+    return index
 
 
 def _privacy_section(
@@ -112,7 +150,13 @@ def render_html(data: dict) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["yes_no"] = _yes_no
     return env.get_template("index.html.j2").render(report=data, sections=SECTIONS)
+
+
+def _yes_no(value: Any) -> Any:
+    """A boolean a provider left in a cell reads as a word, never as Python's True/False."""
+    return ("yes" if value else "no") if isinstance(value, bool) else value
 
 
 def _write(path: Path, text: str) -> None:
@@ -207,6 +251,10 @@ def _collect(conn: duckdb.DuckDBPyConnection, policy: Policy) -> tuple[dict, lis
             [load_id] if load_id else [],
         )
         evidence["quarantine_scope"] = f"load {load_id}" if load_id else "all loads"
+        if load_id:  # the rows of this load still held, to reconcile with the count at load time
+            evidence["quarantine_held"] = conn.execute(
+                "select count(*) from raw.quarantine where load_id = ?", [load_id]
+            ).fetchone()[0]
     return evidence, gates
 
 
@@ -361,6 +409,32 @@ def _run_summary(policy: Policy, evidence: dict, failure: str | None) -> dict:
     }
 
 
+def _quarantine(evidence: dict) -> dict:
+    """The quarantine by file and reason, reconciled with the count the ingest recorded.
+
+    Rows can leave the quarantine after the load (an erasure removes a person's quarantined rows too),
+    so the rows held now may be fewer than the load quarantined: the difference is shown with its reason.
+    """
+    ingest = evidence.get("ingest") or {}
+    at_load = ingest.get("rows_quarantined")
+    held = evidence.get("quarantine_held")
+    removed = max(int(at_load) - int(held), 0) if at_load is not None and held is not None else 0
+    if removed and held:
+        why = "erased since by request (Art. 17 erasure also removes a person's quarantined rows)"
+    elif removed:
+        why = "erased since by request or purged with their load by retention"
+    else:
+        why = None
+    return {
+        "scope": evidence.get("quarantine_scope", "none"),
+        "rows": evidence.get("quarantine", []),
+        "rows_at_load": at_load,
+        "rows_held": held,
+        "rows_removed_since": removed,
+        "removed_reason": why,
+    }
+
+
 def _assemble(
     policy: Policy,
     classes: dict,
@@ -404,7 +478,7 @@ def _assemble(
         "gates": gate_entries,
         "vendors": _vendors(policy, classes, evidence.get("generate", {}), by_key),
         "content_guardrails": guardrails,
-        "quarantine": {"scope": evidence.get("quarantine_scope", "none"), "rows": evidence.get("quarantine", [])},
+        "quarantine": _quarantine(evidence),
         "records_of_processing": records_of_processing(policy, classes),
         "privacy_requests": privacy,
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 #: "module:function" the report imports to fill the privacy-requests section.
 PRIVACY_SECTION_PROVIDER = "governed_marketing.privacy.report:privacy_section"
@@ -24,6 +24,7 @@ class PrivacyTable(TypedDict):
     title: str
     columns: list[str]
     rows: list[list[Any]]  # counts, ids, dates, statuses: no personal data
+    empty: NotRequired[str]  # shown instead of an empty table, e.g. "No purge has run yet."
 
 
 class PrivacySection(TypedDict, total=False):

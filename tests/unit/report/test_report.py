@@ -156,3 +156,58 @@ def test_a_failed_run_is_shown_with_its_reason(settings):
     reason = "generate_campaign_content failed at generate - spring_newsletter: vendor_payload gate failed"
     html = build_report(settings, failure=reason).read_text(encoding="utf-8")
     assert "vendor_payload gate failed" in html
+
+
+def test_rows_erased_from_the_quarantine_since_the_load_are_reconciled_with_a_reason(loaded):
+    """The run summary's count (at load) and the quarantine table (rows held now) must agree or say why."""
+    conn = connect(loaded.warehouse_path)
+    try:  # what an erasure does to the person's quarantined row
+        conn.execute("delete from raw.quarantine where file_name = 'contacts.csv'")
+    finally:
+        conn.close()
+    path = build_report(loaded)
+    quarantine = json.loads((path.parent / "report.json").read_text())["quarantine"]
+    assert (quarantine["rows_at_load"], quarantine["rows_held"], quarantine["rows_removed_since"]) == (2, 1, 1)
+    assert sum(q["rows"] for q in quarantine["rows"]) == quarantine["rows_held"]
+    html = path.read_text(encoding="utf-8")
+    assert "2 row(s) quarantined at load, 1 held now: 1 erased since by request" in html
+
+
+def test_the_privacy_section_speaks_words_not_python_or_json(loaded):
+    from governed_marketing.privacy.report import _on_time, privacy_section
+
+    html = build_report(loaded, privacy=privacy_section).read_text(encoding="utf-8")
+    section = html[html.index('id="privacy-requests"') :]
+    assert "audit_head_seq" not in section and "{&#34;" not in section and '{"' not in section
+    assert "No purge has run since" in section and "gmp purge --dry-run" in section
+    assert "No request is open." in section
+    assert "audit log head (sequence number)" in section
+    assert not re.search(r">\s*(True|False)\s*<", section)
+    assert _on_time({"on_time": True}) == "yes"
+    assert _on_time({"on_time": False, "days_late": 3}) == "no (3 days late)"
+
+
+def test_a_boolean_left_in_a_privacy_table_reads_as_a_word(loaded):
+    def provider(conn, *, policy, settings):
+        table = {"title": "Closed", "columns": ["request", "on time"], "rows": [["r1", True], ["r2", False]]}
+        return {"status": "ok", "tables": [table]}
+
+    html = build_report(loaded, privacy=provider).read_text(encoding="utf-8")
+    assert "<td>yes</td>" in html and "<td>no</td>" in html
+    assert not re.search(r">\s*(True|False)\s*<", html)
+
+
+def test_a_dag_run_keeps_its_own_report_and_becomes_the_latest(loaded):
+    from governed_marketing.report.build import publish_run_report
+
+    first = publish_run_report("ingest_crm", "manual__2026-12-07T01:00:00+00:00", settings=loaded)
+    second = publish_run_report(
+        "purge_expired_data", "scheduled__x", failure="purge failed - disk full", settings=loaded
+    )
+    reports = loaded.home_dir / "reports"
+    assert first == reports / "runs" / "ingest_crm" / "manual__2026-12-07T01:00:00+00:00" / "index.html"
+    assert first.is_file() and second.is_file() and (first.parent / "data_docs" / "index.html").is_file()
+    assert "disk full" not in first.read_text(encoding="utf-8")
+    assert (reports / "index.html").read_text(encoding="utf-8") == second.read_text(encoding="utf-8")
+    assert json.loads((reports / "report.json").read_text())["run_summary"]["failure"] == "purge failed - disk full"
+    assert (reports / "data_docs" / "index.html").is_file()
