@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -628,8 +629,11 @@ class OpenAIProvider:
         temperature: float = 0.7,
         max_body_chars: int | None = None,
         max_output_tokens: int | None = None,
-        max_rate_limit_retries: int = 8,
+        max_rate_limit_retries: int | None = None,
+        max_rate_limit_wait_s: float = 600.0,
         limiter: RateLimiter | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         import openai
 
@@ -642,7 +646,10 @@ class OpenAIProvider:
         self.max_body_chars = max_body_chars
         self.max_output_tokens = max_output_tokens
         self.max_rate_limit_retries = max_rate_limit_retries
-        self.limiter = limiter or RateLimiter(max_in_flight=concurrency)
+        self.max_rate_limit_wait_s = max_rate_limit_wait_s
+        self.limiter = limiter or RateLimiter(
+            max_in_flight=concurrency, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         hooked = openai.DefaultHttpxClient(event_hooks={"response": [_leave_429_to_the_limiter]})
         self._api = client.with_options(http_client=hooked)
 
@@ -653,6 +660,7 @@ class OpenAIProvider:
 
         tokens = estimate_tokens(body)
         extra_headers = {"Idempotency-Key": key} if key else None
+        first_429: float | None = None
         while True:
             try:
                 ticket = self.limiter.acquire(tokens, stop=run.stop)
@@ -664,7 +672,13 @@ class OpenAIProvider:
                 if exc.status_code == 429 and not _is_quota(exc):
                     self.limiter.release(ticket, exc.response.headers)
                     usage.rate_limited += 1
-                    if usage.rate_limited > self.max_rate_limit_retries:
+                    # "Slow down" keeps the unit waiting (the limiter paces it); it fails only when the
+                    # vendor keeps refusing it far longer than any per-minute limit explains.
+                    first_429 = time.monotonic() if first_429 is None else first_429
+                    too_many = (
+                        self.max_rate_limit_retries is not None and usage.rate_limited > self.max_rate_limit_retries
+                    )
+                    if too_many or time.monotonic() - first_429 > self.max_rate_limit_wait_s:
                         reason = f"the vendor answered HTTP 429 ({_error_code(exc)}) {usage.rate_limited} times"
                         raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", reason)) from exc
                     self.limiter.rate_limited(exc.response.headers)
@@ -912,12 +926,15 @@ def build_provider(settings: Settings, policy: Policy, vendor_allowed: bool) -> 
     import openai
 
     client = openai.OpenAI(max_retries=3, timeout=60)  # OPENAI_API_KEY and OPENAI_BASE_URL from the env
+    vendor = policy.vendors.get("openai")
     return OpenAIProvider(
         client,
         settings.llm_model,
         settings.llm_concurrency,
         max_body_chars=policy.content.max_body_chars,
-        max_output_tokens=policy.vendors["openai"].max_output_tokens if "openai" in policy.vendors else None,
+        max_output_tokens=vendor.max_output_tokens if vendor else None,
+        requests_per_minute=vendor.limits.requests_per_minute if vendor else None,
+        tokens_per_minute=vendor.limits.tokens_per_minute if vendor else None,
     )
 
 
