@@ -289,3 +289,28 @@ def test_no_unit_is_lost_across_a_run_with_mixed_faults() -> None:
     assert set(collected.results) | set(collected.failures) == {r.unit_id for r in requests}
     assert {f.kind for f in collected.failures.values()} <= {"server", "refused", "rejected", "client"}
     assert len(collected.failures) >= 2  # at least the refusal and the 400
+
+
+def test_identical_requests_are_sent_once_and_the_answer_goes_to_every_unit(server: LocalOpenAIServer) -> None:
+    distinct = _requests(3)
+    same = [
+        DraftRequest(**{**distinct[0].__dict__, "unit_id": f"twin-{i}", "custom_id": f"gmp-twin-{i}"}) for i in range(4)
+    ]
+    collected = Collected()
+    submitted: list[list[str]] = []
+
+    results = _provider(server, concurrency=4).draft_many(
+        [*distinct, *same],
+        on_result=collected.on_result,
+        on_submit=lambda group: submitted.append([r.unit_id for r in group]),
+    )
+
+    assert len(results) == 7 and server.paid_requests == 3 and len(server.chat_requests()) == 3
+    assert ["cohort-000", "twin-0", "twin-1", "twin-2", "twin-3"] in submitted
+    payer = results["cohort-000"]
+    assert payer.input_tokens > 0 and "shared_request_of" not in payer.extra
+    for i in range(4):
+        twin = results[f"twin-{i}"]
+        assert twin.draft == payer.draft
+        assert twin.input_tokens == twin.output_tokens == 0  # paid once, counted once
+        assert twin.extra["shared_request_of"] == distinct[0].custom_id

@@ -59,6 +59,12 @@ class DraftCampaignOperator(BaseOperator):
         if isinstance(exc, deterministic):
             raise AirflowFailException(str(exc)) from None
 
+    def on_kill(self) -> None:
+        """SIGTERM (Airflow's task runner calls this): stop submitting; in-flight units go to the ledger as in doubt."""
+        from governed_marketing import stopping
+
+        stopping.request_stop("SIGTERM")
+
     def execute(self, context: Any) -> dict:
         from governed_marketing.pipeline import draft_generation
 
