@@ -95,7 +95,14 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     except RunLocked as exc:
         raise _fail(str(exc)) from None
     except RunInterrupted as exc:
-        raise _fail(str(exc), code=143) from None  # 128 + SIGTERM, as a shell reports it
+        _fail(str(exc))
+        # Everything is recorded (the ledger commits as it goes). Calls abandoned at the vendor still hold
+        # their HTTP connections on daemon threads, and interpreter shutdown would wait for them while it
+        # closes the connection pool: leave now, with 128 + SIGTERM as a shell reports it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(143)
     except PipelineFailed as exc:
         _rebuild_report(settings, failure=str(exc))  # the report shows why the run stopped
         raise _fail(str(exc)) from None

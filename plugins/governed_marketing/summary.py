@@ -49,12 +49,13 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
                     summary.quarantine_reasons[key] = summary.quarantine_reasons.get(key, 0) + n
         elif step.startswith("generate"):
             merge_generation_step(summary.campaigns.setdefault(subject, {}), step, counts)
-        _add_in_doubt(conn, summary)
     for record in funnel.to_dict("records"):
         entry = summary.campaigns.setdefault(record["campaign_id"], {})
         entry["contacts"] = int(record["contacts"])
         entry["eligible"] = int(record["audience"])
         entry["excluded"] = {c.removeprefix("excluded_"): int(record[c]) for c in EXCLUSION_COLUMNS}
+    with warehouse.session(settings=settings) as conn:
+        _add_in_doubt(conn, summary)
     return summary
 
 
