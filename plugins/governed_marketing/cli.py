@@ -79,8 +79,9 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
     from governed_marketing.policy import PolicyError, load_policy
-    from governed_marketing.runner import PipelineFailed, run_pipeline
+    from governed_marketing.runner import PipelineFailed, RunLocked, run_pipeline
     from governed_marketing.settings import get_settings
+    from governed_marketing.stopping import RunInterrupted
     from governed_marketing.summary import collect_summary, render_summary
 
     settings = get_settings()
@@ -106,6 +107,17 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         run = run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
+    except RunLocked as exc:
+        raise _fail(str(exc)) from None
+    except RunInterrupted as exc:
+        _fail(str(exc))
+        # Everything is recorded (the ledger commits as it goes). Calls abandoned at the vendor still hold
+        # their HTTP connections on daemon threads, and interpreter shutdown would wait for them while it
+        # closes the connection pool: leave now, with 128 + SIGTERM as a shell reports it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(143)
     except PipelineFailed as exc:
         if not exc.report_built:  # failed before a DAG's own report task could say why
             _rebuild_report(settings, failure=str(exc))
@@ -146,13 +158,18 @@ def demo(
 ) -> None:
     """Generate a sample CRM export under $GMP_HOME/demo_crm, then run the whole pipeline on it."""
     from governed_marketing.crm.generate import SAMPLE_AS_OF, write_sample_export
+    from governed_marketing.runner import RunLocked, run_lock
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
     crm_dir = settings.path("demo_crm")
-    write_sample_export(crm_dir, contacts=contacts, seed=seed)
-    console.print(f"Sample CRM export ({contacts:,} contacts, seed {seed}) in {crm_dir}")
-    _run(crm_dir, SAMPLE_AS_OF.isoformat())
+    try:
+        with run_lock(settings):  # the export it rewrites is one a running pass may be reading
+            write_sample_export(crm_dir, contacts=contacts, seed=seed)
+            console.print(f"Sample CRM export ({contacts:,} contacts, seed {seed}) in {crm_dir}")
+            _run(crm_dir, SAMPLE_AS_OF.isoformat())
+    except RunLocked as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("report")

@@ -91,6 +91,17 @@ class ModelPrice(_Strict):
     cached_input: float | None = Field(default=None, ge=0)
 
 
+class VendorLimits(_Strict):
+    """The account's rate limits at the vendor, for vendors that do not send them in headers.
+
+    A ceiling the sync limiter never exceeds, and its pace from the first call (without it, the pace
+    is learned from the vendor's headers or its 429s).
+    """
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+
+
 class Vendor(_Strict):
     role: Literal["processor", "controller", "joint_controller"]
     dpa_signed: date | None = None
@@ -102,6 +113,7 @@ class Vendor(_Strict):
     #: Share of the price the Batch API charges (0.5 = half price).
     batch_discount: float = Field(default=1.0, gt=0, le=1)
     prices_usd_per_1m_tokens: dict[str, ModelPrice] = Field(default_factory=dict)
+    limits: VendorLimits = Field(default_factory=VendorLimits)
 
 
 class Cohorts(_Strict):

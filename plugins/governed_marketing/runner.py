@@ -3,13 +3,20 @@
 Airflow runs on a SQLite metadata database under $GMP_HOME/airflow, with this repo's dags/ as
 its DAG folder. Each DAG runs to completion before the next starts; a failed DAG stops the pass
 and the failure is reported in one line (the failed task and its recorded reason).
+
+One pass at a time per GMP_HOME: `run_lock` holds $GMP_HOME/run.lock (flock) with the holder's PID,
+command and start time in it, so a second pass stops at once and says who holds it (two passes on
+one Airflow SQLite file and one DuckDB file only fail later, and less clearly). SIGTERM stops the
+pass promptly (see `governed_marketing.stopping`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +43,55 @@ class PipelineFailed(RuntimeError):
     def __init__(self, message: str, *, report_built: bool = False) -> None:
         super().__init__(message)
         self.report_built = report_built
+
+
+class RunLocked(RuntimeError):
+    """Another process holds $GMP_HOME/run.lock; the message names it in one line."""
+
+
+_held: dict[str, int] = {}  # lock path -> nesting depth in this process (`gmp demo` runs `gmp run`'s code)
+
+
+@contextmanager
+def run_lock(settings: Settings, command: str | None = None) -> Iterator[Path]:
+    """Hold $GMP_HOME/run.lock for a command that writes; raise RunLocked at once if another process does.
+
+    The lock is an flock, so it is released by the kernel when the holder dies (no stale lock after a
+    crash or SIGKILL); the file keeps the holder's PID, command and start time for the message.
+    """
+    path = settings.home_dir / "run.lock"
+    key = str(path)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield path
+        finally:
+            _held[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "(holder unknown)"
+            raise RunLocked(
+                f"another gmp command is writing to {settings.home_dir} ({holder}); wait for it to finish "
+                f"or stop it (lock: {path})"
+            ) from None
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        what = command or shlex.join(["gmp", *sys.argv[1:]])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, `{what}`, since {started}\n".encode(), 0)
+        _held[key] = 1
+        try:
+            yield path
+        finally:
+            _held.pop(key, None)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -208,12 +264,40 @@ def run_pipeline(
     settings: Settings | None = None,
     on_step: Callable[[str, str], None] | None = None,
 ) -> PipelineRun:
-    """Run ingest -> models -> content through `dag.test()`; raise PipelineFailed on the first failure."""
+    """Run ingest -> models -> content through `dag.test()`; raise PipelineFailed on the first failure.
+
+    Raises:
+        RunLocked: another process is running a command that writes to this GMP_HOME.
+        RunInterrupted: SIGTERM stopped the pass (what was in flight is recorded in the ledger).
+    """
+
+    from governed_marketing import stopping
+
+    restrict_process_umask()  # the lock, warehouse, airflow.db, logs and outbox this pass writes: owner-only
+    settings = settings or get_settings()
+    with run_lock(settings), stopping.sigterm_stops_the_run():
+        try:
+            return _run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
+        except KeyboardInterrupt:
+            if not stopping.stop_requested():
+                raise
+            raise stopping.RunInterrupted(
+                f"stopped by {stopping.stop_reason()}; units that were with the vendor are recorded as in doubt "
+                "in ops.generation_ledger and are sent again, under the same Idempotency-Key, by the next run"
+            ) from None
+
+
+def _run_pipeline(
+    crm_dir: Path,
+    *,
+    as_of: str | None,
+    settings: Settings,
+    on_step: Callable[[str, str], None] | None = None,
+) -> PipelineRun:
+    from governed_marketing import stopping
     from governed_marketing.dbt import ensure_manifest
     from governed_marketing.pipeline import parse_as_of
 
-    restrict_process_umask()  # the warehouse, airflow.db, logs and outbox this pass writes: owner-only
-    settings = settings or get_settings()
     moment = parse_as_of(as_of).isoformat()
     notify = on_step or (lambda dag_id, state: None)
     settings.resolve_pseudonym_key()
@@ -230,10 +314,14 @@ def run_pipeline(
         "generate_campaign_content": {"as_of": moment},
     }
     for dag_id in PIPELINE:
+        if stopping.stop_requested():
+            raise KeyboardInterrupt
         notify(dag_id, "running")
         with captured_output(log_file):
             dag_run = dags[dag_id].test(run_conf=confs[dag_id])
         run.dag_runs[dag_id] = dag_run.run_id
+        if stopping.stop_requested():
+            raise KeyboardInterrupt
         if dag_run.state != "success":
             notify(dag_id, "failed")
             raise PipelineFailed(

@@ -60,7 +60,21 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
         entry["contacts"] = int(record["contacts"])
         entry["eligible"] = int(record["audience"])
         entry["excluded"] = {c.removeprefix("excluded_"): int(record[c]) for c in EXCLUSION_COLUMNS}
+    with warehouse.session(settings=settings) as conn:
+        _add_in_doubt(conn, summary)
     return summary
+
+
+def _add_in_doubt(conn, summary: RunSummary) -> None:
+    """Units sent without a recorded answer (SIGTERM, crash), and units that shared one paid request."""
+    from governed_marketing.generation import ledger
+
+    for campaign_id, entry in summary.campaigns.items():
+        try:
+            figures = ledger.in_doubt_totals(conn, campaign_id, entry.get("prompt_version"), entry.get("model"))
+        except Exception:  # noqa: BLE001 - no ledger yet (generation never ran): nothing to say
+            return
+        entry.update(figures)
 
 
 #: What the run itself paid for (the ledger's totals cover every run of the prompt version).
@@ -121,6 +135,17 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
         table.add_row("  vendor calls (drafts reused)", f"{c.get('vendor_calls', 0):,} ({c.get('reused_drafts', 0):,})")
         if c.get("failed_units"):
             table.add_row("  units failed (requested again next run)", f"{c['failed_units']:,}")
+        if c.get("shared_request_units"):
+            table.add_row("  units sharing an identical request (paid once)", f"{c['shared_request_units']:,}")
+        if c.get("units_ever_in_doubt"):
+            table.add_row(
+                "  units in doubt: sent, answer not recorded (still / ever)",
+                f"{c.get('in_doubt_units', 0):,} / {c['units_ever_in_doubt']:,}",
+            )
+            table.add_row(
+                "  USD possibly paid twice (unless the vendor honours Idempotency-Key)",
+                f"{c.get('in_doubt_cost_usd', 0.0):.4f}",
+            )
         table.add_row(
             "  tokens in / out: this run (all runs)",
             f"{c.get('run_input_tokens', 0):,} / {c.get('run_output_tokens', 0):,} "

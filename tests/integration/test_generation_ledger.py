@@ -103,6 +103,25 @@ def _units(conn) -> int:
     return int(found[0])
 
 
+def _paying_units(conn) -> int:
+    """Units whose request was paid (the others shared an identical request: see mark_shared)."""
+    found = conn.execute("select count(*) from ops.generation_ledger where shared_request_of is null").fetchone()
+    return int(found[0])
+
+
+def _body_key(request) -> str:
+    return json.dumps(request.body, sort_keys=True)
+
+
+def _largest_share(conn) -> int:
+    """The most units one paid request answered (1 when no two units send the same body)."""
+    found = conn.execute(
+        "select coalesce(max(n), 0) + 1 from (select count(*) as n from ops.generation_ledger "
+        "where shared_request_of is not null group by shared_request_of)"
+    ).fetchone()
+    return int(found[0])
+
+
 class _Crash(BaseException):
     """Stands for the worker dying: not an Exception, so no handler of ours runs."""
 
@@ -128,17 +147,26 @@ def test_a_crash_after_submit_and_a_task_retry_pay_for_each_unit_once(conn, poli
         with pytest.raises(_Crash):
             draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy))
     statuses = _statuses(conn)
-    assert statuses["succeeded"] == 3 and statuses["submitted"] == _units(conn) - 3
+    # Only what was handed to the transport (at most `concurrency` requests) is `submitted`: maybe at the
+    # vendor. The rest was never sent and is still just planned.
+    assert statuses["succeeded"] == 3 and 1 <= statuses["submitted"] <= 4 * _largest_share(conn)
+    assert statuses["planned"] == _units(conn) - 3 - statuses["submitted"]
+    left_in_flight = statuses["submitted"]
     paid_before_retry = openai_server.paid_requests
 
-    # The task retry: finished units are reused, in-doubt ones go again under the same Idempotency-Key.
+    # The task retry: finished units are reused, the ones left in flight are recorded as in doubt (with
+    # their estimated cost) and go again under the same Idempotency-Key.
     draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy, "run-1-try-2"))
     assert _statuses(conn) == {"succeeded": _units(conn)}
-    assert openai_server.paid_requests == _units(conn), "an in-doubt unit was paid twice"
-    assert paid_before_retry <= _units(conn)
+    ever_in_doubt, in_doubt_cost = conn.execute(
+        "select count(*) filter (where in_doubt_attempts > 0), sum(in_doubt_cost_usd) from ops.generation_ledger"
+    ).fetchone()
+    assert ever_in_doubt == left_in_flight and in_doubt_cost > 0
+    assert openai_server.paid_requests == _paying_units(conn), "an in-doubt unit was paid twice"
+    assert paid_before_retry <= _paying_units(conn)
     keys = [r.headers.get("idempotency-key") for r in openai_server.chat_requests()]
     assert all(k and k.startswith("gmp-") for k in keys)
-    assert len(set(keys)) == _units(conn), "one key per unit, reused by the retry"
+    assert len(set(keys)) == _paying_units(conn), "one key per paid request, reused by the retry"
 
     published = publish_campaign(
         CAMPAIGN, provider="openai", model=MODEL, transport="sync", outbox_root=tmp_path, **_common(conn, policy)
@@ -146,7 +174,7 @@ def test_a_crash_after_submit_and_a_task_retry_pay_for_each_unit_once(conn, poli
     assert published.messages > 0
     # A rerun of the whole campaign pays nothing.
     run_campaign(CAMPAIGN, provider=provider, outbox_root=tmp_path, **_common(conn, policy, "run-2"))
-    assert openai_server.paid_requests == _units(conn)
+    assert openai_server.paid_requests == _paying_units(conn)
 
 
 def test_a_batch_crash_between_create_and_recording_reattaches_instead_of_paying_again(
@@ -269,7 +297,11 @@ def test_individual_mode_sends_only_the_allow_listed_fields(conn, policy, openai
     recipients = conn.execute(
         "select count(*) from marts.campaign_audience where campaign_id = ?", [CAMPAIGN]
     ).fetchone()[0]
-    assert outcome.units == recipients == openai_server.paid_requests == outcome.messages
+    assert outcome.units == recipients == outcome.messages
+    # Recipients whose allow-listed fields are identical send the same request: it is paid once.
+    assert (
+        openai_server.paid_requests == _paying_units(conn) == len({_body_key(r) for r in openai_server.chat_requests()})
+    )
     allowed = set(policy.purpose_of(CAMPAIGN).fields) - {"language"}
     for request in openai_server.chat_requests():
         user = request.body["messages"][1]["content"]
@@ -288,3 +320,54 @@ def test_nothing_is_published_while_units_are_still_in_a_vendor_batch(conn, poli
     openai_server.batch_api.advance()
     collect_campaign_batches(CAMPAIGN, submitted["batch_ids"], client=client, **common)
     assert publish_campaign(CAMPAIGN, transport="batch", outbox_root=tmp_path, **common).messages > 0
+
+
+def test_a_stop_request_mid_drafting_records_the_units_in_flight_as_in_doubt(conn, policy, tmp_path):
+    """SIGTERM (here: the stop flag its handler sets) stops submitting; what was sent is recorded in doubt."""
+    import threading
+
+    from governed_marketing import stopping
+
+    with LocalOpenAIServer(latency_s=3.0) as slow:
+        provider = _provider(slow, concurrency=4)
+        prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, policy))
+
+        def stop_once_calls_are_out() -> None:
+            while len(slow.chat_requests()) < 4:
+                threading.Event().wait(0.02)
+            stopping.request_stop("SIGTERM")
+
+        stopper = threading.Thread(target=stop_once_calls_are_out, daemon=True)
+        stopper.start()
+        try:
+            with pytest.raises(stopping.RunInterrupted, match="in doubt"):
+                draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy))
+        finally:
+            stopper.join(timeout=30)
+            stopping.reset()
+
+        statuses = _statuses(conn)
+        assert "submitted" not in statuses, "nothing is left looking merely submitted"
+        assert statuses["in_doubt"] >= 4 and sum(statuses.values()) == _units(conn)
+        sent_keys = {r.headers["idempotency-key"] for r in slow.chat_requests()}
+        rows = conn.execute(
+            "select status, custom_id, attempts, in_doubt_attempts, in_doubt_cost_usd, shared_request_of, "
+            "estimated_cost_usd from ops.generation_ledger"
+        ).fetchall()
+        for status, cid, attempts, in_doubt_attempts, cost, shared_of, estimate in rows:
+            if status == "in_doubt":
+                assert attempts == 1 and in_doubt_attempts == 1
+                assert (shared_of or cid) + "-1" in sent_keys, "only what was sent is in doubt"
+                assert cost == (0 if shared_of else estimate)
+            if status == "planned":
+                assert attempts == 0 and f"{cid}-1" not in sent_keys, "a unit never sent is not in doubt"
+
+        # The next run sends the in-doubt units again under the same key: the vendor answers from its record.
+        draft_sync(CAMPAIGN, provider=provider, transport="sync", **_common(conn, policy, "run-2"))
+        assert _statuses(conn) == {"succeeded": _units(conn)}
+        assert slow.paid_requests == _paying_units(conn), "an in-doubt unit was paid twice"
+        outcome = prepare_campaign(CAMPAIGN, provider="openai", model=MODEL, transport="sync", **_common(conn, policy))
+        assert outcome.reused_drafts == _units(conn)
+        doubt = ledger.in_doubt_totals(conn, CAMPAIGN)
+        assert doubt["units_ever_in_doubt"] == statuses["in_doubt"] and doubt["in_doubt_units"] == 0
+        assert doubt["in_doubt_cost_usd"] > 0

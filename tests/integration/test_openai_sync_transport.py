@@ -90,6 +90,37 @@ def test_limiter_stays_under_the_servers_limits_without_a_single_429(rpm: int | 
         assert server.paid_requests == 60
 
 
+@pytest.mark.parametrize("limit_headers", [True, False], ids=["with-headers", "without-headers"])
+def test_no_unit_fails_on_429s_while_the_vendor_only_says_slow_down(limit_headers: bool) -> None:
+    """A vendor over its cap answers 429 ("slow down"): every unit waits its turn, none fails.
+
+    Without headers (vLLM, Ollama, proxies) the limiter has only the 429s to learn the rate from.
+    """
+    with LocalOpenAIServer(rpm=1200, window_s=1, latency_s=0.02, limit_headers=limit_headers) as server:
+        provider = _provider(server, concurrency=8)
+        collected = Collected()
+
+        results = provider.draft_many(_requests(80), on_result=collected.on_result, on_failure=collected.on_failure)
+
+        assert collected.failures == {}
+        assert len(results) == 80 and server.paid_requests == 80
+        assert provider.limiter.learned is limit_headers
+        if not limit_headers:
+            assert server.rate_limited > 0  # the vendor did say "slow down": the pace was learned from that
+            assert provider.limiter.paced
+
+
+def test_a_configured_cap_keeps_a_vendor_without_headers_from_answering_429() -> None:
+    with LocalOpenAIServer(rpm=600, window_s=60, latency_s=0.01, limit_headers=False) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-local-test-key", max_retries=3, timeout=10)
+        provider = OpenAIProvider(client, MODEL, 8, max_output_tokens=200, requests_per_minute=600)
+
+        results = provider.draft_many(_requests(30))
+
+        assert len(results) == 30
+        assert server.rate_limited == 0 and server.max_requests_in_window() <= 600
+
+
 def test_every_chat_response_carries_the_rate_limit_headers_the_limiter_reads() -> None:
     with LocalOpenAIServer(rpm=600, tpm=100_000, window_s=6) as server:
         provider = _provider(server)
@@ -258,3 +289,28 @@ def test_no_unit_is_lost_across_a_run_with_mixed_faults() -> None:
     assert set(collected.results) | set(collected.failures) == {r.unit_id for r in requests}
     assert {f.kind for f in collected.failures.values()} <= {"server", "refused", "rejected", "client"}
     assert len(collected.failures) >= 2  # at least the refusal and the 400
+
+
+def test_identical_requests_are_sent_once_and_the_answer_goes_to_every_unit(server: LocalOpenAIServer) -> None:
+    distinct = _requests(3)
+    same = [
+        DraftRequest(**{**distinct[0].__dict__, "unit_id": f"twin-{i}", "custom_id": f"gmp-twin-{i}"}) for i in range(4)
+    ]
+    collected = Collected()
+    submitted: list[list[str]] = []
+
+    results = _provider(server, concurrency=4).draft_many(
+        [*distinct, *same],
+        on_result=collected.on_result,
+        on_submit=lambda group: submitted.append([r.unit_id for r in group]),
+    )
+
+    assert len(results) == 7 and server.paid_requests == 3 and len(server.chat_requests()) == 3
+    assert ["cohort-000", "twin-0", "twin-1", "twin-2", "twin-3"] in submitted
+    payer = results["cohort-000"]
+    assert payer.input_tokens > 0 and "shared_request_of" not in payer.extra
+    for i in range(4):
+        twin = results[f"twin-{i}"]
+        assert twin.draft == payer.draft
+        assert twin.input_tokens == twin.output_tokens == 0  # paid once, counted once
+        assert twin.extra["shared_request_of"] == distinct[0].custom_id

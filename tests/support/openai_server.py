@@ -22,6 +22,8 @@ second). A request costs one request and its prompt's rough tokens plus `max_com
 OpenAI counts them before answering; over budget it gets 429 with `retry-after-ms` and `retry-after`.
 While limits are set, every chat response carries `x-ratelimit-{limit,remaining,reset}-{requests,
 tokens}`; the limit is the budget per window (the per-minute limit when window_s is 60).
+`limit_headers=False` (constructor or `set_limits`) is a vendor like vLLM, Ollama or most proxies:
+no `x-ratelimit-*` headers at all, and a bare 429 (no `retry-after`) over the limit.
 
 `Idempotency-Key` is honoured: a repeated key whose first answer was 200 gets the stored answer
 again (not paid again; `x-idempotent-replayed: true`), a key still being answered gets 409 with the
@@ -150,8 +152,10 @@ class LocalOpenAIServer:
         tpm: float | None = None,
         window_s: float = 60.0,
         latency_s: float = 0.0,
+        limit_headers: bool = True,
     ) -> None:
         self.models = models
+        self.limit_headers = limit_headers
         self.latency_s = latency_s
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -172,7 +176,7 @@ class LocalOpenAIServer:
         self.paid_tokens = 0
         self.rate_limited = 0  # 429s the limits emulation answered (not injected ones)
         self.replayed = 0  # answers served again for a repeated Idempotency-Key
-        self.set_limits(rpm, tpm, window_s)
+        self.set_limits(rpm, tpm, window_s, limit_headers=limit_headers)
         self._batch_api: Any = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -284,13 +288,19 @@ class LocalOpenAIServer:
         with self._lock:
             self._quota_after = self.paid_requests + after
 
-    def set_limits(self, rpm: float | None = None, tpm: float | None = None, window_s: float = 60.0) -> None:
-        """Requests and tokens allowed per minute (None: unlimited), enforced over `window_s` (budgets full)."""
+    def set_limits(
+        self, rpm: float | None = None, tpm: float | None = None, window_s: float = 60.0, *, limit_headers: bool = True
+    ) -> None:
+        """Requests and tokens allowed per minute (None: unlimited), enforced over `window_s` (budgets full).
+
+        `limit_headers=False`: say nothing about the limits (no x-ratelimit-*, no retry-after).
+        """
         if window_s <= 0:
             raise ValueError("window_s must be positive")
         now = time.monotonic()
         with self._lock:
             self.window_s = window_s
+            self.limit_headers = limit_headers
             self._request_budget = _Budget(rpm * window_s / 60, window_s, now) if rpm else None
             self._token_budget = _Budget(tpm * window_s / 60, window_s, now) if tpm else None
 
@@ -409,6 +419,8 @@ class LocalOpenAIServer:
 
     def _limit_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
+        if not self.limit_headers:
+            return headers
         if self._request_budget is not None:
             headers.update(self._request_budget.headers("requests"))
         if self._token_budget is not None:
@@ -432,6 +444,8 @@ class LocalOpenAIServer:
             status, payload, _ = _error(429, "Rate limit reached; please try again later.")
             payload["error"].update(type="requests", code="rate_limit_exceeded")
             retry = {"retry-after-ms": str(math.ceil(wait * 1000)), "retry-after": str(math.ceil(wait))}
+            if not self.limit_headers:
+                retry = {}
             return status, payload, {**self._limit_headers(), **retry}
         for budget, amount in ((self._request_budget, 1), (self._token_budget, tokens)):
             if budget is not None:

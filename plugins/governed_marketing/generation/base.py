@@ -72,6 +72,8 @@ class DraftFailure:
 
 ResultCallback = Callable[[DraftRequest, DraftResult], None]
 FailureCallback = Callable[[DraftRequest, DraftFailure], None]
+#: Units about to be sent as one request (identical bodies are sent once), on the calling thread.
+SubmitCallback = Callable[[list[DraftRequest]], None]
 
 
 class ContentProvider(Protocol):
@@ -86,6 +88,7 @@ class ContentProvider(Protocol):
         *,
         on_result: ResultCallback | None = None,
         on_failure: FailureCallback | None = None,
+        on_submit: SubmitCallback | None = None,
     ) -> dict[str, DraftResult]:
         """Draft every request; return results keyed by `unit_id`.
 

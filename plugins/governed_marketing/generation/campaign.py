@@ -383,13 +383,20 @@ def draft_sync(
         UnitsFailed: some units failed after the SDK's retries; they are recorded as failed and the
             next run (or task retry) requests only them.
     """
+    from governed_marketing import stopping
     from governed_marketing.generation.cost import pricing_for
+    from governed_marketing.generation.providers import DraftingInterrupted
 
     ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
+    crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
+    if crashed:
+        log.warning("%s: %d unit(s) left in flight by an earlier run are in doubt; sent again", campaign_id, crashed)
     to_request, _ = units_to_request(conn, work)
     outcome = _outcome(conn, policy, work, transport)
     outcome.reused_drafts = len(work.requests) - len(to_request)
+    if to_request and stopping.stop_requested():
+        raise stopping.RunInterrupted(f"{campaign_id}: not drafted, the run is stopping ({stopping.stop_reason()})")
     if to_request:
         check_payload(conn, run_id, policy, work, to_request)
         pricing = pricing_for(policy, provider.name, provider.model, transport=transport)
@@ -405,8 +412,13 @@ def draft_sync(
         )
         rows = ledger.rows(conn, campaign_id, work.version, provider.model)
         to_request = [replace(r, idempotency_key=ledger.idempotency_key(rows[r.unit_id])) for r in to_request]
-        ledger.mark_submitted(conn, [r.custom_id for r in to_request], run_id=run_id)
         failures: dict[str, DraftFailure] = {}
+
+        def submitted(group: list[DraftRequest]) -> None:
+            # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
+            ledger.mark_submitted(conn, [r.custom_id for r in group], run_id=run_id)
+            if len(group) > 1:
+                ledger.mark_shared(conn, group[0].custom_id, [r.custom_id for r in group[1:]])
 
         def stored(request: DraftRequest, result: DraftResult) -> None:
             cost = pricing.cost_of(result.input_tokens, result.output_tokens)
@@ -432,7 +444,18 @@ def draft_sync(
             outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
 
         try:
-            results = provider.draft_many(to_request, on_result=stored, on_failure=failed)
+            with stopping.stops_by_itself():
+                try:
+                    results = provider.draft_many(to_request, on_result=stored, on_failure=failed, on_submit=submitted)
+                except DraftingInterrupted as exc:
+                    reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
+                    in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)
+                    ledger.record_not_sent(conn, [r.custom_id for r in exc.not_sent])
+                    raise stopping.RunInterrupted(
+                        f"{campaign_id}: {exc}; {in_doubt} unit(s) recorded as in doubt in ops.generation_ledger"
+                    ) from exc
+        except stopping.RunInterrupted:
+            raise
         except Exception as exc:
             # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
             stored_rows = ledger.rows(conn, campaign_id, work.version, provider.model)
@@ -441,7 +464,8 @@ def draft_sync(
                     reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
                     ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
             raise
-        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) + len(failures)
+        shared = sum(1 for r in results.values() if "shared_request_of" in r.extra)
+        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(failures)
         if failures:
             _add_ledger_totals(conn, outcome)
             kinds = sorted({f.kind for f in failures.values()})

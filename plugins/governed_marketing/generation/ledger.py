@@ -7,6 +7,13 @@ A unit is (campaign, cohort or recipient pseudonym, prompt version, model). Its 
                             +--failure--> failed  +--> rejected
     failed / rejected / planned / purged (retention deleted the draft): requested again next run
     submitted: re-attached (batch: the batch id is on the row), never submitted blind a second time
+    submitted --SIGTERM, or a crash found by the next run--> in_doubt (sync: sent, no answer recorded)
+    in_doubt: sent again under the same Idempotency-Key (the same attempt): paid once where the vendor
+              honours the key; `in_doubt_attempts` / `in_doubt_cost_usd` say how often and how much
+              may have been paid twice where it does not
+
+Identical requests are sent once: the first unit of a group with the same request body pays (its
+row carries the tokens and cost) and the others carry `shared_request_of` = its custom_id and 0 cost.
 
 Intent is recorded (`plan`) before any request leaves, the submit is recorded before the call
 (`mark_submitted`), and each draft is stored with its ledger row in one transaction
@@ -28,10 +35,19 @@ import pandas as pd
 from governed_marketing.dialect import temp_table
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
 
-STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged")
+STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged", "in_doubt")
 #: Units a run still has to request (besides re-attaching to `submitted` ones). `purged`: the draft
-#: passed its retention period and was deleted.
-TO_REQUEST = ("planned", "failed", "rejected", "purged")
+#: passed its retention period and was deleted; `in_doubt`: sent, but the run ended before the answer.
+TO_REQUEST = ("planned", "failed", "rejected", "purged", "in_doubt")
+#: Statuses whose next send is the same attempt (the same Idempotency-Key), not a new paid try.
+SAME_ATTEMPT = ("submitted", "in_doubt")
+
+#: Columns added after the first release (ensure_tables adds them to an older warehouse).
+IN_DOUBT_COLUMNS = (
+    ("in_doubt_attempts", "integer default 0"),
+    ("in_doubt_cost_usd", "double precision default 0"),
+    ("shared_request_of", "varchar"),
+)
 
 LEDGER_DDL = """
 create schema if not exists ops;
@@ -92,6 +108,20 @@ def _now() -> datetime:
 def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(LEDGER_DDL)
     conn.execute(CONTENT_DDL)
+    _ensure_in_doubt_columns(conn)
+
+
+def _ensure_in_doubt_columns(conn: duckdb.DuckDBPyConnection) -> None:
+    present = {
+        row[0]
+        for row in conn.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'ops' and table_name = 'generation_ledger'"
+        ).fetchall()
+    }
+    for name, kind in IN_DOUBT_COLUMNS:
+        if name not in present:
+            conn.execute(f"alter table ops.generation_ledger add column {name} {kind}").fetchall()
 
 
 def custom_id(campaign_id: str, unit_id: str, prompt_version: str, model: str) -> str:
@@ -210,7 +240,8 @@ def mark_submitted(
 ) -> None:
     """Record that these units are about to be (or have just been) sent; attempts count paid tries.
 
-    A unit already `submitted` (in doubt after a crash) keeps its attempt number: it is the same try.
+    A unit already `submitted` or `in_doubt` (after a crash or SIGTERM) keeps its attempt number: it is
+    the same try.
     """
     ids = list(custom_ids)
     if not ids:
@@ -219,7 +250,7 @@ def mark_submitted(
     conn.execute(
         """
         update ops.generation_ledger
-           set attempts = attempts + (case when status = 'submitted' then 0 else 1 end),
+           set attempts = attempts + (case when status in ('submitted', 'in_doubt') then 0 else 1 end),
                status = 'submitted', submitted_at = ?, run_id = ?,
                vendor_batch_id = coalesce(?, vendor_batch_id), last_error_kind = null, last_error = null
          where custom_id in (select custom_id from ledger_submit)
@@ -231,7 +262,7 @@ def mark_submitted(
 
 def idempotency_key(row: LedgerRow) -> str:
     """The key of the try a sync call belongs to (see DraftRequest.idempotency_key)."""
-    attempt = row.attempts if row.status == "submitted" else row.attempts + 1
+    attempt = row.attempts if row.status in SAME_ATTEMPT else row.attempts + 1
     return f"{row.custom_id}-{max(attempt, 1)}"
 
 
@@ -364,4 +395,110 @@ def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: st
         "output_tokens": int(spent[1]),
         "cost_usd": float(spent[2]),
         "attempts": int(spent[3]),
+    }
+
+
+# ==== in doubt, and shared requests ================================================================
+
+
+def mark_shared(conn: duckdb.DuckDBPyConnection, payer_custom_id: str, sharer_custom_ids: Iterable[str]) -> None:
+    """One request is sent for these units (identical bodies): the payer's row pays, the others point to it."""
+    sharers = [cid for cid in sharer_custom_ids if cid != payer_custom_id]
+    conn.execute(
+        "update ops.generation_ledger set shared_request_of = null where custom_id = ?", [payer_custom_id]
+    ).fetchall()
+    for cid in sharers:
+        conn.execute(
+            "update ops.generation_ledger set shared_request_of = ? where custom_id = ?", [payer_custom_id, cid]
+        ).fetchall()
+
+
+def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], reason: str) -> int:
+    """Sent, and no answer recorded: `in_doubt`, with the estimated cost of a possible second payment.
+
+    Only rows still `submitted` change (an answer that was recorded wins). The estimated cost is
+    counted on the paying row only (a unit that shared its request adds nothing). Returns how many.
+    """
+    ids = list(custom_ids)
+    if not ids:
+        return 0
+    temp_table(conn, "ledger_in_doubt", pd.DataFrame({"custom_id": ids}))
+    changed = conn.execute(
+        """
+        update ops.generation_ledger
+           set status = 'in_doubt', in_doubt_attempts = coalesce(in_doubt_attempts, 0) + 1,
+               in_doubt_cost_usd = coalesce(in_doubt_cost_usd, 0)
+                   + (case when shared_request_of is null then coalesce(estimated_cost_usd, 0) else 0 end),
+               last_error_kind = 'in_doubt', last_error = ?, finished_at = ?
+         where custom_id in (select custom_id from ledger_in_doubt) and status = 'submitted'
+        returning custom_id
+        """,
+        [reason[:500], _now()],
+    ).fetchall()
+    conn.execute("drop table if exists ledger_in_doubt").fetchall()
+    return len(changed)
+
+
+def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) -> None:
+    """Handed to the transport but never sent (the run stopped first): undo the submit.
+
+    A unit that was in doubt before goes back to `in_doubt` (its next send is still the same attempt);
+    any other goes back to `planned`, its attempt not counted.
+    """
+    ids = list(custom_ids)
+    if not ids:
+        return
+    temp_table(conn, "ledger_not_sent", pd.DataFrame({"custom_id": ids}))
+    conn.execute(
+        """
+        update ops.generation_ledger
+           set status = case when coalesce(in_doubt_attempts, 0) > 0 then 'in_doubt' else 'planned' end,
+               attempts = case when coalesce(in_doubt_attempts, 0) > 0 then attempts else greatest(attempts - 1, 0) end
+         where custom_id in (select custom_id from ledger_not_sent) and status = 'submitted'
+        """
+    ).fetchall()
+    conn.execute("drop table if exists ledger_not_sent").fetchall()
+
+
+def record_crashed_sync_units(
+    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str
+) -> int:
+    """Sync units a previous run left `submitted` (it crashed or was killed mid-call): mark them in doubt.
+
+    Batch units (a vendor batch id on the row) are not in doubt: the batch is re-attached.
+    """
+    stale = conn.execute(
+        """
+        select custom_id from ops.generation_ledger
+         where campaign_id = ? and prompt_version = ? and model = ? and status = 'submitted'
+           and vendor_batch_id is null and transport <> 'batch'
+        """,
+        [campaign_id, prompt_version, model],
+    ).fetchall()
+    reason = "a run ended (crash or kill) after sending this unit and before its answer was recorded"
+    return record_in_doubt(conn, [row[0] for row in stale], reason)
+
+
+def in_doubt_totals(
+    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str | None = None, model: str | None = None
+) -> dict[str, float]:
+    """For the summary: units in doubt now, units ever in doubt, their estimated cost, units that shared a request."""
+    row = conn.execute(
+        """
+        select count(*) filter (where status = 'in_doubt'),
+               count(*) filter (where in_doubt_attempts > 0),
+               coalesce(sum(in_doubt_cost_usd), 0),
+               count(*) filter (where shared_request_of is not null and status = 'succeeded')
+          from ops.generation_ledger
+         where campaign_id = ? and (cast(? as varchar) is null or prompt_version = ?)
+           and (cast(? as varchar) is null or model = ?)
+        """,
+        [campaign_id, prompt_version, prompt_version, model, model],
+    ).fetchone()
+    assert row is not None
+    return {
+        "in_doubt_units": int(row[0]),
+        "units_ever_in_doubt": int(row[1]),
+        "in_doubt_cost_usd": float(row[2]),
+        "shared_request_units": int(row[3]),
     }

@@ -52,6 +52,12 @@ class DraftCampaignOperator(BaseOperator):
 
         fail_now_if_deterministic(exc)
 
+    def on_kill(self) -> None:
+        """SIGTERM (Airflow's task runner calls this): stop submitting; in-flight units go to the ledger as in doubt."""
+        from governed_marketing import stopping
+
+        stopping.request_stop("SIGTERM")
+
     def execute(self, context: Any) -> dict:
         from governed_marketing.pipeline import draft_generation
 

@@ -9,12 +9,15 @@ vendor has answered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import queue
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined
@@ -29,6 +32,7 @@ from governed_marketing.generation.base import (
     DraftResult,
     FailureCallback,
     ResultCallback,
+    SubmitCallback,
 )
 from governed_marketing.generation.ratelimit import (
     LimiterStopped,
@@ -47,6 +51,8 @@ if TYPE_CHECKING:  # the SDK takes most of a second to import; only the OpenAI p
 log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-templates-v1"
+#: How often the drafting loop looks at the stop flag while it waits for answers.
+_POLL_S = 0.2
 DATA_TAG = "cohort_data"
 
 
@@ -409,10 +415,13 @@ class OfflineProvider:
         *,
         on_result: ResultCallback | None = None,
         on_failure: FailureCallback | None = None,
+        on_submit: SubmitCallback | None = None,
     ) -> dict[str, DraftResult]:
         _check_unique(requests)
         results: dict[str, DraftResult] = {}
         for request in requests:
+            if on_submit is not None:
+                on_submit([request])
             result = DraftResult(draft=self.draft(request), model=self.model)
             results[request.unit_id] = result
             if on_result is not None:
@@ -571,12 +580,35 @@ class _UnitFailed(Exception):
     failure: DraftFailure
 
 
+class DraftingInterrupted(ProviderError):
+    """The run was asked to stop (SIGTERM): nothing more was sent, and the calls in flight were left.
+
+    `in_flight`: units whose request had been sent without an answer yet (in doubt: maybe paid);
+    `not_sent`: units handed over (`on_submit`) that never left.
+    """
+
+    def __init__(self, message: str, *, in_flight: list[DraftRequest], not_sent: list[DraftRequest]) -> None:
+        super().__init__(message)
+        self.in_flight = in_flight
+        self.not_sent = not_sent
+
+
 @dataclass
 class _Run:
-    """What the worker threads of one `draft_many` share: when to stop sending."""
+    """What the worker threads of one `draft_many` share: when to stop sending, and what was sent."""
 
     stop: threading.Event
     halt_on_failure: bool  # no on_failure: the first failing unit ends the run
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent: set[str] = field(default_factory=set)  # unit ids whose request has left (under `lock`)
+
+    def about_to_send(self, request: DraftRequest) -> bool:
+        """Record that this unit's request leaves now; False once the run is stopping (then it must not)."""
+        with self.lock:
+            if self.stop.is_set():
+                return False
+            self.sent.add(request.unit_id)
+            return True
 
     def halt_if(self, error: BaseException) -> None:
         """Stop new calls now, from the worker that saw the error, before other workers can send."""
@@ -640,8 +672,11 @@ class OpenAIProvider:
         temperature: float = 0.7,
         max_body_chars: int | None = None,
         max_output_tokens: int | None = None,
-        max_rate_limit_retries: int = 8,
+        max_rate_limit_retries: int | None = None,
+        max_rate_limit_wait_s: float = 600.0,
         limiter: RateLimiter | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         import openai
 
@@ -654,7 +689,10 @@ class OpenAIProvider:
         self.max_body_chars = max_body_chars
         self.max_output_tokens = max_output_tokens
         self.max_rate_limit_retries = max_rate_limit_retries
-        self.limiter = limiter or RateLimiter(max_in_flight=concurrency)
+        self.max_rate_limit_wait_s = max_rate_limit_wait_s
+        self.limiter = limiter or RateLimiter(
+            max_in_flight=concurrency, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         hooked = openai.DefaultHttpxClient(event_hooks={"response": [_leave_429_to_the_limiter]})
         self._api = client.with_options(http_client=hooked)
 
@@ -665,18 +703,28 @@ class OpenAIProvider:
 
         tokens = estimate_tokens(body)
         extra_headers = {"Idempotency-Key": key} if key else None
+        first_429: float | None = None
         while True:
             try:
                 ticket = self.limiter.acquire(tokens, stop=run.stop)
             except RateLimitWaitTooLong as exc:
                 raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", str(exc))) from exc
+            if not run.about_to_send(request):
+                self.limiter.release(ticket)
+                raise LimiterStopped()
             try:
                 raw = self._api.chat.completions.with_raw_response.create(**body, extra_headers=extra_headers)
             except openai.APIStatusError as exc:
                 if exc.status_code == 429 and not _is_quota(exc):
                     self.limiter.release(ticket, exc.response.headers)
                     usage.rate_limited += 1
-                    if usage.rate_limited > self.max_rate_limit_retries:
+                    # "Slow down" keeps the unit waiting (the limiter paces it); it fails only when the
+                    # vendor keeps refusing it far longer than any per-minute limit explains.
+                    first_429 = time.monotonic() if first_429 is None else first_429
+                    too_many = (
+                        self.max_rate_limit_retries is not None and usage.rate_limited > self.max_rate_limit_retries
+                    )
+                    if too_many or time.monotonic() - first_429 > self.max_rate_limit_wait_s:
                         reason = f"the vendor answered HTTP 429 ({_error_code(exc)}) {usage.rate_limited} times"
                         raise _UnitFailed(DraftFailure(request.unit_id, "rate_limit", reason)) from exc
                     self.limiter.rate_limited(exc.response.headers)
@@ -824,72 +872,129 @@ class OpenAIProvider:
         *,
         on_result: ResultCallback | None = None,
         on_failure: FailureCallback | None = None,
+        on_submit: SubmitCallback | None = None,
     ) -> dict[str, DraftResult]:
         """Draft every request on worker threads; callbacks run on this (the calling) thread.
 
+        Requests with the same body are sent once: the first of them pays, and the answer goes to every
+        one of them (the others' results carry 0 tokens and `shared_request_of` = the payer's custom_id).
+        `on_submit` gets each such group just before it is handed to a worker (at most `concurrency`
+        groups are out at once), so a caller that records it knows which units may be with the vendor.
+
         A fatal vendor error (quota, credentials), or the first failing unit when there is no
         `on_failure`, stops new calls at once; calls already in flight are waited for and their drafts
-        still go to `on_result` (they are paid for), then the error is raised.
+        still go to `on_result` (they are paid for), then the error is raised. A stop request
+        (`governed_marketing.stopping`: SIGTERM) or an interrupt stops new calls and returns at once,
+        without waiting for calls in flight: `DraftingInterrupted` says which units were sent and which not.
         """
+        from governed_marketing import stopping
+
         _check_unique(requests)
         for request in requests:  # a bad language code is refused before anything is sent
             user_message(request)
         if not requests:
             return {}
+        groups = self._identical_requests(requests)
         results: dict[str, DraftResult] = {}
         failures: dict[str, str] = {}
         run = _Run(stop=threading.Event(), halt_on_failure=on_failure is None)
         fatal: BaseException | None = None
         rate_limited_before = self.limiter.rate_limited_count
-        workers = min(self.concurrency, len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmp-openai") as pool:
-            futures = {pool.submit(self._draft_unit, request, run): request for request in requests}
+        workers = min(self.concurrency, len(groups))
+        finished: queue.Queue[tuple[int, DraftResult | BaseException]] = queue.Queue()
+        waiting = deque(range(len(groups)))
+        out: set[int] = set()  # groups handed to a worker and not yet answered
 
-            def halt(error: BaseException) -> None:
-                nonlocal fatal
-                if fatal is None:
-                    fatal = error
-                run.stop.set()
-                self.limiter.wake()
-                for future in futures:
-                    future.cancel()
-
+        def work(index: int) -> None:
             try:
-                for future in as_completed(futures):
-                    request = futures[future]
-                    if future.cancelled():
-                        continue
-                    try:
-                        result = future.result()
-                    except LimiterStopped:
-                        continue
-                    except _UnitFailed as exc:
-                        failures[request.unit_id] = exc.failure.kind
+                outcome: DraftResult | BaseException = self._draft_unit(groups[index][0], run)
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                outcome = exc
+            finished.put((index, outcome))
+
+        def halt(error: BaseException) -> None:
+            nonlocal fatal
+            if fatal is None:
+                fatal = error
+            run.stop.set()
+            self.limiter.wake()
+
+        try:
+            while waiting or out:
+                if stopping.stop_requested():
+                    raise KeyboardInterrupt
+                while waiting and len(out) < workers and not run.stop.is_set():
+                    index = waiting.popleft()
+                    if on_submit is not None:
+                        on_submit(groups[index])
+                    out.add(index)
+                    threading.Thread(target=work, args=(index,), name="gmp-openai", daemon=True).start()
+                if not out:
+                    break  # stopped with nothing in flight: what is left was never handed over
+                try:
+                    index, outcome = finished.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                out.discard(index)
+                leader, *sharers = groups[index]
+                if isinstance(outcome, LimiterStopped):
+                    continue
+                if isinstance(outcome, _UnitFailed):
+                    for request in groups[index]:
+                        failures[request.unit_id] = outcome.failure.kind
                         if on_failure is None:
-                            halt(ProviderError(f"unit {request.unit_id}: {exc.failure.reason}"))
+                            halt(ProviderError(f"unit {request.unit_id}: {outcome.failure.reason}"))
                         else:
-                            on_failure(request, exc.failure)
-                        continue
-                    except ProviderError as exc:
-                        halt(exc)
-                        continue
-                    results[request.unit_id] = result
+                            on_failure(request, replace(outcome.failure, unit_id=request.unit_id))
+                    continue
+                if isinstance(outcome, ProviderError):
+                    halt(outcome)
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                results[leader.unit_id] = outcome
+                if on_result is not None:
+                    on_result(leader, outcome)
+                for request in sharers:
+                    shared = replace(
+                        outcome,
+                        input_tokens=0,
+                        output_tokens=0,
+                        extra={**outcome.extra, "shared_request_of": leader.custom_id or leader.unit_id},
+                    )
+                    results[request.unit_id] = shared
                     if on_result is not None:
-                        on_result(request, result)
-            except BaseException:
+                        on_result(request, shared)
+        except BaseException as exc:
+            with run.lock:  # from here no worker sends: the split below is final
                 run.stop.set()
-                self.limiter.wake()
-                for future in futures:
-                    future.cancel()
-                raise
+            self.limiter.wake()
+            if isinstance(exc, KeyboardInterrupt) or stopping.stop_requested():
+                handed = [groups[i] for i in sorted(out)]
+                in_flight = [r for group in handed if group[0].unit_id in run.sent for r in group]
+                not_sent = [r for group in handed if group[0].unit_id not in run.sent for r in group]
+                log.warning(
+                    "drafting stopped (%s): %d unit(s) in flight left in doubt, %d never sent",
+                    stopping.stop_reason() if stopping.stop_requested() else "interrupted",
+                    len(in_flight),
+                    len(not_sent),
+                )
+                raise DraftingInterrupted(
+                    f"drafting stopped by {stopping.stop_reason()}: {len(in_flight)} unit(s) were with the vendor "
+                    f"without an answer, {len(not_sent)} handed over but never sent",
+                    in_flight=in_flight,
+                    not_sent=not_sent,
+                ) from exc
+            raise
         by_kind: dict[str, int] = {}
         for kind in failures.values():
             by_kind[kind] = by_kind.get(kind, 0) + 1
         log.info(
-            "drafted %d units with openai model %s (%d re-asked; %d failed %s; %d rate-limit waits; "
-            "%d input, %d cached and %d output tokens)",
+            "drafted %d units with openai model %s in %d requests (%d re-asked; %d failed %s; %d rate-limit "
+            "waits; %d input, %d cached and %d output tokens)",
             len(results),
             self.model,
+            len(groups),
             sum(1 for result in results.values() if result.extra.get("attempts") != "1"),
             len(failures),
             by_kind or "",
@@ -901,6 +1006,21 @@ class OpenAIProvider:
         if fatal is not None:
             raise fatal
         return {request.unit_id: results[request.unit_id] for request in requests if request.unit_id in results}
+
+    def _identical_requests(self, requests: list[DraftRequest]) -> list[list[DraftRequest]]:
+        """Requests grouped by the exact body they send (first seen leads and pays), in input order."""
+        groups: dict[str, list[DraftRequest]] = {}
+        for request in requests:
+            body = completion_body(
+                request,
+                model=self.model,
+                max_body_chars=self.max_body_chars,
+                max_output_tokens=self.max_output_tokens,
+                temperature=self.temperature,
+            )
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+            groups.setdefault(digest, []).append(request)
+        return list(groups.values())
 
 
 # ==== selection ==================================================================================
@@ -936,12 +1056,15 @@ def build_provider(settings: Settings, policy: Policy, vendor_allowed: bool) -> 
     import openai
 
     client = openai.OpenAI(max_retries=3, timeout=60)  # OPENAI_API_KEY and OPENAI_BASE_URL from the env
+    vendor = policy.vendors.get("openai")
     return OpenAIProvider(
         client,
         settings.llm_model,
         settings.llm_concurrency,
         max_body_chars=policy.content.max_body_chars,
-        max_output_tokens=policy.vendors["openai"].max_output_tokens if "openai" in policy.vendors else None,
+        max_output_tokens=vendor.max_output_tokens if vendor else None,
+        requests_per_minute=vendor.limits.requests_per_minute if vendor else None,
+        tokens_per_minute=vendor.limits.tokens_per_minute if vendor else None,
     )
 
 

@@ -14,8 +14,16 @@ its estimated tokens (`estimate_tokens`: characters / 4 of the messages plus `ma
 as the vendor counts before answering) before it is sent, and waits while either bucket is short.
 Answers arrive out of order and the vendor may admit concurrent calls in another order than they were
 sent, so a response's `remaining` is trusted only less every call that overlapped it.
-Until the first response has arrived only one call is in flight (a probe); a vendor that sends no
-such headers (vLLM, Ollama) is then paced by concurrency alone.
+Until the first response has arrived only one call is in flight (a probe).
+
+A vendor that sends no such headers (vLLM, Ollama, most proxies) is paced two other ways:
+- a configured cap (`vendors.<name>.limits` in governance.yml: requests_per_minute, tokens_per_minute)
+  fills both buckets from the start (a minute's budget, refilled at the cap) and is never exceeded;
+- the 429s themselves: a 429 without rate-limit headers empties the request bucket (the vendor says
+  nothing is left) and sets its refill rate to what the vendor admitted over the last seconds (while
+  it says "slow down" we are at its cap, so what it lets through is the cap); at most one such cut a
+  second, and the rate creeps up again by a few percent a second while calls go through, to follow a
+  cap that rises. The 429 itself costs nothing; a unit that got one waits and is sent again.
 
 Who retries what. The SDK keeps retrying what it is good at: 5xx, timeouts and connection errors
 (`max_retries` on the client), on the thread that made the call. A 429 is not retried by the SDK
@@ -45,6 +53,14 @@ from typing import Any
 DEFAULT_MAX_WAIT_S = 120.0
 _DEFAULT_BACKOFF_S = 1.0
 _POLL_S = 0.25
+#: Learning from 429s without headers: what the vendor admitted over this many seconds is its cap.
+_ADMITTED_WINDOW_S = 3.0
+#: At most one cut of the learned rate this often (the other 429s of one overshoot say the same thing).
+_CUT_EVERY_S = 1.0
+#: While calls go through, the learned rate rises by this share a second (to follow a cap that rises).
+_RISE_PER_S = 0.02
+#: A cut sets the rate a little under what was admitted, so the vendor's own budget can refill.
+_CUT_TO = 0.97
 #: Resets are written to the millisecond; shorter ones say too little about the refill rate.
 _PRECISE_RESET_S = 0.05
 
@@ -212,6 +228,27 @@ class _Bucket:
         if self.limit is not None:
             self.level -= amount
 
+    def configure(self, per_minute: float, now: float) -> None:
+        """A cap we were told (governance.yml): a minute's budget, refilled at the cap, like OpenAI's."""
+        self.limit = per_minute
+        self.rate = per_minute / 60.0
+        self.level = per_minute
+        self._updated = now
+
+    def emptied(self, rate: float | None, now: float) -> None:
+        """The vendor said "slow down" without saying how much is left: nothing is, and it refills at `rate`.
+
+        The burst is shrunk to one second at that rate: the vendor's budget is evidently smaller than
+        the one assumed.
+        """
+        self.refill(now)
+        if rate is not None and rate > 0:
+            self.rate = rate
+            self.limit = max(1.0, rate)
+        if self.limit is not None:
+            self.level = min(self.level, 0.0)
+        self._updated = now
+
     def learn(
         self, limit: float | None, remaining: float | None, reset: float | None, pending: float, now: float
     ) -> None:
@@ -254,10 +291,15 @@ class RateLimiter:
         max_in_flight: int,
         *,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        for name, value in (("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive")
         self.max_in_flight = max_in_flight
         self.max_wait_s = max_wait_s
         self._clock = clock
@@ -272,11 +314,30 @@ class RateLimiter:
         self._cool_until = 0.0
         self._consecutive_429 = 0
         self.rate_limited_count = 0  # 429s reported through rate_limited()
+        # Pacing without headers: the configured caps (ceilings), the learned request rate (per s).
+        self._max_requests_per_s = requests_per_minute / 60.0 if requests_per_minute else None
+        self._max_tokens_per_s = tokens_per_minute / 60.0 if tokens_per_minute else None
+        self._headers_seen = False
+        self._admitted: deque[float] = deque()  # when calls went through (for the rate learned from 429s)
+        self._first_admitted: float | None = None
+        self._last_cut = -math.inf
+        self._last_rise = clock()
+        now = clock()
+        if requests_per_minute:
+            self._requests.configure(requests_per_minute, now)
+        if tokens_per_minute:
+            self._tokens.configure(tokens_per_minute, now)
 
     # ---- what callers see -------------------------------------------------------------------
     @property
     def learned(self) -> bool:
-        """Whether the vendor has sent rate-limit headers (otherwise pacing is by concurrency alone)."""
+        """Whether the vendor has sent rate-limit headers (otherwise: the configured cap, or what 429s taught)."""
+        with self._cond:
+            return self._headers_seen
+
+    @property
+    def paced(self) -> bool:
+        """Whether calls are paced by a rate at all (headers, a configured cap, or 429s learned from)."""
         with self._cond:
             return self._requests.limit is not None or self._tokens.limit is not None
 
@@ -346,6 +407,7 @@ class RateLimiter:
     def _learn(self, ticket: Ticket, seen: RateLimitHeaders, now: float) -> None:
         if not seen.present or ticket.sent_at < self._learned_from:
             return  # an older snapshot than the one already applied (answers arrive out of order)
+        self._headers_seen = True
         self._learned_from = ticket.sent_at
         # `remaining` was written when the vendor admitted this call. Any call that overlapped it may
         # have been admitted later, so be counted there or not at all yet: subtract every one of them
@@ -356,29 +418,85 @@ class RateLimiter:
         pending_tokens = float(sum(t.tokens for t in overlapping))
         self._requests.learn(seen.limit_requests, seen.remaining_requests, seen.reset_requests, pending_requests, now)
         self._tokens.learn(seen.limit_tokens, seen.remaining_tokens, seen.reset_tokens, pending_tokens, now)
+        for bucket, ceiling in ((self._requests, self._max_requests_per_s), (self._tokens, self._max_tokens_per_s)):
+            if ceiling is not None and bucket.rate > ceiling:
+                bucket.rate = ceiling  # the configured cap is never exceeded, whatever the headers say
 
     def rate_limited(self, headers: Mapping[str, str] | None = None) -> float:
         """A 429 (other than quota): pause every caller; return the pause in seconds.
 
         The pause is the vendor's `retry-after-ms` / `retry-after`, else the reset of the exhausted
-        resource, else a back-off that doubles with each 429 in a row (1 s, 2 s, 4 s ... 60 s).
+        resource. A 429 without rate-limit headers also teaches the rate (see the module docstring):
+        the request bucket is emptied and refills at what the vendor admitted lately, so the pause is
+        the pacing itself; only when nothing has been admitted yet to learn from, a back-off that
+        doubles with each 429 in a row (1 s, 2 s, 4 s ... 60 s) is used.
         """
         with self._cond:
+            now = self._clock()
             self.rate_limited_count += 1
             self._consecutive_429 += 1
             asked = retry_after(headers) if headers is not None else None
-            if asked is None and headers is not None:
-                asked = RateLimitHeaders.parse(headers).exhausted_reset()
+            seen = RateLimitHeaders.parse(headers) if headers is not None else RateLimitHeaders()
+            if asked is None:
+                asked = seen.exhausted_reset()
+            if not seen.present:
+                learned = self._slow_down(now)
+                if asked is None and learned is not None:
+                    asked = 0.0  # the emptied bucket paces the next calls
             if asked is None:
                 asked = min(60.0, _DEFAULT_BACKOFF_S * 2 ** (self._consecutive_429 - 1))
-            self._cool_until = max(self._cool_until, self._clock() + asked)
+            self._cool_until = max(self._cool_until, now + asked)
             self._cond.notify_all()
             return asked
 
+    def _slow_down(self, now: float) -> float | None:
+        """Learn from a 429 without headers: empty the request bucket, refilled at the admitted rate.
+
+        Returns the request rate (per second) now used, or None when there is nothing to learn from yet.
+        """
+        while self._admitted and self._admitted[0] < now - _ADMITTED_WINDOW_S:
+            self._admitted.popleft()
+        current = self._requests.rate if self._requests.limit is not None else None
+        if now - self._last_cut < _CUT_EVERY_S:
+            self._requests.emptied(None, now)  # the same overshoot: keep the rate, empty the bucket
+            return current
+        if self._first_admitted is None:
+            return current
+        span = min(_ADMITTED_WINDOW_S, now - self._first_admitted)
+        if span <= 0 or not self._admitted:
+            return current
+        admitted = len(self._admitted) / max(span, 1.0 / len(self._admitted))
+        rate = _CUT_TO * admitted if current is None else min(current, _CUT_TO * admitted)
+        if current is not None and rate < current * 0.5:
+            rate = current * 0.5  # a sparse window says little: never more than halve at once
+        if self._max_requests_per_s is not None:
+            rate = min(rate, self._max_requests_per_s)
+        self._last_cut = now
+        self._last_rise = now
+        self._requests.emptied(rate, now)
+        if self._tokens.limit is not None:
+            self._tokens.emptied(None, now)
+        return rate
+
     def succeeded(self) -> None:
-        """A call went through: the next 429 starts the back-off afresh."""
+        """A call went through: the next 429 starts the back-off afresh, and a learned rate may rise."""
         with self._cond:
+            now = self._clock()
             self._consecutive_429 = 0
+            self._admitted.append(now)
+            if self._first_admitted is None:
+                self._first_admitted = now
+            while self._admitted and self._admitted[0] < now - _ADMITTED_WINDOW_S:
+                self._admitted.popleft()
+            if self._headers_seen or self._last_cut == -math.inf:
+                return
+            elapsed, self._last_rise = now - self._last_rise, now
+            self._requests.refill(now)
+            rate = self._requests.rate * (1 + _RISE_PER_S * elapsed)
+            if self._max_requests_per_s is not None:
+                rate = min(rate, self._max_requests_per_s)
+            self._requests.rate = rate
+            self._requests.limit = max(1.0, rate)
 
     def wake(self) -> None:
         """Wake every waiting caller (after setting its stop event)."""

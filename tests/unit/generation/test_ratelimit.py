@@ -149,13 +149,72 @@ def test_a_429_pauses_every_caller_for_the_time_the_vendor_asked() -> None:
 
 
 def test_a_429_without_retry_after_waits_for_the_exhausted_resource_or_backs_off() -> None:
-    limiter = RateLimiter(max_in_flight=1, clock=FakeClock())
+    clock = FakeClock()
+    limiter = RateLimiter(max_in_flight=1, clock=clock)
 
     exhausted = {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2.5s"}
     assert limiter.rate_limited(exhausted) == 2.5
+    # Nothing admitted yet to learn a rate from: a back-off that doubles.
     assert [limiter.rate_limited({}) for _ in range(3)] == [2.0, 4.0, 8.0]  # the 2nd, 3rd, 4th in a row
     limiter.succeeded()
-    assert limiter.rate_limited({}) == 1.0
+    clock.now += 1
+    assert limiter.rate_limited({}) == 0.0  # now paced by the rate learned from what got through
+
+
+def test_a_429_without_headers_paces_at_the_rate_the_vendor_admitted() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_in_flight=8, clock=clock)
+    for _ in range(30):  # 10 calls a second go through for 3 s
+        clock.now += 0.1
+        limiter.release(limiter.acquire(1))
+        limiter.succeeded()
+    assert not limiter.paced
+
+    assert limiter.rate_limited({}) == 0.0  # no cool-down: the emptied bucket paces
+    seen = limiter.snapshot()
+    assert seen["requests_per_s"] == pytest.approx(10 * 0.97, rel=0.05)
+    assert seen["remaining_requests"] == pytest.approx(0)
+    assert not limiter.learned and limiter.paced
+    clock.now += 0.05
+    assert limiter.snapshot()["remaining_requests"] < 1  # the next call waits for the refill
+    clock.now += 0.1
+    limiter.acquire(1)
+
+
+def test_the_learned_rate_is_cut_once_per_overshoot_and_rises_while_calls_go_through() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_in_flight=8, clock=clock)
+    for _ in range(30):
+        clock.now += 0.1
+        limiter.succeeded()
+    limiter.rate_limited({})
+    first = limiter.snapshot()["requests_per_s"]
+    limiter.rate_limited({})  # the same overshoot (within a second): the rate stays
+    assert limiter.snapshot()["requests_per_s"] == first
+    for _ in range(20):  # 2 s of calls going through at the learned pace
+        clock.now += 0.1
+        limiter.succeeded()
+    assert limiter.snapshot()["requests_per_s"] > first
+
+
+def test_a_configured_cap_paces_from_the_first_call_and_is_a_ceiling() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_in_flight=8, clock=clock, requests_per_minute=120, tokens_per_minute=6000)
+    seen = limiter.snapshot()
+    assert seen["requests_per_s"] == 2.0 and seen["tokens_per_s"] == 100.0
+    assert seen["remaining_requests"] == 120  # a minute's budget, like the vendor's
+
+    limiter.release(
+        limiter.acquire(10),
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "599",
+            "x-ratelimit-reset-requests": "100ms",
+        },
+    )
+    assert limiter.snapshot()["requests_per_s"] == 2.0  # headers promising more do not lift the cap
+    with pytest.raises(ValueError, match="requests_per_minute"):
+        RateLimiter(max_in_flight=1, requests_per_minute=0)
 
 
 def test_only_one_call_is_in_flight_until_the_first_answer_arrives() -> None:
@@ -183,3 +242,46 @@ def test_a_stop_event_interrupts_a_waiting_caller() -> None:
 
     with pytest.raises(LimiterStopped):
         limiter.acquire(1, stop=stop)
+
+
+def test_vendor_limits_in_governance_yml_are_validated_naming_the_key(tmp_path) -> None:
+    from pathlib import Path
+
+    import yaml
+    from governed_marketing.policy import PolicyError, parse_policy
+
+    shipped = Path(__file__).resolve().parents[3] / "governance.yml"
+    raw = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    (tmp_path / "prompts").symlink_to(shipped.parent / "prompts")
+
+    raw["vendors"]["openai"]["limits"] = {"requests_per_minute": 300, "tokens_per_minute": 150_000}
+    policy = parse_policy(yaml.safe_dump(raw), path=tmp_path / "governance.yml")
+    assert policy.vendors["openai"].limits.requests_per_minute == 300
+
+    raw["vendors"]["openai"]["limits"] = {"requests_per_minute": 0, "tokens_per_mnute": 1}
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(yaml.safe_dump(raw), path=tmp_path / "governance.yml")
+    assert "vendors.openai.limits.requests_per_minute" in str(caught.value)
+    assert "vendors.openai.limits.tokens_per_mnute" in str(caught.value)
+
+
+def test_the_configured_limits_reach_the_sync_limiter(monkeypatch) -> None:
+    from pathlib import Path
+
+    import yaml
+    from governed_marketing.generation.providers import OpenAIProvider, build_provider
+    from governed_marketing.policy import parse_policy
+    from governed_marketing.settings import Settings
+
+    shipped = Path(__file__).resolve().parents[3] / "governance.yml"
+    raw = yaml.safe_load(shipped.read_text(encoding="utf-8"))
+    raw["vendors"]["openai"]["limits"] = {"requests_per_minute": 300}
+    policy = parse_policy(yaml.safe_dump(raw), path=shipped)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("GMP_LLM_PROVIDER", "openai")
+
+    provider = build_provider(Settings(), policy, vendor_allowed=True)
+
+    assert isinstance(provider, OpenAIProvider)
+    assert provider.limiter.snapshot()["requests_per_s"] == 5.0
