@@ -10,11 +10,9 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 from governed_marketing.policy import Policy
-from governed_marketing.validation.patterns import CARD_LIKE, EMAIL_LIKE, IBAN_LIKE, PHONE_LIKE
+from governed_marketing.validation.patterns import IDENTIFIER_PATTERNS
 
 UNIT = "unit_id"
-#: What no attribute value may look like: contact data that slipped into a cohort attribute.
-IDENTIFIER_PATTERNS = [EMAIL_LIKE, PHONE_LIKE, IBAN_LIKE, CARD_LIKE]
 
 
 def holders_column(attribute: str) -> str:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -140,14 +141,25 @@ def sendable_attributes(policy: Policy, attributes: dict[str, str | None]) -> di
     against `vocabularies.<field>` in governance.yml (case, spacing and synonyms); an item that is not
     a term is dropped here, so text such as "Ignore previous instructions..." never leaves. Other
     attributes pass unchanged (the vendor-payload gate checks them all).
+
+    An item that looks like contact data (an email, a phone number) is not dropped but kept as it is:
+    it means a field-mapping error upstream, and the vendor-payload gate, which runs before any request
+    leaves, must stop the run and say so rather than have the mistake pass unnoticed.
     """
+    from governed_marketing.validation.patterns import IDENTIFIER_PATTERNS
+
     sendable: dict[str, str | None] = {}
     for name, value in attributes.items():
         vocabulary = policy.vocabulary_of(name)
         if vocabulary is None or value is None:
             sendable[name] = value
             continue
-        terms = dict.fromkeys(term for term in map(vocabulary.map, value.split(";")) if term)
+        items = [item.strip() for item in value.split(";")]
+        leaked = [item for item in items if any(re.search(p, item) for p in IDENTIFIER_PATTERNS)]
+        if leaked:
+            sendable[name] = value  # fails the gate (identifier-looking value), never sent
+            continue
+        terms = dict.fromkeys(term for term in map(vocabulary.map, items) if term)
         sendable[name] = ";".join(terms) or None
     return sendable
 

@@ -47,8 +47,8 @@ SECTIONS = (
     ("records-of-processing", "Records of processing (Art. 30)"),
     ("privacy-requests", "Privacy requests"),
 )
-#: Columns of a payload frame that the gate computes; never sent.
-_NOT_SENT_SUFFIX = "_holders"
+#: Columns of a payload frame that the gate computes (k holders, items outside the vocabulary); never sent.
+_NOT_SENT_SUFFIXES = ("_holders", "_outside_vocabulary")
 
 
 def build_report(
@@ -298,7 +298,7 @@ def _gate_entry(run_id: str, result: GateResult, pages: dict) -> dict:
 def _sent_fields(gate: dict | None, default: list[str]) -> list[str]:
     """The keys the payload gate allowed (its exact column set), without the unit id and computed columns."""
     columns = (gate or {}).get("column_set") or []
-    sent = [c for c in columns if c != "unit_id" and not c.endswith(_NOT_SENT_SUFFIX)]
+    sent = [c for c in columns if c != "unit_id" and not c.endswith(_NOT_SENT_SUFFIXES)]
     return sent or default
 
 

@@ -37,6 +37,9 @@ def describe(expectation: str, kwargs: dict[str, Any]) -> str:
         return f"{column} is unique"
     if expectation == "expect_column_values_to_match_regex":
         return f"{column} has the expected format"
+    if expectation == "expect_column_values_to_be_in_set" and str(column).endswith("_outside_vocabulary"):
+        attribute = str(column).removesuffix("_outside_vocabulary")
+        return f"every {attribute} value sent is a term of vocabularies.{attribute} in governance.yml"
     if expectation == "expect_column_values_to_be_in_set":
         return f"{column} is one of {', '.join(map(str, kwargs.get('value_set') or []))}"
     if expectation == "expect_column_values_to_not_match_regex_list":

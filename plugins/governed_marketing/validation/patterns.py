@@ -28,9 +28,6 @@ CARD_LIKE = r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"
 #: Template syntax of any common engine: left in a message it means a placeholder was not filled.
 TEMPLATE_SYNTAX = r"\{\{|\}\}|\{%|%\}|\{#|#\}|\$\{"
 
-#: The one placeholder a draft may (and must) carry: filled locally with the first name.
-FIRST_NAME_PLACEHOLDER = r"\{\{\s*first_name\s*\}\}"
-
 #: Where a URL starts in running text.
 URL_START = r"(?:\bhttps?://|\bwww\.)"
 
@@ -40,6 +37,8 @@ NAMED_IDENTIFIER_PATTERNS = {
     "iban": IBAN_LIKE,
     "card number": CARD_LIKE,
 }
+#: What no value sent to a vendor may look like: contact data that slipped into a cohort attribute.
+IDENTIFIER_PATTERNS = list(NAMED_IDENTIFIER_PATTERNS.values())
 
 
 def url_outside_allow_list(allowed_prefixes: list[str]) -> str:

@@ -24,3 +24,10 @@ def test_a_cohort_interest_outside_the_vocabulary_is_not_sent() -> None:
 def test_attributes_the_crm_contract_constrains_pass_unchanged() -> None:
     attributes = {"country": "DE", "lifecycle_stage": "customer", "language": "de"}
     assert sendable_attributes(POLICY, attributes) == attributes
+
+
+def test_contact_data_in_a_free_text_attribute_is_left_for_the_payload_gate_to_stop() -> None:
+    # A field-mapping error upstream (an email where interests belong) must stop the run at the gate,
+    # not be dropped quietly: the attribute keeps the value so the gate's identifier check fails closed.
+    leaked = "ada.lovelace@example.test;garden"
+    assert sendable_attributes(POLICY, {"interest": leaked}) == {"interest": leaked}
