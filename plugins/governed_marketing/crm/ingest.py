@@ -30,7 +30,8 @@ import duckdb
 import pandas as pd
 
 from governed_marketing.crm import contract
-from governed_marketing.crm.contract import CrmExportError, ExportFile, ExportUnreadable
+from governed_marketing.crm.contract import ExportFile
+from governed_marketing.errors import CrmExportError, ExportUnreadable
 from governed_marketing.policy import Policy
 from governed_marketing.privacy.suppression import SuppressionDoor
 from governed_marketing.validation.evidence import record_gate
