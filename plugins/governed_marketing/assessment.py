@@ -248,7 +248,12 @@ def check_generation_allowed(policy: Policy, campaign_id: str, today: date) -> N
 def next_due(policy: Policy) -> list[dict[str, str]]:
     """Every recorded review, soonest due first."""
     rows = [
-        {"what": key, "owner": entry.by, "last_reviewed": entry.last_reviewed.isoformat(), "due": entry.due().isoformat()}
+        {
+            "what": key,
+            "owner": entry.by,
+            "last_reviewed": entry.last_reviewed.isoformat(),
+            "due": entry.due().isoformat(),
+        }
         for key, entry, _, _ in _reviews(policy)
     ]
     return sorted(rows, key=lambda r: (r["due"], r["what"]))
@@ -341,7 +346,7 @@ def retention_backlog(settings: Any, policy: Policy, now: datetime) -> dict[str,
     from governed_marketing.privacy.retention import purge
 
     result = purge(settings=settings, policy=policy, now=now, dry_run=True, actor=f"{AUDIT_PURPOSE}")
-    return {o.rule: o.total for o in result.outcomes}
+    return {o.rule: o.total for o in result.rules}
 
 
 # ---- who can read the report -------------------------------------------------------------------------------
@@ -356,7 +361,11 @@ def report_access(auth_manager: str | None, users: str | None) -> dict[str, Any]
     manager = (auth_manager or "").strip()
     simple = not manager or manager.endswith("SimpleAuthManager")
     if not simple or not users:
-        return {"auth_manager": manager or "not configured", "users": [], "summary": f"unknown (auth manager {manager or 'not configured'})"}
+        return {
+            "auth_manager": manager or "not configured",
+            "users": [],
+            "summary": f"unknown (auth manager {manager or 'not configured'})",
+        }
     entries = []
     for item in users.split(","):
         name, _, role = item.strip().partition(":")
@@ -399,7 +408,15 @@ def audit_counts(result: Assessment) -> dict[str, Any]:
         "findings": len(result.findings),
         "by_severity": by_severity,
         "items": [
-            {"code": f.code, "severity": f.severity, "owner": f.owner, "subject": f.subject, "due": f.due.isoformat(), "count": f.count, "message": f.message}
+            {
+                "code": f.code,
+                "severity": f.severity,
+                "owner": f.owner,
+                "subject": f.subject,
+                "due": f.due.isoformat(),
+                "count": f.count,
+                "message": f.message,
+            }
             for f in result.findings
         ],
     }

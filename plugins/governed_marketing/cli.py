@@ -178,7 +178,9 @@ def report() -> None:
 @app.command("assess")
 def assess(
     as_json: Annotated[bool, typer.Option("--json", help="Print the assessment as JSON")] = False,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 date or time to assess at (default: now)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO 8601 date or time to assess at (default: now)")
+    ] = None,
 ) -> None:
     """Run the regular assessment: findings from the policy and the data, recorded in the audit log."""
     import json
