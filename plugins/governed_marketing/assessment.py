@@ -168,7 +168,8 @@ def policy_findings(policy: Policy, today: date) -> list[Finding]:
                     "blocking",
                     "privacy-office",
                     f"vendors.{vendor_id}",
-                    f"vendors.{vendor_id}.transfer_mechanism is missing: no transfer safeguard (Art. 44-46) is on record",
+                    f"vendors.{vendor_id}.transfer_mechanism is missing: "
+                    "no transfer safeguard (Art. 44-46) is on record",
                     today,
                     purposes,
                 )
@@ -292,7 +293,8 @@ def consent_notice_findings(conn: Any, policy: Policy, today: date) -> list[Find
             notice.by,
             f"campaigns.{campaign_id}",
             f"{count} people in the audience of {campaign_id} consented under a notice older than "
-            f"{notice.current_version} and not accepted at review ({', '.join(accepted)}): ask again or review the change",
+            f"{notice.current_version} and not accepted at review ({', '.join(accepted)}): "
+            "ask again or review the change",
             today + timedelta(days=DUE_SOON_DAYS),
             count=int(count),
         )
@@ -375,7 +377,8 @@ def report_access(auth_manager: str | None, users: str | None) -> dict[str, Any]
     return {
         "auth_manager": manager or "SimpleAuthManager",
         "users": entries,
-        "summary": f"{len(entries)} Airflow user(s), role(s) {', '.join(roles)}: every authenticated user can read the report",
+        "summary": f"{len(entries)} Airflow user(s), role(s) {', '.join(roles)}: "
+        "every authenticated user can read the report",
     }
 
 
@@ -473,7 +476,8 @@ def history(conn: Any, limit: int = 24) -> list[dict[str, Any]]:
     if not table_exists(conn, "ops", "audit_log"):
         return []
     rows = conn.execute(
-        "select seq, recorded_at, actor, counts_json, hash from ops.audit_log where action = ? order by seq desc limit ?",
+        "select seq, recorded_at, actor, counts_json, hash from ops.audit_log "
+        "where action = ? order by seq desc limit ?",
         [AUDIT_ACTION, limit],
     ).fetchall()
     out = []

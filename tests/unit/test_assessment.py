@@ -206,9 +206,8 @@ def test_a_blocking_finding_stops_generation_for_its_purpose_only(home, tmp_path
 
 def test_the_demo_assessment_is_clean_and_recorded_in_the_audit_chain(home):
     from governed_marketing.privacy import audit
-    from governed_marketing.report import build_report
-
     from governed_marketing.privacy.retention import purge
+    from governed_marketing.report import build_report
 
     purge(settings=home, now=NOW)  # the daily purge the demo runs (inactive sample contacts go)
     result = assess(settings=home, now=NOW, access=report_access(None, "admin:admin"))
