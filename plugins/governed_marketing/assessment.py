@@ -410,6 +410,7 @@ def audit_counts(result: Assessment) -> dict[str, Any]:
     return {
         "findings": len(result.findings),
         "by_severity": by_severity,
+        "report_readers": result.access,
         "items": [
             {
                 "code": f.code,
@@ -490,6 +491,7 @@ def history(conn: Any, limit: int = 24) -> list[dict[str, Any]]:
                 "actor": actor,
                 "findings": counts.get("findings", 0),
                 "by_severity": counts.get("by_severity", {}),
+                "report_readers": counts.get("report_readers", {}),
                 "items": counts.get("items", []),
                 "hash": digest[:16],
             }
@@ -510,5 +512,6 @@ def report_section(conn: Any | None, policy: Policy) -> dict[str, Any]:
         ),
         "findings": latest["items"] if latest else [],
         "next_due": next_due(policy),
+        "report_readers": latest["report_readers"] if latest else {},
         "history": runs,
     }

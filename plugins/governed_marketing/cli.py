@@ -199,14 +199,11 @@ def assess(
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
         return
-    from rich.table import Table
-
-    table = Table(title=f"Regular assessment at {result.assessed_at:%Y-%m-%d %H:%M}")
-    for column in ("severity", "code", "owner", "subject", "due", "what and why"):
-        table.add_column(column)
-    for f in result.findings:
-        table.add_row(f.severity, f.code, f.owner, f.subject, f.due.isoformat(), f.message)
-    console.print(table if result.findings else "[green]clean: no findings[/]")
+    if not result.findings:
+        console.print("[green]clean: no findings[/]")
+    typer.echo(f"regular assessment at {result.assessed_at:%Y-%m-%d %H:%M}: {len(result.findings)} finding(s)")
+    for f in result.findings:  # one line each: severity, code, owner, subject, due; then what and why
+        typer.echo(f"{f.severity:<9} {f.code:<34} {f.owner:<15} {f.subject}  due {f.due}\n          {f.message}")
     console.print(f"report readers: {result.access['summary']}")
     if result.next_due:
         nxt = result.next_due[0]

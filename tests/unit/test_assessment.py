@@ -261,3 +261,30 @@ def test_data_findings_appear_when_their_condition_is_set(home, tmp_path):
     section = html[html.index('id="regular-assessment"') :]
     assert "consent_notice_outdated" in section and "dsr_overdue" in section and "retention_backlog" in section
     assert "overdue.person" not in html and "overdue.person" not in json.dumps(result.as_json())
+
+
+def test_gmp_assess_prints_the_findings_as_a_table_and_as_json(tmp_path, monkeypatch):
+    from governed_marketing.cli import app
+    from typer.testing import CliRunner
+
+    raw = _raw()
+    del raw["vendors"]["openai"]["dpa_signed"]
+    monkeypatch.setenv("GMP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GMP_POLICY", str(_write_policy(tmp_path / "policy", raw)))
+    reset_settings()
+    try:
+        runner = CliRunner()
+        table = runner.invoke(app, ["assess", "--as-of", "2026-12-07"])
+        assert table.exit_code == 0, table.output
+        assert "vendor_dpa_missing" in table.output and "blocking" in table.output
+        as_json = runner.invoke(app, ["assess", "--json", "--as-of", "2026-12-07"])
+        codes = [f["code"] for f in json.loads(as_json.output)["findings"]]
+        assert codes == ["vendor_dpa_missing", "policy_changed_since_review"]  # blocking first
+        bad = runner.invoke(app, ["assess", "--as-of", "not-a-date"])
+        assert bad.exit_code == 1 and "--as-of" in bad.output
+        check = runner.invoke(app, ["policy", "check"])
+        words = " ".join(check.output.split())
+        digest = content_hash((tmp_path / "policy" / "governance.yml").read_text())
+        assert f"{digest} (record it as review.policy.sha256 once reviewed)" in words
+    finally:
+        reset_settings()
