@@ -343,11 +343,11 @@ def retention_findings(backlog: dict[str, int], today: date) -> list[Finding]:
     ]
 
 
-def retention_backlog(settings: Any, policy: Policy, now: datetime) -> dict[str, int]:
-    """What a purge would remove now, per rule: the retention dry run, reused."""
+def retention_backlog(settings: Any, policy: Policy, now: datetime, actor: str) -> dict[str, int]:
+    """What a purge would remove now, per rule: the retention dry run, reused (it records itself as one)."""
     from governed_marketing.privacy.retention import purge
 
-    result = purge(settings=settings, policy=policy, now=now, dry_run=True, actor=f"{AUDIT_PURPOSE}")
+    result = purge(settings=settings, policy=policy, now=now, dry_run=True, actor=actor)
     return {o.rule: o.total for o in result.rules}
 
 
@@ -448,7 +448,7 @@ def assess(
     access = access if access is not None else airflow_report_access()
     result = Assessment(moment, [], next_due(policy), access)
     if warehouse.exists(settings):
-        findings += retention_findings(retention_backlog(settings, policy, moment), today)
+        findings += retention_findings(retention_backlog(settings, policy, moment, actor or audit.ACTOR_CLI), today)
         with warehouse.session(settings=settings) as conn:
             findings += consent_notice_findings(conn, policy, today)
             findings += dsr_findings(conn, today)
