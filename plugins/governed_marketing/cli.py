@@ -73,6 +73,12 @@ def policy_check(
             f"consents {', '.join(purpose.requires_consent)}, fields {', '.join(purpose.fields)}"
         )
     console.print(f"[green]{policy.source_path} is valid[/]")
+    from governed_marketing.policy import content_hash
+
+    digest = content_hash(policy.source_path.read_text(encoding="utf-8"))
+    reviewed = policy.review.policy.sha256 if policy.review else None
+    state = "matches review.policy.sha256" if digest == reviewed else "record it as review.policy.sha256 once reviewed"
+    console.print(f"content hash (without the review block): {digest} ({state})")
 
 
 def _run(crm_dir: Path, as_of: str | None) -> None:
@@ -184,6 +190,43 @@ def report() -> None:
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     typer.echo(str(path))
+
+
+@app.command("assess")
+def assess(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the assessment as JSON")] = False,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="ISO 8601 date or time to assess at (default: now)")
+    ] = None,
+) -> None:
+    """Run the regular assessment: findings from the policy and the data, recorded in the audit log."""
+    import json
+
+    from governed_marketing.assessment import assess as run_assessment
+    from governed_marketing.policy import PolicyError
+
+    try:
+        moment = datetime.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise _fail(f"--as-of: {as_of!r} is not an ISO 8601 date or time") from None
+    try:
+        result = run_assessment(now=moment)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        return
+    if not result.findings:
+        console.print("[green]clean: no findings[/]")
+    typer.echo(f"regular assessment at {result.assessed_at:%Y-%m-%d %H:%M}: {len(result.findings)} finding(s)")
+    for f in result.findings:  # one line each: severity, code, owner, subject, due; then what and why
+        typer.echo(f"{f.severity:<9} {f.code:<34} {f.owner:<15} {f.subject}  due {f.due}\n          {f.message}")
+    console.print(f"report readers: {result.access['summary']}")
+    if result.next_due:
+        nxt = result.next_due[0]
+        console.print(f"next review due: {nxt['what']} on {nxt['due']} ({nxt['owner']})")
+    if result.audit_seq is not None:
+        console.print(f"recorded in the audit log as seq {result.audit_seq}")
 
 
 @app.command("dbt-parse")

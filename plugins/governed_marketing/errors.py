@@ -26,6 +26,7 @@ class ExportUnreadable(CrmExportError):
 @cache
 def deterministic_errors() -> tuple[type[BaseException], ...]:
     """The exception types that fail a task at once (imported here lazily: some pull in heavy modules)."""
+    from governed_marketing.assessment import GenerationBlocked
     from governed_marketing.generation.campaign import ModeRefused
     from governed_marketing.generation.cost import BudgetExceeded
     from governed_marketing.generation.providers import VendorAuthRejected, VendorQuotaExhausted
@@ -39,6 +40,7 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
         GateFailed,
         BudgetExceeded,
         ModeRefused,
+        GenerationBlocked,  # a blocking assessment finding: resolved by a person, not by a retry
         VendorQuotaExhausted,
         VendorAuthRejected,
         OverdueRequests,  # a deadline passed: a person must act

@@ -202,6 +202,74 @@ class Dsr(_Strict):
     extension: str
 
 
+ROLE = re.compile(r"^[a-z][a-z0-9_-]*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ReviewEntry(_Strict):
+    """When something was last reviewed, by which role, and how often it must be (`every: 12mo`)."""
+
+    last_reviewed: date
+    by: str
+    every: str
+
+    @field_validator("by")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if not ROLE.match(value):
+            raise ValueError(f"{value!r} must be a role name like dpo or privacy-office")
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        if not PERIOD.match(str(value).strip()):
+            raise ValueError(f"{value!r} is not a period like 30d, 12mo or 1y")
+        return str(value).strip()
+
+    def due(self) -> date:
+        """The date the next review is due (last review + interval)."""
+        from governed_marketing.privacy.periods import parse_period
+
+        return self.last_reviewed + parse_period(self.every, key="review.every")
+
+
+class PolicyReview(ReviewEntry):
+    #: sha256 of governance.yml as reviewed, over its content without the `review` block (see content_hash).
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256.match(value):
+            raise ValueError(f"{value!r} is not a lower-case hex sha256 (run `gmp policy check` to print it)")
+        return value
+
+
+class ConsentNoticeReview(ReviewEntry):
+    #: The privacy notice version in force (raw consent events carry `notice_version`).
+    current_version: str
+    #: Earlier versions whose consents the reviewer found still cover the processing (no material change).
+    accepted_versions: list[str] = Field(default_factory=list)
+
+
+class VendorReview(_Strict):
+    dpa: ReviewEntry | None = None
+    transfer_mechanism: ReviewEntry | None = None
+
+
+class Review(_Strict):
+    """Review metadata (the regular assessment, see assessment.py): what was reviewed, when, by whom."""
+
+    policy: PolicyReview
+    retention: ReviewEntry
+    consent_notice: ConsentNoticeReview
+    #: Per purpose id: the review of its DPIA.
+    dpia: dict[str, ReviewEntry] = Field(default_factory=dict)
+    #: Per vendor id: the reviews of its DPA and its transfer mechanism.
+    vendors: dict[str, VendorReview] = Field(default_factory=dict)
+
+
 class Policy(_Strict):
     """The validated policy. Thresholds live here and nowhere else."""
 
@@ -219,6 +287,8 @@ class Policy(_Strict):
     ingest: Ingest
     retention: dict[str, str]
     dsr: Dsr
+    #: Review metadata for the regular assessment; None in a policy never reviewed (a finding, not an error).
+    review: Review | None = None
     source_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("minimum_age")
@@ -256,6 +326,13 @@ class Policy(_Strict):
             for attr in self.cohorts.generalize:
                 if attr not in purpose.fields:
                     raise ValueError(f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields")
+        if self.review is not None:
+            for purpose_id in self.review.dpia:
+                if purpose_id not in self.purposes:
+                    raise ValueError(f"review.dpia.{purpose_id}: not one of purposes ({', '.join(self.purposes)})")
+            for vendor_id in self.review.vendors:
+                if vendor_id not in self.vendors:
+                    raise ValueError(f"review.vendors.{vendor_id}: not declared under vendors")
         # A vocabulary may outlive its field's place in an allow-list; a name nobody sends is a typo.
         fields = FREE_TEXT_FIELDS | {f for purpose in self.purposes.values() for f in purpose.fields}
         for name in self.vocabularies:
@@ -307,6 +384,21 @@ def _format_error(path: Path, error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
+
+
+def content_hash(text: str) -> str:
+    """sha256 of the policy's content without its `review` block (a file cannot hold its own hash).
+
+    Canonical JSON of the parsed YAML: comments and layout do not count, every value does.
+    """
+    import hashlib
+    import json
+
+    raw = yaml.safe_load(text)
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k != "review"}
+    canonical = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def parse_policy(text: str, *, path: Path) -> Policy:

@@ -315,6 +315,7 @@ def prepare_campaign(
 
     Raises:
         ModeRefused: individual mode without a DPA, a transfer safeguard or a DPIA reference.
+        GenerationBlocked: a blocking assessment finding affects the campaign's purpose (assessment.py).
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
@@ -328,6 +329,9 @@ def prepare_campaign(
         refusal = individual_mode_refusal(policy, campaign_id, provider)
         if refusal:
             raise ModeRefused(f"campaigns.{campaign_id}.personalization is individual, but {refusal}; nothing was sent")
+    from governed_marketing.assessment import check_generation_allowed
+
+    check_generation_allowed(policy, campaign_id, as_of.date())  # a blocking finding stops this purpose only
     if is_postgres(conn):  # inside the database: GX's SQL datasource, no frame of the audience
         gate = audience_gate.audience_gate_in_database(
             conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id

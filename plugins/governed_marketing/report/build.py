@@ -46,6 +46,7 @@ SECTIONS = (
     ("quarantine", "Quarantine"),
     ("records-of-processing", "Records of processing (Art. 30)"),
     ("privacy-requests", "Privacy requests"),
+    ("regular-assessment", "Regular assessment"),
 )
 #: Columns of a payload frame that the gate computes (k holders, items outside the vocabulary); never sent.
 _NOT_SENT_SUFFIXES = ("_holders", "_outside_vocabulary")
@@ -79,19 +80,29 @@ def build_report(
     gates: list[tuple[str, GateResult]] = []
     privacy_section: PrivacySection = PLACEHOLDER
     audit_head = None
+    assessment = assessment_section(None, policy)
     if warehouse.exists(settings):
         with warehouse.session(read_only=True, settings=settings) as conn:
             evidence, gates = _collect(conn, policy)
             audit_head = audit.head(conn, settings.home_dir)  # a copy outside the table, checked by verify
+            assessment = assessment_section(conn, policy)
             if provider is not None:
                 privacy_section = _privacy_section(provider, conn, policy, settings)
     pages = build_data_docs(gates, reports / "data_docs")
     data = _assemble(policy, classes, evidence, gates, pages, failure=failure, privacy=privacy_section)
     data["audit_head"] = audit_head
     data["security_of_processing"] = security_of_processing(settings)
+    data["regular_assessment"] = assessment
     _write(reports / "report.json", json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     _write(reports / "index.html", render_html(data))
     return reports / "index.html"
+
+
+def assessment_section(conn: duckdb.DuckDBPyConnection | None, policy: Policy) -> dict[str, Any]:
+    """The "Regular assessment" section (assessment.py): latest findings, what is due next, the history."""
+    from governed_marketing.assessment import report_section
+
+    return report_section(conn, policy)
 
 
 def run_report_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
