@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
 #: Every DAG of the project: `gmp airflow standalone` unpauses them.
-ALL_DAGS = (*PIPELINE, "purge_expired_data")
+ALL_DAGS = (*PIPELINE, "purge_expired_data", "assess_compliance")
 
 
 class PipelineFailed(RuntimeError):
