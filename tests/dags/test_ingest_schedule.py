@@ -102,6 +102,7 @@ def test_the_local_standalone_starts_unpaused_small_and_with_a_written_down_logi
         "build_marketing_models",
         "generate_campaign_content",
         "purge_expired_data",
+        "assess_compliance",
     }
     assert out["again"] == []
     assert out["env"]["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
