@@ -152,11 +152,7 @@ class Settings(BaseSettings):
         if self.env == "production":
             raise RuntimeError("GMP_PSEUDONYM_KEY is not set; production refuses to pseudonymize without it")
         key_file = self.path() / "pseudonym.key"
-        if not key_file.exists():
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        key = key_file.read_text().strip()
+        key = _demo_key(key_file)
         if len(key) < 32:
             raise RuntimeError(f"{key_file}: the pseudonym key is empty or too short; delete it to make a new one")
         return key.encode(), f"demo key in {key_file}"
@@ -178,11 +174,7 @@ class Settings(BaseSettings):
         key_file = self.path("audit") / "audit.key"
         if not key_file.exists() and not create:
             raise FileNotFoundError(f"{key_file} is missing and GMP_AUDIT_KEY is not set: no audit key")
-        if not key_file.exists():
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        key = key_file.read_text().strip()
+        key = _demo_key(key_file)
         if len(key) < 64:
             raise RuntimeError(
                 f"{key_file}: the audit key is empty or too short; restore it (a new key breaks the chain)"
@@ -223,3 +215,12 @@ def reset_settings() -> None:
 
 def openai_key_present() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
+
+
+def _demo_key(key_file: Path) -> str:
+    """A demo key kept in GMP_HOME: made once (32 random bytes, hex, owner-only), then read back."""
+    if not key_file.exists():
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return key_file.read_text().strip()

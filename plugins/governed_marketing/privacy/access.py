@@ -364,15 +364,11 @@ def export_subject(
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    head = _answer_head(request_id, request_type, email, policy=policy, now=now)
     if not holds_data(data):
-        return _no_data_held(data, request_id, request_type, email, policy=policy, now=now, partial=partial)
+        return _no_data_held(head, data, fernet=fernet, partial=partial)
     document = {
-        "request_id": request_id,
-        "request_type": request_type,
-        "article": "GDPR Art. 20" if request_type == "portability" else "GDPR Art. 15",
-        "generated_at": now.isoformat() + "Z",
-        "controller": policy.controller.model_dump(),
-        "subject": {"email": contract.normalize_email(email)},
+        **head,
         "data_held": True,
         "purposes": purposes,
         "recipients": recipients,
@@ -402,35 +398,30 @@ def export_subject(
     return AccessExport(request_id, directory, counts)
 
 
-def _no_data_held(
-    data: dict[str, Any],
-    request_id: str,
-    request_type: str,
-    email: str,
-    *,
-    policy: Policy,
-    now: datetime,
-    partial: Path,
-) -> AccessExport:
-    """The answer when nothing is held: a confirmation in subject.json, and no empty CSV files."""
-    document = {
+def _answer_head(request_id: str, request_type: str, email: str, *, policy: Policy, now: datetime) -> dict:
+    """What every answer to an access or portability request opens with, data held or not."""
+    return {
         "request_id": request_id,
         "request_type": request_type,
         "article": "GDPR Art. 20" if request_type == "portability" else "GDPR Art. 15",
         "generated_at": now.isoformat() + "Z",
         "controller": policy.controller.model_dump(),
         "subject": {"email": contract.normalize_email(email)},
-        "data_held": False,
-        "answer": NO_DATA_HELD,
-        "requests": data.get("requests", []),
     }
-    (partial / "subject.json").write_text(
-        json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+
+
+def _no_data_held(head: dict, data: dict[str, Any], *, fernet: Fernet | None, partial: Path) -> AccessExport:
+    """The answer when nothing is held: a confirmation in subject.json (encrypted like any export), no CSVs."""
+    document = {**head, "data_held": False, "answer": NO_DATA_HELD, "requests": data.get("requests", [])}
+    _put(
+        partial / "subject.json",
+        (json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"),
+        fernet,
     )
-    directory = partial.with_name(request_id)
+    directory = partial.with_name(head["request_id"])
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
-    return AccessExport(request_id, directory, {}, data_held=False)
+    return AccessExport(head["request_id"], directory, {}, data_held=False)
 
 
 def _cell(value: Any) -> Any:

@@ -146,3 +146,22 @@ def test_an_export_key_that_is_not_a_fernet_key_is_refused_by_name(tmp_path):
 
     with pytest.raises(RuntimeError, match="GMP_EXPORT_ENCRYPTION_KEY"):
         Settings(home=tmp_path, export_encryption_key=SecretStr("short")).resolve_export_key()
+
+
+def test_with_an_export_key_the_no_data_held_answer_is_encrypted_too(home, monkeypatch):
+    from cryptography.fernet import Fernet
+    from governed_marketing.settings import reset_settings
+
+    key = Fernet.generate_key()
+    monkeypatch.setenv("GMP_EXPORT_ENCRYPTION_KEY", key.decode())
+    reset_settings()
+    stranger = "never.heard.of@example.test"
+    with home.connect() as conn:
+        request_id = dsr.submit(conn, "access", stranger, policy=home.policy, key=home.key)
+    process_pending(as_of=None, settings=home.settings, policy=home.policy)
+    export = home.path / "exports" / request_id
+    assert {p.name for p in export.iterdir()} == {"subject.json.fernet"}  # the address is not in the clear
+    assert stranger.encode() not in (export / "subject.json.fernet").read_bytes()
+    access.decrypt_export(export, key, home.path.parent / "decrypted")
+    document = json.loads((home.path.parent / "decrypted" / "subject.json").read_text(encoding="utf-8"))
+    assert document["data_held"] is False and document["subject"]["email"] == stranger
