@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 CONSENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 PERIOD = re.compile(r"^(\d+)\s*(d|mo|y|days?|months?|years?)$")
+#: Columns that single out a person on their own: the CRM key and every column the dbt project
+#: classifies `meta.pii: direct` (tests/dbt checks this set against the project's classification).
+#: A purpose may never allow-list one of them in `fields`.
+DIRECT_IDENTIFIERS = frozenset(
+    {"contact_id", "email", "email_normalized", "first_name", "last_name", "phone", "notes", "details"}
+)
 
 
 class PolicyError(ValueError):
@@ -110,8 +116,23 @@ class Content(_Strict):
     allowed_urls: list[str] = Field(default_factory=list)
 
 
+class Freshness(_Strict):
+    """How old the newest CRM load may be at the as-of time before dbt warns, then fails."""
+
+    warn_after_hours: int = Field(gt=0)
+    error_after_hours: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.error_after_hours < self.warn_after_hours:
+            raise ValueError("error_after_hours must be at least warn_after_hours")
+        return self
+
+
 class Ingest(_Strict):
     max_quarantine_share: float = Field(ge=0, le=1)
+    #: None: no freshness check (dbt's freshness test then passes with nothing to compare).
+    freshness: Freshness | None = None
 
 
 class Dsr(_Strict):
@@ -165,6 +186,12 @@ class Policy(_Strict):
                     f"({', '.join(self.purposes)})"
                 )
         for purpose_id, purpose in self.purposes.items():
+            for name in purpose.fields:
+                if name.strip().lower() in DIRECT_IDENTIFIERS:
+                    raise ValueError(
+                        f"purposes.{purpose_id}.fields: {name!r} is a direct identifier; a purpose may "
+                        "allow-list attributes, never a column that names the person"
+                    )
             for vendor in purpose.vendors:
                 if vendor not in self.vendors:
                     raise ValueError(f"purposes.{purpose_id}.vendors: {vendor!r} is not declared under vendors")
