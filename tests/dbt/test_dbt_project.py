@@ -404,6 +404,9 @@ def _dbt_in(project: Path, run_dir: Path, home: Path, *args: str, as_of: str | N
     from dbt.cli.main import dbtRunner
 
     variables = ["--vars", json.dumps({"as_of": as_of})] if as_of is not None else []
+    paths = ["--target-path", str(run_dir / "target"), "--log-path", str(run_dir / "logs")]
+    if args[0] == "deps":
+        paths, variables = [], []
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GMP_HOME", str(home))
         env.setenv("GMP_PSEUDONYM_KEY", TEST_KEY)
@@ -412,8 +415,7 @@ def _dbt_in(project: Path, run_dir: Path, home: Path, *args: str, as_of: str | N
         reset_settings()
         try:
             return dbtRunner().invoke(
-                [*args, "--project-dir", str(project), "--profiles-dir", str(project),
-                 "--target-path", str(run_dir / "target"), "--log-path", str(run_dir / "logs"), *variables]
+                [*args, "--project-dir", str(project), "--profiles-dir", str(project), *paths, *variables]
             )  # fmt: skip
         finally:
             _release_warehouse()
@@ -543,12 +545,19 @@ def test_k_anonymity_tests_fail_on_a_broken_cohort_model(dbt_run: DbtRun, tmp_pa
     assert broken != text
     model.write_text(broken)
     home = _home_copy(dbt_run, tmp_path)
-    result = _dbt_in(project, tmp_path, home, "build", "--select", "int_audience_cohorts_assigned")
-    assert not result.success
-    failed = _failed(result)
-    assert failed.get("test.governed_marketing.int_audience_cohorts_assigned_cells_hold_k") == "fail", failed
-    failed_units = [uid for uid in failed if uid.startswith("unit_test.") and "level_" in uid]
-    assert len(failed_units) >= 4, failed  # levels 1..4 need the k rule; level 0 pairs pass either way
+    # The data test on the built model (unit tests first would skip the model they fail).
+    built = _dbt_in(
+        project, tmp_path, home, "build", "--select", "int_audience_cohorts_assigned", "--exclude", "test_type:unit"
+    )
+    assert not built.success
+    failed = {uid.split(".")[2]: status for uid, status in _failed(built).items()}
+    assert failed == {"int_audience_cohorts_assigned_cells_hold_k": "fail"}, failed
+    units = _dbt_in(project, tmp_path, home, "test", "--select", "int_audience_cohorts_assigned,test_type:unit")
+    failed_units = {uid.rsplit(".", 1)[-1] for uid, status in _failed(units).items() if status == "fail"}
+    # Levels 1..4 need the k rule (level 0 pairs are whole cells either way; level 5 has no rule).
+    assert {f"level_{n}" for n in (1, 2, 3, 4)} <= {name.split("share_a_")[-1][:7] for name in failed_units}, (
+        failed_units
+    )
 
 
 def test_the_pii_hook_ignores_an_installed_package(dbt_run: DbtRun, tmp_path: Path) -> None:
@@ -655,7 +664,11 @@ def test_stale_crm_data_warns_then_fails_at_the_policy_thresholds(
         finally:
             conn.close()
         result = _dbt_in(DBT, tmp_path, home, "test", "--select", "source:crm,test_name:loaded_within_policy")
-        return {r.node.unique_id.rsplit(".", 2)[-2]: str(r.status) for r in result.result.results if r.node}
+        return {
+            r.node.unique_id.rsplit(".", 2)[-2]: str(r.status)
+            for r in result.result.results
+            if str(r.node.resource_type) == "test"
+        }
 
     fresh = load_age(freshness.warn_after_hours - 1)
     assert fresh and set(fresh.values()) == {"pass"}, fresh
