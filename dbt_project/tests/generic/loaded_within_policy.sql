@@ -6,15 +6,28 @@
 -#}
 {% test loaded_within_policy(model, column_name) %}
 {{ config(fail_calc='coalesce(max(staleness), 0)', warn_if='>= 1', error_if='>= 2') }}
+{#-
+    A warehouse without ops.crm_loads (raw tables loaded another way, e.g. mirrored to Postgres) has
+    no load to measure. information_schema, not the relation cache (dbt caches only its own schemas).
+-#}
+{%- set loads = source('ops', 'crm_loads') -%}
+{%- set recorded = execute and run_query(
+    "select count(*) from information_schema.tables where table_schema = '" ~ loads.schema
+    ~ "' and table_name = '" ~ loads.identifier ~ "'"
+).columns[0].values()[0] > 0 -%}
 
 with
 
 newest as (
 
+    {%- if recorded %}
     select max(loads.loaded_at) as loaded_at
 
-    from {{ source('ops', 'crm_loads') }} as loads
+    from {{ loads }} as loads
     where loads.load_id in (select distinct {{ column_name }} from {{ model }})
+    {%- else %}
+    select cast(null as timestamp) as loaded_at
+    {%- endif %}
 
 )
 
