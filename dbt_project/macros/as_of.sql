@@ -1,21 +1,28 @@
 {#-
     The run's as-of time as a naive UTC timestamp: var('as_of') when given (ISO 8601; any offset is
-    converted to UTC, a zone-less value is UTC). The pipeline always passes the var (an empty string
-    means now). Unset (an analyst's `dbt build`): the last run's as-of, recorded in
-    marts.audience_funnel, so the analyst reproduces the audience the pipeline built; now when no
-    run is recorded. `log_as_of()` (on-run-start) says which one a run uses.
+    converted to UTC, a zone-less value is UTC), else the GMP_DBT_AS_OF environment variable (how the
+    Airflow DAG passes it: a var that changes per run makes dbt parse the whole project again, an
+    env var only the files that read it; set but empty means now). Neither given (an analyst's
+    `dbt build`): the last run's as-of, recorded in marts.audience_funnel, so the analyst reproduces
+    the audience the pipeline built; now when no run is recorded. `log_as_of()` (on-run-start) says
+    which one a run uses.
 -#}
 {% macro as_of() -%}
-    {%- set given = var('as_of', none) -%}
-    {%- set last = last_run_as_of() if given is none else none -%}
-    {%- if given -%}
-        {{ adapter.dispatch('utc_timestamp_literal', 'governed_marketing')(given) }}
+    {%- set text = var('as_of', none) or env_var('GMP_DBT_AS_OF', '') -%}
+    {%- set last = last_run_as_of() if is_analyst_run() else none -%}
+    {%- if text -%}
+        {{ adapter.dispatch('utc_timestamp_literal', 'governed_marketing')(text) }}
     {%- elif last -%}
         {{ adapter.dispatch('utc_timestamp_literal', 'governed_marketing')(last) }}
     {%- else -%}
         {{ adapter.dispatch('utc_now', 'governed_marketing')() }}
     {%- endif -%}
 {%- endmacro %}
+
+{#- No as_of var and no GMP_DBT_AS_OF at all: not the pipeline, which always sets one (maybe empty). -#}
+{% macro is_analyst_run() %}
+    {{ return(var('as_of', none) is none and env_var('GMP_DBT_AS_OF', '<unset>') == '<unset>') }}
+{% endmacro %}
 
 {#- The as-of time of the last build of marts.audience_funnel (ISO text), or none. -#}
 {% macro last_run_as_of() %}
@@ -30,14 +37,14 @@
 {#- One log line per dbt command: which as-of time the models are evaluated at, and why. -#}
 {% macro log_as_of() %}
     {%- if execute -%}
-        {%- set given = var('as_of', none) -%}
-        {%- set last = last_run_as_of() if given is none else none -%}
+        {%- set given = var('as_of', none) or env_var('GMP_DBT_AS_OF', '') -%}
+        {%- set last = last_run_as_of() if is_analyst_run() else none -%}
         {%- if given -%}
-            {{ log('as_of: ' ~ given ~ ' (from --vars)', info=True) }}
+            {{ log('as_of: ' ~ given ~ ' (from the as_of var or GMP_DBT_AS_OF)', info=True) }}
         {%- elif last -%}
             {{ log('as_of: ' ~ last ~ " UTC, the last run's (marts.audience_funnel); pass --vars '{as_of: ...}' for another time", info=True) }}
         {%- else -%}
-            {{ log('as_of: now (no as_of var and no earlier run recorded in marts.audience_funnel)', info=True) }}
+            {{ log('as_of: now (as given, or no earlier run recorded in marts.audience_funnel)', info=True) }}
         {%- endif -%}
     {%- endif -%}
 {% endmacro %}

@@ -636,6 +636,23 @@ def test_dbt_build_without_vars_reproduces_the_last_runs_as_of_and_says_so(dbt_r
     assert f"as_of: {AS_OF}.000000 UTC, the last run's (marts.audience_funnel)" in log
 
 
+def test_the_pipeline_with_no_as_of_builds_for_now_not_the_last_run(dbt_run: DbtRun, tmp_path: Path) -> None:
+    """The DAG always sets GMP_DBT_AS_OF (empty without an as_of param): that means now, never a replay."""
+    from datetime import datetime
+
+    home = _home_copy(dbt_run, tmp_path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_DBT_AS_OF", "")
+        result = _dbt_in(DBT, tmp_path, home, "build", "--select", "audience_funnel", as_of=None)
+    assert result.success, failures(result)
+    conn = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        (as_of,) = conn.execute("select distinct as_of from marts.audience_funnel").fetchone()
+    finally:
+        conn.close()
+    assert as_of > datetime.fromisoformat(AS_OF)  # the fixture's as-of lies in the past
+
+
 def test_the_readme_dbt_command_runs_from_dbt_project() -> None:
     """The analyst's loop as written in dbt_project/README.md: the dbt it names exists after `make`."""
     readme = (DBT / "README.md").read_text()
