@@ -53,6 +53,10 @@ def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
     cohort_generalization = pd.DataFrame(
         [{"attribute": a, "drop_rank": i + 1} for i, a in enumerate(policy.cohorts.generalize)]
     )
+    freshness = policy.ingest.freshness
+    crm_freshness = pd.DataFrame(
+        [freshness.model_dump()] if freshness else [], columns=["warn_after_hours", "error_after_hours"]
+    ).astype("int64")
     return {
         "purposes": purposes,
         "purpose_consents": purpose_consents,
@@ -62,6 +66,7 @@ def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
         "age_policy": age_policy,
         "cohort_policy": cohort_policy,
         "cohort_generalization": cohort_generalization,
+        "crm_freshness": crm_freshness,
     }
 
 

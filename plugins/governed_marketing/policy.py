@@ -24,6 +24,12 @@ FREE_TEXT_FIELDS = frozenset({"interests", "last_purchase_category"})
 #: (generation_cohorts carries one `interest`: the first of `interests`).
 ATTRIBUTE_FIELDS = {"interest": "interests"}
 PERIOD = re.compile(r"^(\d+)\s*(d|mo|y|days?|months?|years?)$")
+#: Columns that single out a person on their own: the CRM key and every column the dbt project
+#: classifies `meta.pii: direct` (tests/dbt checks this set against the project's classification).
+#: A purpose may never allow-list one of them in `fields`.
+DIRECT_IDENTIFIERS = frozenset(
+    {"contact_id", "email", "email_normalized", "first_name", "last_name", "phone", "notes", "details"}
+)
 
 
 class PolicyError(ValueError):
@@ -129,6 +135,19 @@ class Content(_Strict):
     allowed_urls: list[str] = Field(default_factory=list)
 
 
+class Freshness(_Strict):
+    """How old the newest CRM load may be at the as-of time before dbt warns, then fails."""
+
+    warn_after_hours: int = Field(gt=0)
+    error_after_hours: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.error_after_hours < self.warn_after_hours:
+            raise ValueError("error_after_hours must be at least warn_after_hours")
+        return self
+
+
 SKEW = re.compile(r"^(\d+)\s*(m|min|h|d)$")
 
 
@@ -181,6 +200,8 @@ class Vocabulary(_Strict):
 
 class Ingest(_Strict):
     max_quarantine_share: float = Field(ge=0, le=1)
+    #: None: no freshness check (dbt's freshness test then passes with nothing to compare).
+    freshness: Freshness | None = None
     #: How far past the load time an `updated_at` may lie (clock skew between systems): `30m`, `2h`, `1d`.
     max_future_skew: str
 
@@ -320,6 +341,12 @@ class Policy(_Strict):
                     f"({', '.join(self.purposes)})"
                 )
         for purpose_id, purpose in self.purposes.items():
+            for name in purpose.fields:
+                if name.strip().lower() in DIRECT_IDENTIFIERS:
+                    raise ValueError(
+                        f"purposes.{purpose_id}.fields: {name!r} is a direct identifier; a purpose may "
+                        "allow-list attributes, never a column that names the person"
+                    )
             for vendor in purpose.vendors:
                 if vendor not in self.vendors:
                     raise ValueError(f"purposes.{purpose_id}.vendors: {vendor!r} is not declared under vendors")

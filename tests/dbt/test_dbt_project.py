@@ -345,11 +345,9 @@ def test_a_direct_column_added_to_the_vendor_payload_fails_the_build_at_once(tmp
     shutil.copytree(DBT, project, ignore=shutil.ignore_patterns("target", "logs"))
     models = project / "models" / "marts" / "_marts__models.yml"
     text = models.read_text()
+    member_count = next(line for line in text.splitlines() if line.startswith("      - {name: member_count,"))
     text = text.replace(
-        "      - {name: member_count, data_type: bigint, meta: {pii: none}}",
-        "      - {name: member_count, data_type: bigint, meta: {pii: none}}\n"
-        "      - {name: email, data_type: varchar, meta: {pii: direct}}",
-        1,
+        member_count, member_count + "\n      - {name: email, data_type: varchar, meta: {pii: direct}}", 1
     )
     models.write_text(text)
     from dbt.cli.main import dbtRunner
@@ -388,6 +386,311 @@ def test_an_unclassified_column_is_named(tmp_path):
     assert report.columns == 3 and report.classified == 1
     assert "model.p.m.b: meta.pii is missing" in report.problems
     assert "model.p.m.c: in the warehouse but not declared (no meta.pii)" in report.problems
+
+
+# ---- issue 13: the project's structure and the privacy guarantee under test ---------------------
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    import shutil
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    return project
+
+
+def _dbt_in(project: Path, run_dir: Path, home: Path, *args: str, as_of: str | None = AS_OF):
+    """dbt on a copy of the project and a copy of the warehouse (the module's build stays as built)."""
+    from dbt.cli.main import dbtRunner
+
+    variables = ["--vars", json.dumps({"as_of": as_of})] if as_of is not None else []
+    paths = ["--target-path", str(run_dir / "target"), "--log-path", str(run_dir / "logs")]
+    if args[0] == "deps":
+        paths, variables = [], []
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_HOME", str(home))
+        env.setenv("GMP_PSEUDONYM_KEY", TEST_KEY)
+        env.setenv("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        env.delenv("DBT_TARGET", raising=False)
+        reset_settings()
+        try:
+            return dbtRunner().invoke(
+                [*args, "--project-dir", str(project), "--profiles-dir", str(project), *paths, *variables]
+            )  # fmt: skip
+        finally:
+            _release_warehouse()
+            reset_settings()
+
+
+def _home_copy(dbt_run: DbtRun, tmp_path: Path) -> Path:
+    import shutil
+
+    assert dbt_run.build.success, failures(dbt_run.build)
+    home = tmp_path / "gmp_home"
+    home.mkdir()
+    shutil.copy2(dbt_run.warehouse, home / "warehouse.duckdb")
+    return home
+
+
+def _failed(result) -> dict[str, str]:
+    """unique_id -> status of every node that did not pass."""
+    return {
+        r.node.unique_id: str(r.status)
+        for r in result.result.results
+        if str(r.status) not in {"pass", "success", "no-op"}
+    }
+
+
+def _manifest(dbt_run: DbtRun) -> dict:
+    return json.loads((dbt_run.target / "manifest.json").read_text())
+
+
+def _own(manifest: dict, resource_type: str) -> dict[str, dict]:
+    return {
+        uid: node
+        for uid, node in {**manifest["nodes"], **manifest["sources"]}.items()
+        if node["resource_type"] == resource_type and node["package_name"] == "governed_marketing"
+    }
+
+
+def test_no_model_above_staging_reads_a_source(dbt_run: DbtRun) -> None:
+    manifest = _manifest(dbt_run)
+    above_staging = {
+        uid: node["depends_on"]["nodes"]
+        for uid, node in _own(manifest, "model").items()
+        if not node["name"].startswith("stg_")
+    }
+    direct = {uid: [p for p in parents if p.startswith("source.")] for uid, parents in above_staging.items()}
+    assert {uid: refs for uid, refs in direct.items() if refs} == {}
+    # Every governance table has its staging model, which reads exactly that table.
+    governance = [uid for uid in manifest["sources"] if uid.startswith("source.governed_marketing.governance.")]
+    staged = {
+        node["depends_on"]["nodes"][0]
+        for node in _own(manifest, "model").values()
+        if node["name"].startswith("stg_governance__")
+    }
+    assert sorted(governance) == sorted(staged)
+    # The generalization order reaches the cohort model through ref: lineage knows it.
+    cohorts = manifest["nodes"]["model.governed_marketing.int_audience_cohorts_assigned"]
+    assert "model.governed_marketing.stg_governance__cohort_generalization" in cohorts["depends_on"]["nodes"]
+    assert "run_query" not in cohorts["raw_code"]
+
+
+def test_every_model_has_a_key_test(dbt_run: DbtRun) -> None:
+    manifest = _manifest(dbt_run)
+    keyed = set()
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "test" and node["test_metadata"]["name"] in {"unique", "unique_combination"}:
+            keyed.update(n for n in node["depends_on"]["nodes"] if n.startswith("model."))
+    models = set(_own(manifest, "model"))
+    print(f"\nmodels with a key test: {len(models & keyed)} of {len(models)}")
+    assert sorted(models - keyed) == []
+
+
+def test_column_descriptions_cover_every_mart_column_and_most_of_the_rest(dbt_run: DbtRun) -> None:
+    manifest = _manifest(dbt_run)
+    models = _own(manifest, "model")
+    columns = [(node, c) for node in models.values() for c in node["columns"].values()]
+    described = [(node, c) for node, c in columns if c.get("description", "").strip()]
+    marts = [(node, c) for node, c in columns if node["path"].startswith("marts")]
+    marts_described = [(node, c) for node, c in marts if c.get("description", "").strip()]
+    sources = _own(manifest, "source")
+    print(
+        f"\ncolumn descriptions: marts {len(marts_described)}/{len(marts)}, all models "
+        f"{len(described)}/{len(columns)} ({len(described) / len(columns):.0%}); source tables described "
+        f"{sum(1 for s in sources.values() if s['description'].strip())}/{len(sources)}"
+    )
+    assert [f"{n['name']}.{c['name']}" for n, c in marts if (n, c) not in marts_described] == []
+    assert len(described) / len(columns) >= 0.8
+    assert [uid for uid, s in sources.items() if not s["description"].strip()] == []
+    # The shared docs blocks are the wording (one place), e.g. every exclusion flag and funnel count.
+    docs = manifest["docs"]
+    eligibility = models["model.governed_marketing.int_campaign_eligibility"]["columns"]
+    assert eligibility["is_objecting"]["description"] == docs["doc.governed_marketing.is_objecting"]["block_contents"]
+    funnel = models["model.governed_marketing.audience_funnel"]["columns"]
+    assert all(funnel[name]["description"] for name in funnel if name.startswith("excluded_"))
+
+
+def test_every_python_reader_of_a_mart_is_an_exposure(dbt_run: DbtRun) -> None:
+    """Each module under plugins/ that reads marts.<name> is declared, with that mart upstream."""
+    import re
+
+    manifest = _manifest(dbt_run)
+    marts = {n["name"] for n in _own(manifest, "model").values() if n["path"].startswith("marts")}
+    declared: dict[str, set[str]] = {}
+    for exposure in manifest["exposures"].values():
+        for path in re.findall(r"plugins/governed_marketing/[\w/]+\.py|\b\w+\.py\b", exposure["description"]):
+            declared.setdefault(path.rsplit("/", 1)[-1], set()).update(
+                n.rsplit(".", 1)[-1] for n in exposure["depends_on"]["nodes"]
+            )
+    readers: dict[str, set[str]] = {}
+    for path in (ROOT / "plugins" / "governed_marketing").rglob("*.py"):
+        read = set(re.findall(r"\b(?:from|join)\s+marts\.(\w+)", path.read_text(), flags=re.I)) & marts
+        if read:
+            readers[path.name] = read
+    assert readers, "no reader found: the scan is broken"
+    missing = {name: sorted(read - declared.get(name, set())) for name, read in readers.items()}
+    assert {name: m for name, m in missing.items() if m} == {}
+    for uid in ("campaign_audience", "generation_cohorts", "audience_funnel", "campaign_recipients"):
+        node = manifest["nodes"][f"model.governed_marketing.{uid}"]
+        assert node["group"] == "marketing_audience" and node["access"] in {"public", "protected"}, uid
+
+
+def test_k_anonymity_tests_fail_on_a_broken_cohort_model(dbt_run: DbtRun, tmp_path: Path) -> None:
+    """In a copy: cells no longer need k members. The data test and the unit tests both catch it."""
+    project = _copy_project(tmp_path)
+    model = project / "models" / "intermediate" / "int_audience_cohorts_assigned.sql"
+    text = model.read_text()
+    broken = text.replace("cells_{{ level }}.cell_size >= cohort_policy.k", "cells_{{ level }}.cell_size >= 1")
+    assert broken != text
+    model.write_text(broken)
+    home = _home_copy(dbt_run, tmp_path)
+    # The data test on the built model (unit tests first would skip the model they fail).
+    built = _dbt_in(
+        project, tmp_path, home, "build", "--select", "int_audience_cohorts_assigned", "--exclude", "test_type:unit"
+    )
+    assert not built.success
+    failed = {uid.split(".")[2]: status for uid, status in _failed(built).items()}
+    assert failed == {"int_audience_cohorts_assigned_cells_hold_k": "fail"}, failed
+    units = _dbt_in(project, tmp_path, home, "test", "--select", "int_audience_cohorts_assigned,test_type:unit")
+    failed_units = {uid.rsplit(".", 1)[-1] for uid, status in _failed(units).items() if status == "fail"}
+    # Levels 1..4 need the k rule (level 0 pairs are whole cells either way; level 5 has no rule).
+    assert {f"level_{n}" for n in (1, 2, 3, 4)} <= {name.split("share_a_")[-1][:7] for name in failed_units}, (
+        failed_units
+    )
+
+
+def test_the_pii_hook_ignores_an_installed_package(dbt_run: DbtRun, tmp_path: Path) -> None:
+    """A local dbt package whose documented columns carry no meta.pii: the project still builds."""
+    package = tmp_path / "vendor_pkg"
+    (package / "models").mkdir(parents=True)
+    (package / "dbt_project.yml").write_text("name: vendor_pkg\nversion: '1.0.0'\nconfig-version: 2\n")
+    (package / "models" / "vendor_things.sql").write_text("select 1 as thing_id, 'x' as thing_name\n")
+    (package / "models" / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: vendor_things\n    description: A package's model\n"
+        "    columns:\n      - {name: thing_id, description: Documented, unclassified}\n"
+        "      - {name: thing_name, description: Documented too}\n"
+    )
+    project = _copy_project(tmp_path)
+    (project / "packages.yml").write_text(f"packages:\n  - local: {package}\n")
+    home = _home_copy(dbt_run, tmp_path)
+    deps = _dbt_in(project, tmp_path, home, "deps", as_of=None)
+    assert deps.success, deps.exception
+    result = _dbt_in(project, tmp_path, home, "build", "--select", "vendor_things stg_governance__cohort_policy")
+    assert result.success, failures(result)
+    assert {r.node.name for r in result.result.results} >= {"vendor_things", "stg_governance__cohort_policy"}
+    # The project's own nodes are still checked: an unclassified column of ours fails at once.
+    staging = project / "models" / "staging" / "governance" / "_governance__models.yml"
+    classified = "holds, meta: {pii: none}, data_tests: [unique, not_null]}"
+    assert classified in staging.read_text()
+    staging.write_text(staging.read_text().replace(classified, "holds, data_tests: [unique, not_null]}", 1))
+    refused = _dbt_in(project, tmp_path, home, "build", "--select", "stg_governance__cohort_policy")
+    assert not refused.success
+    assert "stg_governance__cohort_policy.k: meta.pii is missing" in str(refused.exception)
+
+
+def test_a_policy_with_a_direct_identifier_in_a_purpose_stops_dbt(dbt_run: DbtRun, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    raw = yaml.safe_load((ROOT / "governance.yml").read_text())
+    purpose = next(iter(raw["purposes"]))
+    raw["purposes"][purpose]["fields"].append("email")
+    (tmp_path / "governance.yml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    home = _home_copy(dbt_run, tmp_path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_POLICY", str(tmp_path / "governance.yml"))
+        result = _dbt_in(DBT, tmp_path, home, "build", "--select", "stg_governance__purpose_fields")
+    assert not result.success
+    assert f"purposes.{purpose}.fields: 'email' is a direct identifier" in str(result.exception)
+
+
+def test_direct_identifiers_of_the_policy_cover_the_project_classification(dbt_run: DbtRun) -> None:
+    """policy.DIRECT_IDENTIFIERS can not fall behind a column the project classifies `direct`."""
+    from governed_marketing.policy import DIRECT_IDENTIFIERS
+
+    manifest = _manifest(dbt_run)
+    direct = {
+        name.lower()
+        for kind in ("model", "source")
+        for node in _own(manifest, kind).values()
+        for name, column in node["columns"].items()
+        if (column.get("meta") or {}).get("pii") == "direct"
+    }
+    assert direct and direct <= DIRECT_IDENTIFIERS, sorted(direct - DIRECT_IDENTIFIERS)
+
+
+def test_dbt_build_without_vars_reproduces_the_last_runs_as_of_and_says_so(dbt_run: DbtRun, tmp_path: Path) -> None:
+    home = _home_copy(dbt_run, tmp_path)
+    result = _dbt_in(DBT, tmp_path, home, "build", "--select", "audience_funnel", as_of=None)
+    assert result.success, failures(result)
+    conn = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        (as_of,) = conn.execute("select distinct as_of from marts.audience_funnel").fetchone()
+    finally:
+        conn.close()
+    assert as_of.isoformat() == AS_OF
+    log = (tmp_path / "logs" / "dbt.log").read_text()
+    assert f"as_of: {AS_OF}.000000 UTC, the last run's (marts.audience_funnel)" in log
+
+
+def test_the_pipeline_with_no_as_of_builds_for_now_not_the_last_run(dbt_run: DbtRun, tmp_path: Path) -> None:
+    """The DAG always sets GMP_DBT_AS_OF (empty without an as_of param): that means now, never a replay."""
+    from datetime import datetime
+
+    home = _home_copy(dbt_run, tmp_path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GMP_DBT_AS_OF", "")
+        result = _dbt_in(DBT, tmp_path, home, "build", "--select", "audience_funnel", as_of=None)
+    assert result.success, failures(result)
+    conn = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        (as_of,) = conn.execute("select distinct as_of from marts.audience_funnel").fetchone()
+    finally:
+        conn.close()
+    assert as_of > datetime.fromisoformat(AS_OF)  # the fixture's as-of lies in the past
+
+
+def test_the_readme_dbt_command_runs_from_dbt_project() -> None:
+    """The analyst's loop as written in dbt_project/README.md: the dbt it names exists after `make`."""
+    readme = (DBT / "README.md").read_text()
+    commands = [line.split() for line in readme.splitlines() if " build" in line and "dbt" in line.split(" build")[0]]
+    executables = {words[0] for words in commands if words and words[0].endswith("dbt") and words[1] == "build"}
+    assert executables, "the README shows no dbt build command"
+    for executable in executables:
+        assert "/" in executable, f"{executable}: not on PATH unless the venv is activated"
+        assert (DBT / executable).resolve().is_file(), f"{executable} (from dbt_project/) does not exist"
+
+
+def test_stale_crm_data_warns_then_fails_at_the_policy_thresholds(
+    dbt_run: DbtRun, tmp_path: Path, policy: Policy
+) -> None:
+    """The newest CRM load older than ingest.freshness at the as-of time: warn, then error."""
+    freshness = policy.ingest.freshness
+    assert freshness is not None
+    home = _home_copy(dbt_run, tmp_path)
+
+    def load_age(hours: float) -> dict[str, str]:
+        conn = duckdb.connect(str(home / "warehouse.duckdb"))
+        try:
+            conn.execute(
+                "update ops.crm_loads set loaded_at = cast(? as timestamp) - ? * interval '1 hour'", [AS_OF, hours]
+            )
+        finally:
+            conn.close()
+        result = _dbt_in(DBT, tmp_path, home, "test", "--select", "source:crm,test_name:loaded_within_policy")
+        return {
+            r.node.unique_id.rsplit(".", 2)[-2]: str(r.status)
+            for r in result.result.results
+            if str(r.node.resource_type) == "test"
+        }
+
+    fresh = load_age(freshness.warn_after_hours - 1)
+    assert fresh and set(fresh.values()) == {"pass"}, fresh
+    assert set(load_age(freshness.warn_after_hours + 1).values()) == {"warn"}
+    assert set(load_age(freshness.error_after_hours + 1).values()) == {"fail"}
 
 
 def test_consent_history_is_incremental_and_a_delta_load_only_adds(dbt_run, tmp_path):

@@ -220,3 +220,36 @@ def test_pseudonym_is_64_lowercase_hex_chars():
     value = pseudonym(b"key-one", "ann@example.com")
     assert len(value) == 64
     assert re.fullmatch(PSEUDONYM_PATTERN, value)
+
+
+# ---- direct identifiers and CRM freshness (issue 13) ------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["email", "Email ", "phone", "first_name", "contact_id"])
+def test_a_direct_identifier_in_a_purpose_fields_names_the_purpose_and_the_field(tmp_path, field):
+    message = policy_error(tmp_path, lambda raw: raw["purposes"][PURPOSE]["fields"].append(field))
+    assert f"purposes.{PURPOSE}.fields: {field!r} is a direct identifier" in message
+
+
+def test_policy_check_refuses_email_in_a_purpose(tmp_path):
+    """`gmp policy check` on a policy that allow-lists email: exit 1, the purpose and field named."""
+    from governed_marketing.cli import app
+    from typer.testing import CliRunner
+
+    parse_error = policy_error(tmp_path, lambda raw: raw["purposes"][PURPOSE]["fields"].append("email"))
+    assert parse_error  # the file tmp_path/governance.yml now holds the refused policy
+    result = CliRunner().invoke(app, ["policy", "check", str(tmp_path / "governance.yml")])
+    assert result.exit_code != 0
+    assert f"purposes.{PURPOSE}.fields: 'email' is a direct identifier" in " ".join(result.output.split())
+
+
+def test_freshness_error_threshold_below_the_warning_names_ingest_freshness(tmp_path):
+    def change(raw: dict) -> None:
+        raw["ingest"]["freshness"] = {"warn_after_hours": 48, "error_after_hours": 24}
+
+    message = policy_error(tmp_path, change)
+    assert "ingest.freshness" in message and "error_after_hours must be at least warn_after_hours" in message
+
+
+def test_freshness_is_optional(tmp_path):
+    assert parse_modified(tmp_path, lambda raw: raw["ingest"].pop("freshness")).ingest.freshness is None

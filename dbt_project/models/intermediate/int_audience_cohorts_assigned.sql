@@ -12,21 +12,13 @@
     'interests': 'primary_interest',
     'last_purchase_category': 'last_purchase_category',
 } %}
-{%- set drop_order = [] %}
-{%- if execute %}
-    {%- set rows = run_query(
-        "select attribute from " ~ source('governance', 'cohort_generalization') ~ " order by drop_rank"
-    ) %}
-    {%- for attribute in rows.columns[0].values() %}
-        {%- if attribute not in columns %}
-            {{ exceptions.raise_compiler_error(
-                "governance.yml cohorts.generalize names " ~ attribute ~ ", which the audience does not carry"
-            ) }}
-        {%- endif %}
-        {%- do drop_order.append(attribute) %}
-    {%- endfor %}
-{%- endif %}
-{%- set levels = drop_order | length %}
+{#-
+    The drop order is data (stg_governance__cohort_generalization, a ref), not read at compile time:
+    dbt sees the dependency and unit tests mock it. One level per attribute the audience carries is
+    unrolled; an attribute of drop_rank r is shown below level r, an attribute not listed is never
+    shown, and level `levels` (the number of listed attributes) assigns whoever is left.
+-#}
+{%- set levels = columns | length %}
 
 with
 
@@ -50,7 +42,17 @@ members as (
 
 cohort_policy as (
 
-    select k from {{ source('governance', 'cohort_policy') }}
+    select
+        cohort_policy.k,
+        {%- for attribute in columns %}
+        max(case when generalization.attribute = '{{ attribute }}' then generalization.drop_rank end)
+            as {{ attribute }}_drop_rank,
+        {%- endfor %}
+        count(generalization.attribute) as levels
+
+    from {{ ref('stg_governance__cohort_policy') }} as cohort_policy
+    left join {{ ref('stg_governance__cohort_generalization') }} as generalization on 1 = 1
+    group by cohort_policy.k
 
 ),
 
@@ -60,29 +62,36 @@ remaining_0 as (
 
 ),
 {%- for level in range(levels + 1) %}
-{%- set kept = drop_order[level:] %}
 
-cells_{{ level }} as (
+shown_{{ level }} as (
 
     select
         remaining_{{ level }}.*,
         {{ level }} as generalization_level,
         {%- for attribute, column in columns.items() %}
-        {%- if attribute in kept %}
-        remaining_{{ level }}.{{ column }} as cohort_{{ column }},
-        {%- else %}
-        cast(null as varchar) as cohort_{{ column }},
-        {%- endif %}
+        case
+            when cohort_policy.{{ attribute }}_drop_rank > {{ level }} then remaining_{{ level }}.{{ column }}
+        end as cohort_{{ column }}{{ "," if not loop.last }}
         {%- endfor %}
+
+    from remaining_{{ level }}
+    cross join cohort_policy
+
+),
+
+cells_{{ level }} as (
+
+    select
+        shown_{{ level }}.*,
         count(*) over (
             partition by
-                remaining_{{ level }}.campaign_id
-                {%- for attribute in kept %},
-                remaining_{{ level }}.{{ columns[attribute] }}
+                shown_{{ level }}.campaign_id
+                {%- for column in columns.values() %},
+                shown_{{ level }}.cohort_{{ column }}
                 {%- endfor %}
         ) as cell_size
 
-    from remaining_{{ level }}
+    from shown_{{ level }}
 
 ),
 
@@ -91,9 +100,7 @@ assigned_{{ level }} as (
     select cells_{{ level }}.*
     from cells_{{ level }}
     cross join cohort_policy
-    {%- if level < levels %}
-    where cells_{{ level }}.cell_size >= cohort_policy.k
-    {%- endif %}
+    where cells_{{ level }}.cell_size >= cohort_policy.k or cohort_policy.levels <= {{ level }}
 
 ),
 {%- if level < levels %}

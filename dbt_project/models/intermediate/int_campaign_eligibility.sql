@@ -9,8 +9,8 @@ campaigns as (
         campaigns.purpose_id,
         purposes.consent_max_age_days
 
-    from {{ source('governance', 'campaigns') }} as campaigns
-    inner join {{ source('governance', 'purposes') }} as purposes
+    from {{ ref('stg_governance__campaigns') }} as campaigns
+    inner join {{ ref('stg_governance__purposes') }} as purposes
         on campaigns.purpose_id = purposes.purpose_id
 
 ),
@@ -48,7 +48,7 @@ consent_status as (
         ) as has_expired_consent
 
     from campaign_contacts
-    inner join {{ source('governance', 'purpose_consents') }} as required
+    inner join {{ ref('stg_governance__purpose_consents') }} as required
         on campaign_contacts.purpose_id = required.purpose_id
     left join {{ ref('int_consents_latest') }} as consents
         on

@@ -10,13 +10,13 @@ contacts as (
 
 minimum_ages as (
 
-    select * from {{ source('governance', 'minimum_ages') }}
+    select * from {{ ref('stg_governance__minimum_ages') }}
 
 ),
 
 age_policy as (
 
-    select * from {{ source('governance', 'age_policy') }}
+    select * from {{ ref('stg_governance__age_policy') }}
 
 ),
 

@@ -10,7 +10,7 @@ assigned as (
 
 cohort_policy as (
 
-    select * from {{ source('governance', 'cohort_policy') }}
+    select * from {{ ref('stg_governance__cohort_policy') }}
 
 ),
 

@@ -1,0 +1,19 @@
+with
+
+source as (
+
+    select * from {{ source('governance', 'cohort_generalization') }}
+
+),
+
+renamed as (
+
+    select
+        attribute,
+        drop_rank
+
+    from source
+
+)
+
+select * from renamed
