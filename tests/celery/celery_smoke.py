@@ -13,7 +13,9 @@ Then, only through the REST API: create the 1-slot `warehouse_writer` pool, unpa
 DAGs, trigger `ingest_crm` on a small generated CRM export, trigger `process_privacy_requests` after
 it, and wait for the asset-triggered `build_marketing_models` and `generate_campaign_content` runs.
 It checks that every task instance was executed by the Celery worker (its id is in the worker's log)
-and that the outbox was written under $GMP_HOME/outbox.
+and that the outbox was written under $GMP_HOME/outbox; that every DAG run rebuilt its compliance
+report; and that the api-server's report plugin serves a run's report to the logged-in user and
+refuses an anonymous request.
 
 Fails fast on a failed (or retried) task and prints the task's log tail. Everything started is
 stopped at the end, also on failure, timeout or Ctrl-C; the database is dropped and the Redis db
@@ -465,6 +467,7 @@ def run_smoke(deployment: Deployment, deadline: Deadline, *, api_port: int, pass
             raise SmokeFailed(f"outbox files are empty: {[str(p) for p in outbox]}")
         shown = ", ".join(str(p.relative_to(gmp_home)) for p in outbox)
         progress(f"outbox: {messages} messages in {shown}")
+        verify_report_in_airflow(api, runs, gmp_home)
     finally:
         api.close()
 
@@ -570,6 +573,30 @@ def verify_celery(api: Api, runs: dict[str, str], worker_log: Path) -> None:
                     f"{ti.get('queue')}) is not in the celery worker's log {worker_log}"
                 )
     progress(f"celery: all {total} task instances executed by the celery worker ({len(executed)} workloads)")
+
+
+def verify_report_in_airflow(api: Api, runs: dict[str, str], gmp_home: Path) -> None:
+    """Every DAG run rebuilt the report, and the api-server's plugin serves it to a logged-in user only."""
+    from urllib.parse import quote
+
+    from governed_marketing.report.paths import run_dir_name
+
+    for dag_id, run_id in runs.items():
+        own = gmp_home / "reports" / "runs" / dag_id / run_dir_name(run_id) / "report.json"
+        if not own.is_file():
+            raise SmokeFailed(f"{dag_id} run {run_id} left no report at {own}")
+    with httpx.Client(base_url=api.client.base_url, timeout=30) as anonymous:
+        refused = anonymous.get("/compliance-report/")
+    if refused.status_code not in (401, 403):
+        raise SmokeFailed(f"an anonymous GET /compliance-report/ got HTTP {refused.status_code}, not 401/403")
+    dag_id = "generate_campaign_content"
+    run_id = runs[dag_id]
+    path = f"/compliance-report/runs/{dag_id}/{quote(run_id, safe='')}/report.json"
+    served = api.client.get(path)
+    own = gmp_home / "reports" / "runs" / dag_id / run_dir_name(run_id) / "report.json"
+    if served.status_code != 200 or served.content != own.read_bytes():
+        raise SmokeFailed(f"GET {path} -> HTTP {served.status_code}: not the run's own report {own}")
+    progress(f"report: {len(runs)} DAG runs left their report; the plugin served {path} (anonymous: 401/403)")
 
 
 def preflight() -> None:

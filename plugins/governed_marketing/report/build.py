@@ -107,8 +107,9 @@ def assessment_section(conn: duckdb.DuckDBPyConnection | None, policy: Policy) -
 
 def run_report_dir(settings: Settings, dag_id: str, run_id: str) -> Path:
     """`$GMP_HOME/reports/runs/<dag_id>/<run_id>/`: the report as one DAG run left it."""
-    safe = run_id.replace("/", "_")  # run ids are free text when triggered by hand
-    return settings.home_dir / "reports" / "runs" / dag_id / safe
+    from governed_marketing.report.paths import run_dir_name
+
+    return settings.home_dir / "reports" / "runs" / dag_id / run_dir_name(run_id)
 
 
 def publish_run_report(

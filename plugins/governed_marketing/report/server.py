@@ -23,6 +23,8 @@ from typing import Any, Protocol
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from governed_marketing.report.paths import run_dir_name
+
 #: The report loads nothing from anywhere but here and runs no script (Data Docs scripts are stripped).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -55,11 +57,6 @@ class Reader(Protocol):
 
     def may_read(self, dag_id: str | None) -> bool:
         """Whether this user may read the runs of `dag_id` (None: of every DAG, as the latest report covers)."""
-
-
-def run_dir_name(run_id: str) -> str:
-    """The folder name of a run's report: run ids are free text when a run is triggered by hand."""
-    return run_id.replace("/", "_")
 
 
 def create_app(reports_dir: Callable[[], Path], reader: Callable[..., Any]) -> FastAPI:
