@@ -96,10 +96,11 @@ def merge_generation_step(entry: dict, step: str, counts: dict) -> None:
     elif step in ("generate.draft", "generate.collect"):
         calls = counts.get("vendor_calls", 0) if step == "generate.draft" else counts.get("resubmitted", 0)
         entry["vendor_calls"] = entry.get("vendor_calls", 0) + calls
+        entry["shared_requests"] = entry.get("shared_requests", 0) + counts.get("shared_requests", 0)
         for key in RUN_SPEND:
             entry[key] = entry.get(key, 0) + counts.get(key, 0)
     else:  # publish (or the one-call `generate`): the campaign's totals; per-stage figures win
-        staged = ("vendor_calls", "reused_drafts", "estimated_cost_usd", *RUN_SPEND)
+        staged = ("vendor_calls", "shared_requests", "reused_drafts", "estimated_cost_usd", *RUN_SPEND)
         entry.update({k: v for k, v in counts.items() if k not in staged or k not in entry})
 
 

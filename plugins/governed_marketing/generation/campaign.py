@@ -61,6 +61,7 @@ class CampaignOutcome:
     transport: str = "offline"
     units: int = 0
     vendor_calls: int = 0
+    shared_requests: int = 0  # units of this run answered by another unit's identical request (paid once)
     reused_drafts: int = 0
     failed_units: int = 0
     rejected_drafts: int = 0
@@ -482,6 +483,7 @@ def draft_sync(
             raise
         shared = sum(1 for r in results.values() if "shared_request_of" in r.extra)
         outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(failures)
+        outcome.shared_requests = 0 if provider.name == "offline" else shared
         if failures:
             _add_ledger_totals(conn, outcome)
             kinds = sorted({f.kind for f in failures.values()})

@@ -337,7 +337,9 @@ def _vendors(policy: Policy, classes: dict, generate: dict, gates: dict) -> list
             calls, reused = counts.get("vendor_calls", 0), counts.get("reused_drafts", 0)
             unit = "cohort" if campaign.personalization == "cohort" else "per-recipient"
             via = "the Batch API" if counts.get("transport") == "batch" else "synchronous calls"
-            status = f"{calls:,} {unit} requests sent through {via} ({reused:,} drafts reused)"
+            shared = counts.get("shared_requests", 0)
+            status = f"{calls:,} {unit} requests sent through {via} ({reused:,} drafts reused"
+            status += f", {shared:,} units shared an identical request, paid once)" if shared else ")"
         else:
             status = "no generation recorded for this run"
         entries.append(
@@ -350,6 +352,7 @@ def _vendors(policy: Policy, classes: dict, generate: dict, gates: dict) -> list
                 "fields_sent": fields,
                 "requests_validated": payload["rows"] if payload else 0,
                 "vendor_calls": counts.get("vendor_calls", 0),
+                "shared_requests": counts.get("shared_requests", 0),
                 "reused_drafts": counts.get("reused_drafts", 0),
                 "input_tokens": counts.get("input_tokens", 0),
                 "output_tokens": counts.get("output_tokens", 0),
