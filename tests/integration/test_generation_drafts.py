@@ -102,6 +102,12 @@ def _units(conn) -> int:
     return int(found[0])
 
 
+def _distinct_requests(conn) -> int:
+    """Units minus those that shared another unit's identical request (sent and paid once)."""
+    shared = conn.execute("select count(*) from ops.generation_ledger where shared_request_of is not null").fetchone()
+    return _units(conn) - int(shared[0])
+
+
 def _first_names(conn) -> dict[str, str | None]:
     return dict(conn.execute("select contact_id, first_name from raw.crm_contacts").fetchall())
 
@@ -121,7 +127,9 @@ def test_a_vendor_that_writes_no_placeholder_is_published_with_one_call_per_unit
         CAMPAIGN, provider=_provider(openai_server, policy), outbox_root=tmp_path / "outbox", **_common(conn, policy)
     )
 
-    assert openai_server.paid_requests == _units(conn) == outcome.units  # no re-ask, no rejection
+    assert _units(conn) == outcome.units
+    # no re-ask, no rejection: one paid request per unit, but one for units whose requests are identical
+    assert openai_server.paid_requests == _distinct_requests(conn)
     rows = _outbox(tmp_path / "outbox")
     assert len(rows) == outcome.messages > 0
     names = _first_names(conn)
@@ -175,7 +183,7 @@ def test_every_paid_attempt_of_a_rejected_unit_is_recorded_in_the_ledger(conn, p
         draft_sync(CAMPAIGN, provider=_provider(openai_server, policy), transport="sync", **common)
 
     assert failed.value.retryable is False  # content failures: the DAG fails the task without retries
-    assert openai_server.paid_requests == 2 * _units(conn)  # each unit: the call and its one re-ask
+    assert openai_server.paid_requests == 2 * _distinct_requests(conn)  # each request: the call and its re-ask
     input_tokens, output_tokens, cost = _ledger_spend(conn)
     assert input_tokens + output_tokens == openai_server.paid_tokens
     pricing = pricing_for(policy, "openai", MODEL, transport="sync")
@@ -192,7 +200,7 @@ def test_a_rerun_after_content_failures_counts_the_spend_once_per_paid_call(conn
         draft_sync(CAMPAIGN, provider=_provider(openai_server, policy, concurrency=1), transport="sync", **common)
     draft_sync(CAMPAIGN, provider=_provider(openai_server, policy), transport="sync", **_common(conn, policy, "run-2"))
 
-    assert openai_server.paid_requests == _units(conn) + 2
+    assert openai_server.paid_requests == _distinct_requests(conn) + 2
     input_tokens, output_tokens, _ = _ledger_spend(conn)
     assert input_tokens + output_tokens == openai_server.paid_tokens
 

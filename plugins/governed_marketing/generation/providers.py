@@ -944,8 +944,17 @@ class OpenAIProvider:
                         failures[request.unit_id] = outcome.failure.kind
                         if on_failure is None:
                             halt(ProviderError(f"unit {request.unit_id}: {outcome.failure.reason}"))
-                        else:
-                            on_failure(request, replace(outcome.failure, unit_id=request.unit_id))
+                        else:  # the paid attempts' tokens are the leader's; a sharer paid nothing
+                            paid = request is leader
+                            on_failure(
+                                request,
+                                replace(
+                                    outcome.failure,
+                                    unit_id=request.unit_id,
+                                    input_tokens=outcome.failure.input_tokens if paid else 0,
+                                    output_tokens=outcome.failure.output_tokens if paid else 0,
+                                ),
+                            )
                     continue
                 if isinstance(outcome, ProviderError):
                     halt(outcome)
