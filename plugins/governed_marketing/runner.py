@@ -59,7 +59,7 @@ def run_lock(settings: Settings, command: str | None = None) -> Iterator[Path]:
     The lock is an flock, so it is released by the kernel when the holder dies (no stale lock after a
     crash or SIGKILL); the file keeps the holder's PID, command and start time for the message.
     """
-    path = settings.home_dir / "run.lock"
+    path = settings.path() / "run.lock"  # GMP_HOME created owner-only, whoever takes the lock first
     key = str(path)
     if _held.get(key):
         _held[key] += 1
@@ -68,7 +68,6 @@ def run_lock(settings: Settings, command: str | None = None) -> Iterator[Path]:
         finally:
             _held[key] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:

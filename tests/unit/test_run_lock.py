@@ -51,8 +51,9 @@ def holder(tmp_path: Path):
 def test_a_second_gmp_run_exits_at_once_with_one_line_naming_the_holder(holder, tmp_path: Path) -> None:
     home, process = holder
 
+    export = PROJECT_ROOT / "tests" / "fixtures" / "external_crm"  # a readable export: the lock must stop it
     second = subprocess.run(
-        [str(GMP), "run", "--crm", str(tmp_path / "export")],
+        [str(GMP), "run", "--crm", str(export)],
         env={**_env(home), "COLUMNS": "200"},
         capture_output=True,
         text=True,
