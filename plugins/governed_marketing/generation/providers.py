@@ -795,14 +795,7 @@ class OpenAIProvider:
     def _draft_attempts(self, request: DraftRequest, run: _Run, usage: _Usage) -> DraftResult:
         history: list[dict[str, str]] = []
         for attempt in (1, 2):
-            body = completion_body(
-                request,
-                model=self.model,
-                max_body_chars=self.max_body_chars,
-                max_output_tokens=self.max_output_tokens,
-                temperature=self.temperature,
-                history=history,
-            )
+            body = self._body(request, history)
             base_key = request.idempotency_key or request.custom_id
             key = (base_key if attempt == 1 else f"{base_key}-reask") if base_key else None
             raw = self._send(request, body, key, run, usage)
@@ -1016,17 +1009,22 @@ class OpenAIProvider:
             raise fatal
         return {request.unit_id: results[request.unit_id] for request in requests if request.unit_id in results}
 
+    def _body(self, request: DraftRequest, history: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """The exact request this provider sends for a unit: what is paid for, and what dedupe compares."""
+        return completion_body(
+            request,
+            model=self.model,
+            max_body_chars=self.max_body_chars,
+            max_output_tokens=self.max_output_tokens,
+            temperature=self.temperature,
+            history=history,
+        )
+
     def _identical_requests(self, requests: list[DraftRequest]) -> list[list[DraftRequest]]:
         """Requests grouped by the exact body they send (first seen leads and pays), in input order."""
         groups: dict[str, list[DraftRequest]] = {}
         for request in requests:
-            body = completion_body(
-                request,
-                model=self.model,
-                max_body_chars=self.max_body_chars,
-                max_output_tokens=self.max_output_tokens,
-                temperature=self.temperature,
-            )
+            body = self._body(request)
             digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
             groups.setdefault(digest, []).append(request)
         return list(groups.values())
