@@ -20,8 +20,9 @@ then record the review in governance.yml `review` (and the new `review.policy.sh
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from governed_marketing import assets
-from governed_marketing.airflow_tasks import fail_fast, rebuild_report
+from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.failures import fail_fast
+from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from airflow.sdk import Param, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
-from governed_marketing import assets
-from governed_marketing.airflow_tasks import rebuild_report
+from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
 DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"

@@ -25,9 +25,10 @@ the compliance report (`rebuild_report`, also when a task failed).
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from governed_marketing import assets
-from governed_marketing.airflow_tasks import fail_fast, rebuild_report
-from governed_marketing.generation.operators import CampaignApprovalOperator, DraftCampaignOperator
+from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.failures import fail_fast
+from governed_marketing.orchestration.report_task import rebuild_report
+from governed_marketing.orchestration.operators import CampaignApprovalOperator, DraftCampaignOperator
 from pendulum import datetime
 
 
@@ -44,20 +45,20 @@ from pendulum import datetime
 def generate_campaign_content():
     @task
     def campaigns() -> list[str]:
-        from governed_marketing.pipeline import campaign_ids
+        from governed_marketing.orchestration.task_bodies import campaign_ids
 
         return campaign_ids()
 
     @task(pool=assets.WAREHOUSE_POOL)
     def prepare(campaign_id: str, params: dict, run_id: str) -> dict:
-        from governed_marketing.pipeline import prepare_generation
+        from governed_marketing.orchestration.task_bodies import prepare_generation
 
         with fail_fast():
             return prepare_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))  # counts only
 
     @task(outlets=[assets.OUTBOX], pool=assets.WAREHOUSE_POOL)
     def publish(campaign_id: str, params: dict, run_id: str) -> dict:
-        from governed_marketing.pipeline import publish_generation
+        from governed_marketing.orchestration.task_bodies import publish_generation
 
         with fail_fast():  # a failed content gate: rejected drafts are marked; the next run drafts them again
             return publish_generation(campaign_id, run_id=run_id, as_of=params.get("as_of"))

@@ -16,8 +16,9 @@ policy limit knowingly. A missing or unreadable export fails at once, without re
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from governed_marketing import assets
-from governed_marketing.airflow_tasks import fail_fast, rebuild_report
+from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.failures import fail_fast
+from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
 
@@ -38,7 +39,7 @@ def ingest_crm():
     @task(outlets=[assets.RAW_CRM], pool=assets.WAREHOUSE_POOL)
     def load_export(params: dict, run_id: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
-        from governed_marketing.pipeline import ingest_drop
+        from governed_marketing.orchestration.task_bodies import ingest_drop
 
         with fail_fast():
             counts = ingest_drop(params.get("crm_dir"), run_id=run_id)  # counts, never rows

@@ -19,8 +19,9 @@ Ends by rebuilding the compliance report (`rebuild_report`, also when a task fai
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from governed_marketing import assets
-from governed_marketing.airflow_tasks import fail_fast, rebuild_report
+from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.failures import fail_fast
+from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
 

@@ -85,7 +85,7 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
     from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
     from governed_marketing.policy import PolicyError, load_policy
-    from governed_marketing.runner import PipelineFailed, RunLocked, run_pipeline
+    from governed_marketing.orchestration.pipeline_run import PipelineFailed, RunLocked, run_pipeline
     from governed_marketing.settings import get_settings
     from governed_marketing.stopping import RunInterrupted
     from governed_marketing.summary import collect_summary, render_summary
@@ -164,7 +164,7 @@ def demo(
 ) -> None:
     """Generate a sample CRM export under $GMP_HOME/demo_crm, then run the whole pipeline on it."""
     from governed_marketing.crm.generate import SAMPLE_AS_OF, write_sample_export
-    from governed_marketing.runner import RunLocked, run_lock
+    from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
@@ -250,7 +250,7 @@ def airflow_cli(ctx: typer.Context) -> None:
     migrated and the warehouse pool created first.
     """
     from governed_marketing.dbt import ensure_manifest
-    from governed_marketing.runner import airflow_environment, prepare_airflow, standalone_environment
+    from governed_marketing.orchestration.pipeline_run import airflow_environment, prepare_airflow, standalone_environment
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
@@ -265,7 +265,7 @@ def airflow_cli(ctx: typer.Context) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     if not standalone:
         os.execve(str(airflow), [str(airflow), *ctx.args], env)  # noqa: S606 - replace this process with airflow
-    from governed_marketing.runner import unpause_dags
+    from governed_marketing.orchestration.pipeline_run import unpause_dags
 
     unpaused = unpause_dags()
     console.print(

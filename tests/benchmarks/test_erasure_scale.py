@@ -53,7 +53,7 @@ def base_home(duckdb_pipeline, tmp_path_factory) -> Path:
     """The built GMP_HOME plus the campaign's outbox (GMP_BENCH_BASE_HOME reuses one built before)."""
     if os.environ.get("GMP_BENCH_BASE_HOME"):
         return Path(os.environ["GMP_BENCH_BASE_HOME"])
-    from governed_marketing.pipeline import generate
+    from governed_marketing.orchestration.task_bodies import generate
     from governed_marketing.settings import reset_settings
 
     root = tmp_path_factory.mktemp("erasure-bench")

@@ -57,7 +57,7 @@ GMP = str(BIN / "gmp")
 CONTACTS = 300
 SEED = 11
 WORKER_CONCURRENCY = 2
-# The DAGs of `gmp run` (runner.PIPELINE); purge_expired_data stays paused (it deletes by wall clock).
+# The DAGs of `gmp run` (pipeline_run.PIPELINE); purge_expired_data stays paused (it deletes by wall clock).
 PIPELINE_DAGS = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
 MARKER = "GMP_CELERY_SMOKE_RUN"  # set on every process we start: finds stray descendants at cleanup
 
@@ -289,7 +289,7 @@ BAD_TI_STATES = {"failed", "upstream_failed", "up_for_retry"}
 
 
 def build_env(tmp: Path, *, token: str, db_url: str, result_backend: str, broker: str, api_port: int) -> dict:
-    from governed_marketing.runner import airflow_environment
+    from governed_marketing.orchestration.pipeline_run import airflow_environment
     from governed_marketing.settings import Settings
 
     gmp_home = tmp / "gmp"
@@ -298,7 +298,7 @@ def build_env(tmp: Path, *, token: str, db_url: str, result_backend: str, broker
         for key, value in os.environ.items()
         if not key.startswith(("AIRFLOW", "GMP_", "OPENAI_", "PYTEST", "DBT_"))
     }
-    # The same Airflow configuration as `gmp run` (runner.airflow_environment), on Postgres + Celery.
+    # The same Airflow configuration as `gmp run` (pipeline_run.airflow_environment), on Postgres + Celery.
     env.update(airflow_environment(Settings(home=gmp_home, project_root=PROJECT_ROOT)))
     airflow_home = Path(env["AIRFLOW_HOME"])
     api_url = f"http://127.0.0.1:{api_port}"

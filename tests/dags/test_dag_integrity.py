@@ -75,16 +75,13 @@ def test_every_dag_ends_by_rebuilding_the_report_whatever_happened(dag_bag, path
 
 
 def test_deterministic_failures_are_one_list_translated_at_one_place():
-    """No DAG file or operator decides by itself which errors skip the retries."""
-    from governed_marketing.crm.ingest import CrmExportError
-    from governed_marketing.errors import ExportUnreadable, is_deterministic
-    from governed_marketing.policy import PolicyError
-
-    sources = [*DAG_FILES, PROJECT_ROOT / "plugins" / "governed_marketing" / "generation" / "operators.py"]
+    """No DAG file, operator or library module decides by itself which errors skip the retries."""
+    edge = PROJECT_ROOT / "plugins" / "governed_marketing" / "orchestration"
+    translating = {edge / "failures.py", edge / "report_task.py"}  # the report task fails a failed run on purpose
+    sources = [*DAG_FILES, *(PROJECT_ROOT / "plugins" / "governed_marketing").rglob("*.py")]
     for source in sources:
-        assert "AirflowFailException" not in source.read_text(), source.name
-    assert all(is_deterministic(e("x")) for e in (ExportUnreadable, CrmExportError, PolicyError))
-    assert not is_deterministic(ValueError("x")) and not is_deterministic(OSError("database is locked"))
+        if source not in translating:
+            assert "AirflowFailException" not in source.read_text(), source.name
 
 
 def test_no_dag_file_touches_a_database_or_variable_at_top_level():
@@ -96,7 +93,7 @@ def test_no_dag_file_touches_a_database_or_variable_at_top_level():
 
 
 def test_dags_chain_by_assets(dag_bag):
-    from governed_marketing import assets
+    from governed_marketing.orchestration import assets
 
     ingest = dag_bag.dags["ingest_crm"]
     models = dag_bag.dags["build_marketing_models"]

@@ -86,7 +86,7 @@ def test_the_local_standalone_starts_unpaused_small_and_with_a_written_down_logi
     env.update(GMP_HOME=str(home), GMP_PSEUDONYM_KEY=os.environ["GMP_PSEUDONYM_KEY"])
     script = (
         "import json, os\n"
-        "from governed_marketing.runner import prepare_airflow, standalone_environment, unpause_dags\n"
+        "from governed_marketing.orchestration.pipeline_run import prepare_airflow, standalone_environment, unpause_dags\n"
         "from governed_marketing.cli import _login_banner\n"
         "from governed_marketing.settings import get_settings\n"
         "s = get_settings(); extra = standalone_environment(s); os.environ.update(extra); prepare_airflow(s)\n"

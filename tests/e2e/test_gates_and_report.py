@@ -111,7 +111,7 @@ def content_failure(tmp_path_factory, ok):
         }
     )
     step = (
-        "from governed_marketing.pipeline import generate; "
+        "from governed_marketing.orchestration.task_bodies import generate; "
         f"generate({CAMPAIGN!r}, run_id='policy-tightened', as_of={SAMPLE_AS_OF.isoformat()!r})"
     )
     generated = subprocess.run([sys.executable, "-c", step], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
@@ -169,7 +169,7 @@ def test_content_guardrails_and_quarantine_are_reported_as_counts(ok):
 
 
 def test_every_dag_of_the_run_leaves_its_own_report_and_the_cli_builds_none_after(ok):
-    from governed_marketing.runner import PIPELINE
+    from governed_marketing.orchestration.pipeline_run import PIPELINE
 
     runs = ok.reports / "runs"
     assert sorted(p.name for p in runs.iterdir()) == sorted(PIPELINE)

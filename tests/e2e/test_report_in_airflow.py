@@ -79,7 +79,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _environment(tmp: Path, port: int) -> dict[str, str]:
-    from governed_marketing.runner import airflow_environment
+    from governed_marketing.orchestration.pipeline_run import airflow_environment
     from governed_marketing.settings import Settings
 
     gmp_home = tmp / "gmp"

@@ -71,7 +71,7 @@ def policy() -> Policy:
 
 
 def _as_of():
-    from governed_marketing.pipeline import parse_as_of
+    from governed_marketing.runs import parse_as_of
 
     return parse_as_of(AS_OF_TEXT)
 

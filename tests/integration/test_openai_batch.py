@@ -441,7 +441,7 @@ async def _first_event(trigger: Any) -> Any:
 
 
 def test_trigger_fires_once_every_batch_is_terminal(conn, client, api) -> None:
-    from governed_marketing.generation.batch_trigger import OpenAIBatchTrigger
+    from governed_marketing.orchestration.batch_trigger import OpenAIBatchTrigger
 
     requests = _planned(conn, 3)
     api.expire_next_batch(completed=0)
@@ -459,7 +459,7 @@ def test_trigger_fires_once_every_batch_is_terminal(conn, client, api) -> None:
 
 
 def test_trigger_reports_a_timeout_and_an_unknown_batch(conn, client) -> None:
-    from governed_marketing.generation.batch_trigger import OpenAIBatchTrigger
+    from governed_marketing.orchestration.batch_trigger import OpenAIBatchTrigger
 
     batch_id = _submit(conn, client, _planned(conn, 1))
 
@@ -474,7 +474,7 @@ def test_trigger_reports_a_timeout_and_an_unknown_batch(conn, client) -> None:
 
 
 def test_trigger_serializes_to_its_classpath_and_back() -> None:
-    from governed_marketing.generation.batch_trigger import OpenAIBatchTrigger
+    from governed_marketing.orchestration.batch_trigger import OpenAIBatchTrigger
 
     trigger = OpenAIBatchTrigger(["batch_a", "batch_b"], poll_interval=30, timeout_s=3600)
 
@@ -482,7 +482,7 @@ def test_trigger_serializes_to_its_classpath_and_back() -> None:
     module, name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
 
-    assert classpath == "governed_marketing.generation.batch_trigger.OpenAIBatchTrigger"
+    assert classpath == "governed_marketing.orchestration.batch_trigger.OpenAIBatchTrigger"
     assert kwargs == {"batch_ids": ["batch_a", "batch_b"], "poll_interval": 30.0, "timeout_s": 3600.0}
     assert rebuilt.serialize() == (classpath, kwargs)
     assert "key" not in json.dumps(kwargs).lower()

@@ -42,7 +42,7 @@ def _reviewer(choice: str, seen: dict) -> None:
 
 
 def main(choice: str, as_of: str) -> None:
-    from governed_marketing.runner import _load_dags, prepare_airflow
+    from governed_marketing.orchestration.pipeline_run import _load_dags, prepare_airflow
     from governed_marketing.settings import get_settings
 
     settings = get_settings()

@@ -15,7 +15,7 @@ import time
 
 
 def main(dag_id: str, conf: dict) -> None:
-    from governed_marketing.runner import _load_dags, prepare_airflow
+    from governed_marketing.orchestration.pipeline_run import _load_dags, prepare_airflow
     from governed_marketing.settings import get_settings
 
     settings = get_settings()

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from governed_marketing import assessment
 from governed_marketing.assessment import GenerationBlocked, assess, policy_findings, report_access
-from governed_marketing.errors import is_deterministic
+from governed_marketing.orchestration.failures import is_deterministic
 from governed_marketing.policy import PolicyError, content_hash, load_policy
 from governed_marketing.settings import get_settings, reset_settings
 
@@ -185,7 +185,7 @@ def _two_purposes(tmp_path: Path) -> Path:
 
 def test_a_blocking_finding_stops_generation_for_its_purpose_only(home, tmp_path):
     from governed_marketing.generation.campaign import prepare_campaign
-    from governed_marketing.pipeline import parse_as_of
+    from governed_marketing.runs import parse_as_of
 
     policy = load_policy(_two_purposes(tmp_path))
     blocking = [f for f in policy_findings(policy, TODAY) if f.severity == "blocking"]

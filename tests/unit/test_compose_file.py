@@ -337,7 +337,7 @@ def test_gmp_home_is_a_named_volume_shared_by_the_airflow_services(compose: dict
 
 
 def test_init_creates_the_pool_the_dags_use(services: dict) -> None:
-    tree = ast.parse((ROOT / "plugins" / "governed_marketing" / "assets.py").read_text())
+    tree = ast.parse((ROOT / "plugins" / "governed_marketing" / "orchestration" / "assets.py").read_text())
     pool = next(
         node.value.value
         for node in tree.body

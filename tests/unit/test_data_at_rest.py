@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from governed_marketing.runner import airflow_environment
+from governed_marketing.orchestration.pipeline_run import airflow_environment
 from governed_marketing.settings import Settings
 from pydantic import SecretStr
 

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from governed_marketing.runner import RunLocked, run_lock
+from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
 from governed_marketing.settings import Settings
 
 from tests.conftest import PROJECT_ROOT
@@ -20,7 +20,7 @@ GMP = Path(sys.executable).with_name("gmp")
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from governed_marketing.runner import run_lock
+    from governed_marketing.orchestration.pipeline_run import run_lock
     from governed_marketing.settings import Settings
 
     with run_lock(Settings(), "gmp run --crm /data/export"):

@@ -1,7 +1,4 @@
-"""Airflow assets that chain the DAGs: ingest -> models -> content.
-
-The one module of the library that imports Airflow (the Task SDK only, which is light).
-"""
+"""Airflow assets that chain the DAGs (ingest -> models -> content), and the pool of warehouse writers."""
 
 from __future__ import annotations
 

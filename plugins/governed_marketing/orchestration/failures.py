@@ -1,38 +1,66 @@
-"""The Airflow edge every DAG file shares: deterministic failures fail at once, and each DAG ends by
-rebuilding the compliance report, failed runs included.
+"""Which failures fail an Airflow task at once, and the one translation to `AirflowFailException`.
 
-Imports Airflow, so only DAG files (and operators) import this module.
-
-- `fail_fast()` wraps a task body: an error in `governed_marketing.errors.deterministic_errors()`
-  becomes `AirflowFailException` (no retries: the same input fails the same way), and every failure's
-  one-line reason is kept for the run's report.
-- `rebuild_report()` is the last task (trigger rule all_done): it writes
-  `$GMP_HOME/reports/runs/<dag_id>/<run_id>/` and the latest `$GMP_HOME/reports/index.html`, naming
-  the failed tasks and their reasons, then fails itself if any task failed, so the run ends failed.
+A missing or unreadable export, a bad policy, a gate that failed closed, a spent budget: running the
+same task again on the same input gives the same error, and a retry only delays the person who must
+act. Everything else (a locked warehouse, a vendor outage) is left to Airflow's retries. Every task
+body (the DAG files' `@task`s through `fail_fast()`, the operators through `fail_now_if_deterministic`)
+goes through here, so there is one list and one translation. Each failure's one-line reason is kept
+for the run's report (`report_task`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import get_current_context, task
+from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
-from governed_marketing.assets import WAREHOUSE_POOL
-from governed_marketing.errors import is_deterministic
-
-REPORT_TASK_ID = "rebuild_report"
-_FAILURES = "failures"  # under the run's report directory: one file per failed task, its reason
+from governed_marketing.errors import CrmExportError
 
 
-def _failures_dir(dag_id: str, run_id: str) -> Path:
+@cache
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that fail a task at once (imported on first use: some pull in heavy modules)."""
+    from governed_marketing.assessment import GenerationBlocked
+    from governed_marketing.generation.campaign import ModeRefused
+    from governed_marketing.generation.cost import BudgetExceeded
+    from governed_marketing.generation.providers import VendorAuthRejected, VendorQuotaExhausted
+    from governed_marketing.policy import PolicyError
+    from governed_marketing.privacy.dsr import OverdueRequests
+    from governed_marketing.validation.gates import GateFailed
+
+    return (
+        CrmExportError,  # missing, empty or malformed export, too many rows quarantined, the raw gate failed
+        PolicyError,  # governance.yml is invalid
+        GateFailed,
+        BudgetExceeded,
+        ModeRefused,
+        GenerationBlocked,  # a blocking assessment finding: resolved by a person, not by a retry
+        VendorQuotaExhausted,
+        VendorAuthRejected,
+        OverdueRequests,  # a deadline passed: a person must act
+    )
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """One of the types above, or an error that says of itself a retry would repeat it (`retryable=False`).
+
+    Units rejected for their content after the re-ask are such an error: a retry would pay the vendor
+    again for the same answer.
+    """
+    return isinstance(exc, deterministic_errors()) or getattr(exc, "retryable", True) is False
+
+
+def failures_dir(dag_id: str, run_id: str) -> Path:
+    """Under the run's report directory: one file per failed task, its one-line reason."""
     from governed_marketing.report.build import run_report_dir
     from governed_marketing.settings import get_settings
 
-    return run_report_dir(get_settings(), dag_id, run_id) / _FAILURES
+    return run_report_dir(get_settings(), dag_id, run_id) / "failures"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -47,7 +75,7 @@ def remember_failure(exc: BaseException, context: Any | None = None) -> None:
         ti = context["ti"]
         mapped = ti.map_index is not None and ti.map_index >= 0  # named as get_task_states names them
         name = f"{ti.task_id}_{ti.map_index}" if mapped else ti.task_id
-        target = _failures_dir(ti.dag_id, context["run_id"])
+        target = failures_dir(ti.dag_id, context["run_id"])
         target.mkdir(parents=True, exist_ok=True)
         (target / f"{name}.txt").write_text(_one_line(exc) + "\n", encoding="utf-8")
     except Exception:  # noqa: BLE001, S110 - the task's own error is what matters; it is raised next
@@ -75,38 +103,3 @@ def fail_fast() -> Iterator[None]:
     except Exception as exc:
         fail_now_if_deterministic(exc)
         raise
-
-
-def run_failure(dag_id: str, run_id: str, failed: list[str]) -> str | None:
-    """One line for the report: the failed tasks and, where they recorded one, their reason."""
-    if not failed:
-        return None
-    reasons_dir = _failures_dir(dag_id, run_id)
-    parts = []
-    for task_id in failed:
-        reason_file = reasons_dir / f"{task_id}.txt"
-        reason = reason_file.read_text(encoding="utf-8").strip() if reason_file.is_file() else "see the task log"
-        parts.append(f"{task_id}: {reason}")
-    return f"{dag_id} failed at " + "; ".join(parts)
-
-
-def failed_tasks(ti: Any, run_id: str) -> list[str]:
-    """The tasks of this run that failed (not those that only did not run because of them)."""
-    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-    return sorted(t for t, state in states.items() if state == "failed" and t != REPORT_TASK_ID)
-
-
-def rebuild_report() -> Any:
-    """The DAG's last task: the report of this run, also when a task failed (then this task fails too)."""
-
-    @task(task_id=REPORT_TASK_ID, trigger_rule="all_done", retries=0, pool=WAREHOUSE_POOL)
-    def rebuild(ti: Any = None, run_id: str | None = None) -> dict:
-        from governed_marketing.report.build import publish_run_report
-
-        failure = run_failure(ti.dag_id, run_id, failed_tasks(ti, run_id))
-        path = publish_run_report(ti.dag_id, run_id, failure=failure)
-        if failure:  # the report is written; the run must still end failed
-            raise AirflowFailException(f"{failure} (report: {path})")
-        return {"report": str(path)}
-
-    return rebuild()

@@ -1,7 +1,5 @@
 """Airflow operators for content generation: drafting (sync in the worker, or a deferred vendor batch)
 and the optional human approval. The logic lives in the library; these only wire it to Airflow.
-
-Imports Airflow, so only DAG files import this module.
 """
 
 from __future__ import annotations
@@ -11,6 +9,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator
+
+from governed_marketing.orchestration.failures import fail_now_if_deterministic
 
 #: How many times missing units are resubmitted as a new batch within one task run.
 MAX_BATCH_ROUNDS = 3
@@ -45,13 +45,6 @@ class DraftCampaignOperator(BaseOperator):
         self.poll_interval = poll_interval  # None: GMP_LLM_BATCH_POLL_SECONDS
         self.batch_timeout = batch_timeout or timedelta(hours=25)  # the vendor's 24 h window, plus slack
 
-    @staticmethod
-    def _fail_closed(exc: Exception) -> None:
-        """Failures a retry cannot fix (the one list in governed_marketing.errors) fail the task at once."""
-        from governed_marketing.airflow_tasks import fail_now_if_deterministic
-
-        fail_now_if_deterministic(exc)
-
     def on_kill(self) -> None:
         """SIGTERM (Airflow's task runner calls this): stop submitting; in-flight units go to the ledger as in doubt."""
         from governed_marketing import stopping
@@ -59,12 +52,12 @@ class DraftCampaignOperator(BaseOperator):
         stopping.request_stop("SIGTERM")
 
     def execute(self, context: Any) -> dict:
-        from governed_marketing.pipeline import draft_generation
+        from governed_marketing.orchestration.task_bodies import draft_generation
 
         try:
             counts = draft_generation(self.campaign_id, run_id=context["run_id"], as_of=_as_of(context))
         except Exception as exc:  # noqa: BLE001 - sorted into fail-now and retry-later below
-            self._fail_closed(exc)
+            fail_now_if_deterministic(exc)
             raise
         return self._wait_or_finish(counts, rounds=0)
 
@@ -72,7 +65,7 @@ class DraftCampaignOperator(BaseOperator):
         batch_ids = counts.get("batch_ids") or []
         if not batch_ids:
             return counts
-        from governed_marketing.generation.batch_trigger import OpenAIBatchTrigger
+        from governed_marketing.orchestration.batch_trigger import OpenAIBatchTrigger
         from governed_marketing.settings import get_settings
 
         self.defer(
@@ -87,7 +80,7 @@ class DraftCampaignOperator(BaseOperator):
         raise AssertionError("unreachable: defer raises")
 
     def execute_complete(self, context: Any, event: dict, rounds: int = 0) -> dict:
-        from governed_marketing.pipeline import collect_batches
+        from governed_marketing.orchestration.task_bodies import collect_batches
 
         event = event or {}
         batch_ids = list(event.get("batch_ids") or [])
@@ -100,7 +93,7 @@ class DraftCampaignOperator(BaseOperator):
         try:
             counts = collect_batches(self.campaign_id, batch_ids, run_id=context["run_id"], as_of=_as_of(context))
         except Exception as exc:  # noqa: BLE001
-            self._fail_closed(exc)
+            fail_now_if_deterministic(exc)
             raise
         if counts.get("batch_ids") and rounds + 1 >= MAX_BATCH_ROUNDS:
             raise RuntimeError(
@@ -126,7 +119,7 @@ class CampaignApprovalOperator(ApprovalOperator):
         self.campaign_id = campaign_id
 
     def execute(self, context: Any) -> Any:
-        from governed_marketing.pipeline import approval_preview
+        from governed_marketing.orchestration.task_bodies import approval_preview
         from governed_marketing.policy import load_policy
 
         if load_policy().campaigns[self.campaign_id].approval == "auto":

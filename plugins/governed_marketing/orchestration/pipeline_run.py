@@ -200,7 +200,7 @@ def prepare_airflow(settings: Settings) -> None:
     upgradedb()
     from airflow.models.pool import Pool
 
-    from governed_marketing.assets import WAREHOUSE_POOL
+    from governed_marketing.orchestration.assets import WAREHOUSE_POOL
 
     Pool.create_or_update_pool(
         WAREHOUSE_POOL,
@@ -222,7 +222,7 @@ def _load_dags(settings: Settings) -> dict:
 
 def _failure_reason(settings: Settings, dag_run) -> str:
     """One line: the failed task and the reason the step recorded (or the task's state)."""
-    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+    from governed_marketing.orchestration.report_task import REPORT_TASK_ID
 
     failed = [
         ti.task_id
@@ -249,7 +249,7 @@ def _failure_reason(settings: Settings, dag_run) -> str:
 
 def _report_ran(dag_run) -> bool:
     """Did the run's last task write its report (it fails after writing when the run failed)?"""
-    from governed_marketing.airflow_tasks import REPORT_TASK_ID
+    from governed_marketing.orchestration.report_task import REPORT_TASK_ID
     from governed_marketing.report.build import run_report_dir
 
     ran = any(ti.task_id == REPORT_TASK_ID and ti.state in ("success", "failed") for ti in dag_run.get_task_instances())
@@ -295,7 +295,7 @@ def _run_pipeline(
 ) -> PipelineRun:
     from governed_marketing import stopping
     from governed_marketing.dbt import ensure_manifest
-    from governed_marketing.pipeline import parse_as_of
+    from governed_marketing.runs import parse_as_of
 
     moment = parse_as_of(as_of).isoformat()
     notify = on_step or (lambda dag_id, state: None)

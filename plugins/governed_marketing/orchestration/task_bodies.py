@@ -1,69 +1,24 @@
-"""The pipeline's steps as plain functions: what each DAG task calls, in one or two lines.
+"""The DAG tasks' bodies as plain functions: what each task calls, in one or two lines.
 
-Every step returns counts (never rows) and records them in `ops.pipeline_steps`, which the
-summary and the report read.
+Plain Python (no Airflow import), so scripts, benchmarks and tests call the same bodies the DAGs do.
+Every body returns counts (never rows) and records them in `ops.pipeline_steps` (`runs.record_step`),
+which the summary and the report read.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from governed_marketing import warehouse
 from governed_marketing.policy import load_policy
 from governed_marketing.privacy import audit
+from governed_marketing.runs import parse_as_of, record_step
 from governed_marketing.settings import get_settings
 
-log = logging.getLogger(__name__)
-
-STEPS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.pipeline_steps (
-    run_id varchar not null,
-    step varchar not null,
-    subject varchar not null,
-    counts_json varchar not null,
-    recorded_at timestamp not null,
-    primary key (run_id, step, subject)
-);
-"""
-
-
-def parse_as_of(value: str | datetime | None) -> datetime:
-    """The run's as-of time as naive UTC; a zone-less ISO string is UTC; None is now."""
-    if value is None or value == "":
-        return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"as_of {value!r} is not an ISO 8601 timestamp") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
-def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> None:
-    conn.execute(STEPS_DDL)
-    conn.execute(
-        "insert into ops.pipeline_steps (run_id, step, subject, counts_json, recorded_at) values (?, ?, ?, ?, ?)"
-        " on conflict (run_id, step, subject) do update set counts_json = excluded.counts_json,"
-        " recorded_at = excluded.recorded_at",
-        [
-            run_id,
-            step,
-            subject,
-            json.dumps(counts, sort_keys=True, default=str),
-            datetime.now(UTC).replace(tzinfo=None),
-        ],
-    ).fetchall()
 
 
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:

@@ -141,7 +141,7 @@ def list_requests(
     import json
 
     from governed_marketing import warehouse
-    from governed_marketing.pipeline import parse_as_of
+    from governed_marketing.runs import parse_as_of
     from governed_marketing.privacy import dsr
 
     settings, policy, key = _context()

@@ -30,7 +30,7 @@ PURPOSE = "data_subject_rights"
 
 
 def _as_of(value: str | datetime | None) -> datetime:
-    from governed_marketing.pipeline import parse_as_of
+    from governed_marketing.runs import parse_as_of
 
     return parse_as_of(value)
 
@@ -134,7 +134,7 @@ def process_pending(
         "answered": answered,
         **{k: sorted(v) for k, v in done.items()},
     }
-    from governed_marketing.pipeline import record_step
+    from governed_marketing.runs import record_step
 
     with warehouse.session(settings=settings) as conn:
         counts["left_open"] = left_open(conn, now=received_by)

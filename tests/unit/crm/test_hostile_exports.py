@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from governed_marketing import pipeline
+from governed_marketing.orchestration import task_bodies
 from governed_marketing.crm import contract
 from governed_marketing.crm.contract import ExportUnreadable
 from governed_marketing.crm.ingest import IngestResult, ingest_export
@@ -241,7 +241,7 @@ def test_an_unknown_column_is_dropped_named_and_never_archived(tmp_path, conn, p
 
 
 def test_the_report_names_the_dropped_column_and_never_its_values(tmp_path, policy):
-    from governed_marketing.pipeline import record_step
+    from governed_marketing.runs import record_step
     from governed_marketing.report import build_report
     from governed_marketing.settings import Settings
 
@@ -291,7 +291,7 @@ def test_the_pipeline_step_refuses_before_opening_the_warehouse(tmp_path, monkey
     try:
         source = tmp_path / "missing" if case == "missing" else HOSTILE / case
         with pytest.raises(ExportUnreadable, match=str(source)):
-            pipeline.ingest(str(source), run_id="hostile")
+            task_bodies.ingest(str(source), run_id="hostile")
         assert not get_settings().warehouse_path.exists()
     finally:
         reset_settings()

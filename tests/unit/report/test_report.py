@@ -33,7 +33,7 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def loaded(settings, tmp_path) -> Settings:
     """A warehouse holding one ingested export (with a quarantined row) and its pipeline step."""
-    from governed_marketing.pipeline import record_step
+    from governed_marketing.runs import record_step
 
     contacts = [contact(n) for n in range(1, 11)]
     contacts[0] = contact(1, **DISTINCT)
