@@ -27,8 +27,8 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 from governed_marketing.orchestration import assets
 from governed_marketing.orchestration.failures import fail_fast
-from governed_marketing.orchestration.report_task import rebuild_report
 from governed_marketing.orchestration.operators import CampaignApprovalOperator, DraftCampaignOperator
+from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
 

@@ -47,7 +47,7 @@ def crm_generate(
     ] = None,
 ) -> None:
     """Write a sample CRM export in the contract's four files, with the cases real CRMs have."""
-    from governed_marketing.crm.generate import write_sample_export
+    from governed_marketing.sample_data.crm_export import write_sample_export
 
     day = reference_date.date() if reference_date else None
     summary = write_sample_export(out, contacts=contacts, seed=seed, reference_date=day)
@@ -84,8 +84,8 @@ def policy_check(
 def _run(crm_dir: Path, as_of: str | None) -> None:
     from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
-    from governed_marketing.policy import PolicyError, load_policy
     from governed_marketing.orchestration.pipeline_run import PipelineFailed, RunLocked, run_pipeline
+    from governed_marketing.policy import PolicyError, load_policy
     from governed_marketing.settings import get_settings
     from governed_marketing.stopping import RunInterrupted
     from governed_marketing.summary import collect_summary, render_summary
@@ -163,8 +163,8 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 7,
 ) -> None:
     """Generate a sample CRM export under $GMP_HOME/demo_crm, then run the whole pipeline on it."""
-    from governed_marketing.crm.generate import SAMPLE_AS_OF, write_sample_export
     from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
+    from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF, write_sample_export
     from governed_marketing.settings import get_settings
 
     settings = get_settings()
@@ -250,7 +250,11 @@ def airflow_cli(ctx: typer.Context) -> None:
     migrated and the warehouse pool created first.
     """
     from governed_marketing.dbt import ensure_manifest
-    from governed_marketing.orchestration.pipeline_run import airflow_environment, prepare_airflow, standalone_environment
+    from governed_marketing.orchestration.pipeline_run import (
+        airflow_environment,
+        prepare_airflow,
+        standalone_environment,
+    )
     from governed_marketing.settings import get_settings
 
     settings = get_settings()

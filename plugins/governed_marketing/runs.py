@@ -52,4 +52,3 @@ def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> Non
             datetime.now(UTC).replace(tzinfo=None),
         ],
     ).fetchall()
-

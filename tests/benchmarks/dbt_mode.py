@@ -58,7 +58,7 @@ def _dag(home: Path, dag_id: str, conf: dict) -> tuple[dict, str]:
 
 
 def measure(contacts: int = 2000, work: Path | None = None) -> dict:
-    from governed_marketing.crm.generate import SAMPLE_AS_OF
+    from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
     work = work or Path(tempfile.mkdtemp(prefix="gmp-dbt-mode-"))
     home, export = work / "gmp", work / "export"

@@ -36,7 +36,7 @@ import json, resource, sys, time
 from pathlib import Path
 
 started = time.perf_counter()
-from governed_marketing.crm.generate import write_sample_export
+from governed_marketing.sample_data.crm_export import write_sample_export
 
 imported = time.perf_counter()
 summary = write_sample_export(Path(sys.argv[1]), contacts=int(sys.argv[2]), seed=int(sys.argv[3]))

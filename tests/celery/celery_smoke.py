@@ -354,7 +354,7 @@ def run_smoke(deployment: Deployment, deadline: Deadline, *, api_port: int, pass
     airflow_home = Path(env["AIRFLOW_HOME"])
     crm_dir = deployment.tmp / "crm"
 
-    from governed_marketing.crm.generate import SAMPLE_AS_OF, write_sample_export
+    from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF, write_sample_export
 
     write_sample_export(crm_dir, contacts=CONTACTS, seed=SEED)
     as_of = SAMPLE_AS_OF.isoformat()

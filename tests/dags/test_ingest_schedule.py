@@ -60,7 +60,7 @@ def test_a_missing_export_fails_at_once_without_retries_and_the_report_says_why(
 
 
 def test_an_export_already_loaded_is_a_skip_with_no_asset_event(tmp_path):
-    from governed_marketing.crm.generate import write_sample_export
+    from governed_marketing.sample_data.crm_export import write_sample_export
 
     home = tmp_path / "gmp"
     drop = tmp_path / "drop"
@@ -86,7 +86,8 @@ def test_the_local_standalone_starts_unpaused_small_and_with_a_written_down_logi
     env.update(GMP_HOME=str(home), GMP_PSEUDONYM_KEY=os.environ["GMP_PSEUDONYM_KEY"])
     script = (
         "import json, os\n"
-        "from governed_marketing.orchestration.pipeline_run import prepare_airflow, standalone_environment, unpause_dags\n"
+        "from governed_marketing.orchestration.pipeline_run import (\n"
+        "    prepare_airflow, standalone_environment, unpause_dags)\n"
         "from governed_marketing.cli import _login_banner\n"
         "from governed_marketing.settings import get_settings\n"
         "s = get_settings(); extra = standalone_environment(s); os.environ.update(extra); prepare_airflow(s)\n"

@@ -327,7 +327,7 @@ def test_unit_tests_pass_on_their_own(dbt_run: DbtRun, tmp_path: Path) -> None:
 
 
 def test_docs_generate_works_and_every_column_is_classified(dbt_run):
-    from governed_marketing.classification import check_project
+    from governed_marketing.validation.classification_coverage import check_project
 
     docs = _dbt(dbt_run.target.parent, "docs", "generate")
     assert docs.success, docs.exception
@@ -360,14 +360,14 @@ def test_a_direct_column_added_to_the_vendor_payload_fails_the_build_at_once(tmp
     assert not result.success
     assert "generation_cohorts.email: a direct identifier in a vendor payload model" in str(result.exception)
 
-    from governed_marketing.classification import check_project
+    from governed_marketing.validation.classification_coverage import check_project
 
     report = check_project(tmp_path / "target")
     assert any("generation_cohorts.email" in problem for problem in report.problems)
 
 
 def test_an_unclassified_column_is_named(tmp_path):
-    from governed_marketing.classification import check_classification
+    from governed_marketing.validation.classification_coverage import check_classification
 
     manifest = {
         "nodes": {

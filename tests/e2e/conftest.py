@@ -78,7 +78,7 @@ def contact_identifiers(crm_dir: Path) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="session")
 def sample_export(tmp_path_factory) -> Path:
-    from governed_marketing.crm.generate import write_sample_export
+    from governed_marketing.sample_data.crm_export import write_sample_export
 
     out = tmp_path_factory.mktemp("crm") / "export"
     write_sample_export(out, contacts=1500, seed=11)

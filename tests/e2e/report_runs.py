@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from governed_marketing.crm.generate import SAMPLE_AS_OF
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
 from tests.e2e.conftest import Run, run_gmp
 from tests.support.openai_server import LocalOpenAIServer, RecordedRequest

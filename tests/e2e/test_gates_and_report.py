@@ -21,8 +21,8 @@ from urllib.parse import unquote
 import duckdb
 import pytest
 import yaml
-from governed_marketing.crm.generate import SAMPLE_AS_OF, SAMPLE_EMAIL_DOMAIN, SAMPLE_PHONE
 from governed_marketing.report.build import SECTIONS
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF, SAMPLE_EMAIL_DOMAIN, SAMPLE_PHONE
 
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import TEST_KEY, contact_identifiers, run_gmp

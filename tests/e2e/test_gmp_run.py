@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from governed_marketing.crm.generate import SAMPLE_AS_OF
 from governed_marketing.policy import load_policy
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import contact_identifiers, run_gmp

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from governed_marketing.crm import contract
-from governed_marketing.crm.generate import SAMPLE_AS_OF
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
 from tests.e2e.conftest import Run, contact_identifiers, run_gmp
 

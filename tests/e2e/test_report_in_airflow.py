@@ -114,7 +114,7 @@ def _environment(tmp: Path, port: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sample_export) -> Iterator[ApiServer]:
     """`airflow api-server` on a free port after a `gmp run`, `reviewer` with a known password."""
-    from governed_marketing.crm.generate import SAMPLE_AS_OF
+    from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
     tmp = tmp_path_factory.mktemp("airflow-report")
     port = _free_port()

@@ -15,7 +15,7 @@ import time
 
 import duckdb
 import pytest
-from governed_marketing.crm.generate import SAMPLE_AS_OF
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
 
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import GMP, TEST_KEY, run_gmp

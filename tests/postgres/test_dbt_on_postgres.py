@@ -17,10 +17,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from governed_marketing import warehouse_postgres
-from governed_marketing.crm.generate import write_sample_export
 from governed_marketing.crm.ingest import ingest_export
 from governed_marketing.policy import load_policy
 from governed_marketing.pseudonym import pseudonym
+from governed_marketing.sample_data.crm_export import write_sample_export
 from governed_marketing.settings import get_settings, reset_settings
 from governed_marketing.warehouse import connect
 

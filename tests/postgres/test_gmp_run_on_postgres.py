@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from governed_marketing.crm.generate import SAMPLE_AS_OF, write_sample_export
 from governed_marketing.policy import load_policy
 from governed_marketing.pseudonym import pseudonym
+from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF, write_sample_export
 from psycopg2 import sql
 
 from tests.e2e.conftest import TEST_KEY, Run, run_gmp

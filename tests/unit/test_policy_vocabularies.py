@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from governed_marketing.crm.generate import _CATEGORIES, _INTERESTS
 from governed_marketing.policy import PolicyError, load_policy, parse_policy
+from governed_marketing.sample_data.crm_export import _CATEGORIES, _INTERESTS
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "governance.yml"

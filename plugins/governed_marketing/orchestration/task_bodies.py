@@ -20,7 +20,6 @@ from governed_marketing.runs import parse_as_of, record_step
 from governed_marketing.settings import get_settings
 
 
-
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables, and write what dbt needs
     besides them: the governance tables (and on Postgres the keyed pseudonym function)."""

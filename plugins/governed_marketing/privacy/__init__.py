@@ -11,14 +11,3 @@
 Nothing here imports Airflow; nothing here logs, prints or stores an identifier outside the stores
 that hold personal data by design.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def report_section(conn: Any, policy: Any, **kwargs: Any) -> dict:
-    """The privacy part of the compliance report (see `privacy.report`)."""
-    from governed_marketing.privacy.report import report_section as _section
-
-    return _section(conn, policy, **kwargs)

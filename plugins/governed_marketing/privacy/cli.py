@@ -141,8 +141,8 @@ def list_requests(
     import json
 
     from governed_marketing import warehouse
-    from governed_marketing.runs import parse_as_of
     from governed_marketing.privacy import dsr
+    from governed_marketing.runs import parse_as_of
 
     settings, policy, key = _context()
     now = parse_as_of(None)

@@ -1,14 +1,15 @@
 """The privacy section of the compliance report: requests, deadlines, erasure proofs, purges, the audit chain.
 
 Read-only and identity-free: ids, types, dates, statuses and counts. `report_section` returns the
-data; `privacy_section` shapes it for the report (`governed_marketing.report.privacy`).
+data; `privacy_section` shapes it as a `PrivacySection`, which the report renders generically and
+copies into report.json under `privacy_requests`.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import duckdb
 from dateutil.relativedelta import relativedelta
@@ -16,6 +17,20 @@ from dateutil.relativedelta import relativedelta
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, dsr
 from governed_marketing.warehouse import table_exists
+
+
+class PrivacyTable(TypedDict):
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]  # counts, ids, dates, statuses: no personal data
+    empty: NotRequired[str]  # shown instead of an empty table, e.g. "No purge has run yet."
+
+
+class PrivacySection(TypedDict, total=False):
+    status: str  # one line, e.g. "3 open requests, none overdue"
+    summary: dict[str, Any]  # measure -> value, shown as a two-column table
+    tables: list[PrivacyTable]
+    notes: list[str]
 
 
 def report_section(
@@ -102,7 +117,7 @@ def report_section(
     }
 
 
-def privacy_section(conn: duckdb.DuckDBPyConnection, *, policy: Policy, settings: Any = None) -> dict[str, Any]:
+def privacy_section(conn: duckdb.DuckDBPyConnection, *, policy: Policy, settings: Any = None) -> PrivacySection:
     """The section as `governed_marketing.report` renders it: status line, summary, tables, notes."""
     data = report_section(conn, policy)
     overdue = data["overdue"]

@@ -23,10 +23,10 @@ import duckdb
 from governed_marketing import warehouse
 from governed_marketing.policy import Policy, load_policy
 from governed_marketing.privacy import audit
+from governed_marketing.privacy.report import PrivacySection, privacy_section
 from governed_marketing.report.art30 import records_of_processing
 from governed_marketing.report.charts import funnel_chart
 from governed_marketing.report.labels import describe
-from governed_marketing.report.privacy import PLACEHOLDER, PrivacySection, load_provider
 from governed_marketing.settings import Settings, get_settings
 from governed_marketing.summary import EXCLUSION_COLUMNS
 from governed_marketing.validation.classification import manifest_classes
@@ -50,6 +50,10 @@ SECTIONS = (
 )
 #: Columns of a payload frame that the gate computes (k holders, items outside the vocabulary); never sent.
 _NOT_SENT_SUFFIXES = ("_holders", "_outside_vocabulary")
+BEFORE_FIRST_INGEST: PrivacySection = {
+    "status": "not reported yet",
+    "notes": ["No warehouse yet: the privacy requests are reported once the first export is loaded."],
+}
 
 
 def build_report(
@@ -63,8 +67,8 @@ def build_report(
 
     Args:
         failure: the one-line reason a `gmp run` failed, shown in the run summary.
-        privacy: the privacy-requests section provider; by default the one named by
-            `PRIVACY_SECTION_PROVIDER`, if it exists yet.
+        privacy: the privacy-requests section provider (tests pass their own); by default
+            `privacy.report.privacy_section`.
         out_dir: where to write it instead of `$GMP_HOME/reports/` (a run's own copy).
     """
     from governed_marketing.dbt import ensure_manifest
@@ -75,10 +79,10 @@ def build_report(
     reports = Path(out_dir) if out_dir is not None else settings.path("reports")
     reports.mkdir(parents=True, exist_ok=True)
     classes = manifest_classes(ensure_manifest(settings))
-    provider = privacy or load_provider()
+    provider = privacy or privacy_section
     evidence: dict[str, Any] = {}
     gates: list[tuple[str, GateResult]] = []
-    privacy_section: PrivacySection = PLACEHOLDER
+    privacy_requests: PrivacySection = BEFORE_FIRST_INGEST
     audit_head = None
     assessment = assessment_section(None, policy)
     if warehouse.exists(settings):
@@ -86,10 +90,9 @@ def build_report(
             evidence, gates = _collect(conn, policy)
             audit_head = audit.head(conn, settings.home_dir)  # a copy outside the table, checked by verify
             assessment = assessment_section(conn, policy)
-            if provider is not None:
-                privacy_section = _privacy_section(provider, conn, policy, settings)
+            privacy_requests = _privacy_section(provider, conn, policy, settings)
     pages = build_data_docs(gates, reports / "data_docs")
-    data = _assemble(policy, classes, evidence, gates, pages, failure=failure, privacy=privacy_section)
+    data = _assemble(policy, classes, evidence, gates, pages, failure=failure, privacy=privacy_requests)
     data["audit_head"] = audit_head
     data["security_of_processing"] = security_of_processing(settings)
     data["regular_assessment"] = assessment

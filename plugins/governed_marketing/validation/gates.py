@@ -43,8 +43,6 @@ DESCRIPTIVE_RESULT_FORMAT = {
     "include_unexpected_rows": False,
     "return_unexpected_index_query": False,
 }
-#: Kept for callers of the first version: the format that is safe for any column.
-SAFE_RESULT_FORMAT = PERSONAL_RESULT_FORMAT
 
 #: Table-level expectations whose results hold only column names and row counts.
 TABLE_SHAPE_EXPECTATIONS = frozenset(
@@ -263,79 +261,14 @@ def run_gate(
 
     Never raises on a failed expectation: the caller decides (and fails closed).
     """
-    import great_expectations as gx
-
     context = _context()  # suites can only be built inside an active context
     suite = build_suite()
-    groups: dict[str, list] = {"personal": [], "descriptive": []}
-    for expectation in suite.expectations:
-        config = expectation.configuration
-        personal = reads_personal_data(config.type, config.kwargs, classes)
-        groups["personal" if personal else "descriptive"].append(config)
-    in_database = isinstance(frame, SqlBatch)
-    if in_database:
-        source = context.data_sources.add_postgres(f"{gate}_postgres", connection_string=frame.connection_string)
-        batch_definition = source.add_query_asset(gate, query=frame.query).add_batch_definition_whole_table(
-            f"{gate}_batch"
-        )
-        batch_parameters = None
-        columns, rows = [str(c) for c in frame.columns], frame.rows
-    else:
-        source = context.data_sources.add_pandas(f"{gate}_source")
-        asset = source.add_dataframe_asset(gate)
-        batch_definition = asset.add_batch_definition_whole_dataframe(f"{gate}_batch")
-        batch_parameters = {"dataframe": frame}
-        columns, rows = [str(c) for c in frame.columns], len(frame)
-    formats = {"personal": PERSONAL_RESULT_FORMAT, "descriptive": DESCRIPTIVE_RESULT_FORMAT}
-    order = {_key(e.configuration.type, e.configuration.kwargs): i for i, e in enumerate(suite.expectations)}
-    known_names = set(columns) | {
-        str(v) for e in suite.expectations for v in (e.configuration.kwargs.get("column_set") or [])
-    }
-    merged: list[tuple[int, dict, bool]] = []
-    meta: dict[str, Any] = {}
+    batch = _GateBatch.of(context, gate, frame)
     try:
-        for group, configs in groups.items():
-            if not configs:
-                continue
-            part = context.suites.add(
-                gx.ExpectationSuite(name=f"{suite.name}.{group}", expectations=[c.to_domain_obj() for c in configs])
-            )
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=f"{gate}:{subject}:{group}", data=batch_definition, suite=part)
-            )
-            validation = definition.run(batch_parameters=batch_parameters, result_format=formats[group])
-            meta = validation.meta
-            for item in validation.to_json_dict()["results"]:
-                config = item["expectation_config"]
-                index = order.get(_key(config["type"], config["kwargs"]), len(order))
-                merged.append(
-                    (index, _scrub(item, personal=group == "personal", known_names=known_names), group == "personal")
-                )
+        merged, meta = _validate_by_group(context, gate, subject, suite, batch, classes)
     finally:
-        if in_database:
-            source.get_engine().dispose()  # GX's own connections to the warehouse: closed, not pooled
-    merged.sort(key=lambda entry: entry[0])
-    results = [item for _, item, _ in merged]
-    succeeded = sum(1 for item in results if item["success"])
-    run_meta = json.loads(json.dumps(meta, default=str))
-    run_meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)
-    run_meta["gmp"] = {"gate": gate, "subject": subject, "rows": rows}
-    if in_database:  # where the expectations ran: GX's SQL execution engine on the Postgres datasource
-        run_meta["gmp"]["execution"] = {"datasource": source.type, "engine": source.execution_engine_type.__name__}
-    validation_dict = {
-        "success": succeeded == len(results),
-        "results": results,
-        "suite_name": suite.name,
-        "suite_parameters": {},
-        "statistics": {
-            "evaluated_expectations": len(results),
-            "successful_expectations": succeeded,
-            "unsuccessful_expectations": len(results) - succeeded,
-            "success_percent": 100.0 * succeeded / len(results) if results else None,
-        },
-        "meta": run_meta,
-        "id": None,
-    }
+        batch.close()
+    validation_dict = _validation_dict(suite, [item for _, item, _ in merged], meta, gate, subject, batch)
     outcomes = [
         ExpectationOutcome(
             expectation=item["expectation_config"]["type"],
@@ -350,13 +283,108 @@ def run_gate(
         gate=gate,
         subject=subject,
         success=validation_dict["success"],
-        rows=rows,
+        rows=batch.rows,
         outcomes=outcomes,
         suite_name=suite.name,
         validation=validation_dict,
     )
     log.info(result.one_line())
     return result
+
+
+@dataclass
+class _GateBatch:
+    """The rows a gate validates, as a GX batch: a pandas frame, or a query the database runs."""
+
+    source: Any
+    definition: Any
+    parameters: dict | None
+    columns: list[str]
+    rows: int
+    in_database: bool
+
+    @classmethod
+    def of(cls, context: Any, gate: str, frame: pd.DataFrame | SqlBatch) -> _GateBatch:
+        if isinstance(frame, SqlBatch):
+            source = context.data_sources.add_postgres(f"{gate}_postgres", connection_string=frame.connection_string)
+            definition = source.add_query_asset(gate, query=frame.query).add_batch_definition_whole_table(
+                f"{gate}_batch"
+            )
+            return cls(source, definition, None, [str(c) for c in frame.columns], frame.rows, True)
+        source = context.data_sources.add_pandas(f"{gate}_source")
+        definition = source.add_dataframe_asset(gate).add_batch_definition_whole_dataframe(f"{gate}_batch")
+        return cls(source, definition, {"dataframe": frame}, [str(c) for c in frame.columns], len(frame), False)
+
+    def close(self) -> None:
+        if self.in_database:
+            self.source.get_engine().dispose()  # GX's own connections to the warehouse: closed, not pooled
+
+
+def _validate_by_group(
+    context: Any, gate: str, subject: str, suite: Any, batch: _GateBatch, classes: Mapping[str, str] | None
+) -> tuple[list[tuple[int, dict, bool]], dict[str, Any]]:
+    """Run the expectations on personal columns and the rest as two suites, each with its own result
+    format; return the scrubbed results in the suite's order (with whether each read personal data)."""
+    import great_expectations as gx
+
+    groups: dict[str, list] = {"personal": [], "descriptive": []}
+    for expectation in suite.expectations:
+        config = expectation.configuration
+        groups["personal" if reads_personal_data(config.type, config.kwargs, classes) else "descriptive"].append(config)
+    formats = {"personal": PERSONAL_RESULT_FORMAT, "descriptive": DESCRIPTIVE_RESULT_FORMAT}
+    order = {_key(e.configuration.type, e.configuration.kwargs): i for i, e in enumerate(suite.expectations)}
+    known_names = set(batch.columns) | {
+        str(v) for e in suite.expectations for v in (e.configuration.kwargs.get("column_set") or [])
+    }
+    merged: list[tuple[int, dict, bool]] = []
+    meta: dict[str, Any] = {}
+    for group, configs in groups.items():
+        if not configs:
+            continue
+        part = context.suites.add(
+            gx.ExpectationSuite(name=f"{suite.name}.{group}", expectations=[c.to_domain_obj() for c in configs])
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{gate}:{subject}:{group}", data=batch.definition, suite=part)
+        )
+        validation = definition.run(batch_parameters=batch.parameters, result_format=formats[group])
+        meta = validation.meta
+        personal = group == "personal"
+        for item in validation.to_json_dict()["results"]:
+            config = item["expectation_config"]
+            index = order.get(_key(config["type"], config["kwargs"]), len(order))
+            merged.append((index, _scrub(item, personal=personal, known_names=known_names), personal))
+    merged.sort(key=lambda entry: entry[0])
+    return merged, meta
+
+
+def _validation_dict(
+    suite: Any, results: list[dict], meta: dict[str, Any], gate: str, subject: str, batch: _GateBatch
+) -> dict[str, Any]:
+    """One GX validation result (the shape Data Docs render) from the groups' scrubbed results."""
+    succeeded = sum(1 for item in results if item["success"])
+    run_meta = json.loads(json.dumps(meta, default=str))
+    run_meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)
+    run_meta["gmp"] = {"gate": gate, "subject": subject, "rows": batch.rows}
+    if batch.in_database:  # where the expectations ran: GX's SQL execution engine on the Postgres datasource
+        run_meta["gmp"]["execution"] = {
+            "datasource": batch.source.type,
+            "engine": batch.source.execution_engine_type.__name__,
+        }
+    return {
+        "success": succeeded == len(results),
+        "results": results,
+        "suite_name": suite.name,
+        "suite_parameters": {},
+        "statistics": {
+            "evaluated_expectations": len(results),
+            "successful_expectations": succeeded,
+            "unsuccessful_expectations": len(results) - succeeded,
+            "success_percent": 100.0 * succeeded / len(results) if results else None,
+        },
+        "meta": run_meta,
+        "id": None,
+    }
 
 
 def _outcome_column(kwargs: Mapping[str, Any]) -> str | None:

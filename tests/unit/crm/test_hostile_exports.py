@@ -15,10 +15,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from governed_marketing.orchestration import task_bodies
 from governed_marketing.crm import contract
 from governed_marketing.crm.contract import ExportUnreadable
 from governed_marketing.crm.ingest import IngestResult, ingest_export
+from governed_marketing.orchestration import task_bodies
 from governed_marketing.policy import Policy, load_policy
 from governed_marketing.privacy.suppression import rewrite_csv
 from governed_marketing.settings import get_settings, reset_settings
@@ -241,8 +241,8 @@ def test_an_unknown_column_is_dropped_named_and_never_archived(tmp_path, conn, p
 
 
 def test_the_report_names_the_dropped_column_and_never_its_values(tmp_path, policy):
-    from governed_marketing.runs import record_step
     from governed_marketing.report import build_report
+    from governed_marketing.runs import record_step
     from governed_marketing.settings import Settings
 
     settings = Settings(home=tmp_path / "gmp", project_root=REPO)

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from governed_marketing.crm.generate import _COUNTRIES
 from governed_marketing.generation.notices import (
     FALLBACK_LANGUAGE,
     LANGUAGES,
@@ -16,6 +15,7 @@ from governed_marketing.generation.notices import (
 )
 from governed_marketing.generation.providers import OFFLINE_LANGUAGES
 from governed_marketing.policy import load_policy
+from governed_marketing.sample_data.crm_export import _COUNTRIES
 
 REPO = Path(__file__).resolve().parents[3]
 GENERATED = sorted({language for locales, *_ in _COUNTRIES.values() for _, language in locales})

@@ -27,9 +27,7 @@ def test_the_list_holds_export_and_policy_errors_not_transient_ones() -> None:
 
 
 def test_a_task_body_in_fail_fast_fails_at_once_on_a_bad_export_and_keeps_transient_errors() -> None:
-    with pytest.raises(AirflowFailException, match=r"ExportUnreadable: .*no CRM export"):
-        with fail_fast():
-            raise ExportUnreadable("/drop: no CRM export there")
-    with pytest.raises(OSError, match="database is locked"):  # re-raised as is: Airflow retries it
-        with fail_fast():
-            raise OSError("database is locked")
+    with pytest.raises(AirflowFailException, match=r"ExportUnreadable: .*no CRM export"), fail_fast():
+        raise ExportUnreadable("/drop: no CRM export there")
+    with pytest.raises(OSError, match="database is locked"), fail_fast():  # re-raised as is: Airflow retries it
+        raise OSError("database is locked")

@@ -109,14 +109,10 @@ def test_records_of_processing_come_from_the_policy_and_the_dbt_classification(s
     assert ropa["f_time_limits"]["retention"]["outbox"] == "30d"
 
 
-def test_the_privacy_requests_section_is_a_placeholder_while_no_provider_exists(settings, monkeypatch):
-    from governed_marketing.report import build, privacy
-
-    assert privacy.load_provider("governed_marketing.not_written_yet.report:privacy_section") is None
-    monkeypatch.setattr(build, "load_provider", lambda: None)
+def test_before_the_first_ingest_the_privacy_requests_section_says_so(settings):
     html = build_report(settings).read_text(encoding="utf-8")
     assert "not reported yet" in html
-    assert "governed_marketing.privacy.report:privacy_section" in html
+    assert "once the first export is loaded" in html
 
 
 def test_a_failing_privacy_provider_leaves_the_rest_of_the_report_intact(loaded):

@@ -257,7 +257,7 @@ def write_sample_export(
 # seconds, so all share its microseconds) and written from cached day and time-of-day strings. The
 # draws `Random.choice`, `randint`, `randrange` and `choices` would make are made directly
 # (`_Generator.below`, `pick`), consuming the same random numbers in the same order, so a seed gives
-# the files the plain calls gave (tests/unit/crm/test_generate.py checks each fast path against the
+# the files the plain calls gave (tests/unit/sample_data/test_crm_export.py checks each fast path against the
 # slow one). Records are joined into lines without the csv module when no field needs quoting, and
 # written `_BLOCK_LINES` at a time.
 

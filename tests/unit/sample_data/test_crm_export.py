@@ -12,9 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from governed_marketing.crm import contract, generate
+from governed_marketing.crm import contract
 from governed_marketing.crm.contract import is_valid_email, normalize_email
-from governed_marketing.crm.generate import (
+from governed_marketing.policy import Policy, load_policy
+from governed_marketing.sample_data import crm_export
+from governed_marketing.sample_data.crm_export import (
     LLM_INSTRUCTION,
     REQUEST_WINDOW_DAYS,
     SAMPLE_AS_OF,
@@ -23,7 +25,6 @@ from governed_marketing.crm.generate import (
     SampleExportSummary,
     write_sample_export,
 )
-from governed_marketing.policy import Policy, load_policy
 
 from tests.support.reference_eligibility import RECIPIENT, RULE_AGE, RULES, evaluate, parse_timestamp
 
@@ -110,7 +111,7 @@ def test_the_same_seed_writes_byte_identical_files(tmp_path):
 @pytest.mark.parametrize("block_lines", [1, 7])
 def test_files_are_streamed_in_blocks_that_do_not_change_them(tmp_path, monkeypatch, block_lines):
     write_sample_export(tmp_path / "default", contacts=600, seed=4)
-    monkeypatch.setattr(generate, "_BLOCK_LINES", block_lines)
+    monkeypatch.setattr(crm_export, "_BLOCK_LINES", block_lines)
     summary = write_sample_export(tmp_path / "small_blocks", contacts=600, seed=4)
     for spec in contract.EXPORT_FILES:
         default = (tmp_path / "default" / spec.name).read_bytes()
@@ -350,10 +351,10 @@ def test_planned_edges_land_on_the_right_side_of_the_rules(export, policy):
 
 
 @pytest.fixture
-def bare_generator(monkeypatch) -> generate._Generator:
+def bare_generator(monkeypatch) -> crm_export._Generator:
     """A generator without its Faker name pools (the draws below do not use them)."""
-    monkeypatch.setattr(generate._Generator, "_name_pools", staticmethod(lambda seed: {}))
-    return generate._Generator(seed=7, as_of=SAMPLE_AS_OF, max_age_days=730)
+    monkeypatch.setattr(crm_export._Generator, "_name_pools", staticmethod(lambda seed: {}))
+    return crm_export._Generator(seed=7, as_of=SAMPLE_AS_OF, max_age_days=730)
 
 
 def test_the_draws_take_the_random_numbers_random_random_takes(bare_generator):
@@ -369,7 +370,7 @@ def test_the_draws_take_the_random_numbers_random_random_takes(bare_generator):
     assert fast.between(low, low - 5) == low
     weights = {"a": 5, "b": 0, "c": 990, "d": 3, "e": 2}
     cumulative = list(itertools.accumulate(weights.values()))
-    picked = [fast.pick(generate._Weighted.of(weights)) for _ in range(3000)]
+    picked = [fast.pick(crm_export._Weighted.of(weights)) for _ in range(3000)]
     assert picked == [reference.choices(list(weights), cum_weights=cumulative)[0] for _ in range(3000)]
     assert fast.rng.random() == reference.random()  # and both streams are at the same place
 
@@ -391,12 +392,12 @@ _INSTANTS = [
 def test_the_clock_writes_instants_as_iso_does(microsecond):
     # the style a roll of random() picks: < 0.03 zone-less, < 0.06 with an offset, else 'Z'
     for roll, style in ((0.0, "naive"), (0.0299, "naive"), (0.03, "offset"), (0.0599, "offset"), (0.06, "Z")):
-        clock = generate._Clock(microsecond, lambda roll=roll: roll)
+        clock = crm_export._Clock(microsecond, lambda roll=roll: roll)
         for instant in _INSTANTS:
             moment = instant.replace(microsecond=microsecond)
-            seconds = generate._seconds(moment)
-            assert clock.stamp(seconds) == generate._iso(moment, style), (moment, style)
-            assert clock.z(seconds) == generate._iso(moment), moment
+            seconds = crm_export._seconds(moment)
+            assert clock.stamp(seconds) == crm_export._iso(moment, style), (moment, style)
+            assert clock.z(seconds) == crm_export._iso(moment), moment
 
 
 def test_records_are_written_as_the_csv_module_writes_them():
@@ -419,8 +420,8 @@ def test_records_are_written_as_the_csv_module_writes_them():
     for block_lines in (1, 3, 4096):
         handle = io.StringIO()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(generate, "_BLOCK_LINES", block_lines)
-            out = generate._CsvFile(handle, records[0])
+            patch.setattr(crm_export, "_BLOCK_LINES", block_lines)
+            out = crm_export._CsvFile(handle, records[0])
             for record in records[1:]:
                 out.writerow(record)
             out.flush()

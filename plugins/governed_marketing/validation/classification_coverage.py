@@ -1,4 +1,7 @@
-"""Proof that every column is classified and that no direct identifier reaches a vendor.
+"""Coverage of the column classification: every column classified, no direct identifier reaches a vendor.
+
+`validation.classification` reads the classes for the gates' result formats; this module proves they
+are complete.
 
 Reads dbt's manifest (declared columns, their `meta.pii`, lineage, exposures) and, when given,
 its catalog (the columns the warehouse really holds), so a column added to SQL but not declared
@@ -12,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLASSES = ("direct", "quasi", "none")
+from governed_marketing.validation.classification import PII_CLASSES
+
 CHECKED_TYPES = ("model", "seed", "snapshot", "source")
 
 
@@ -21,7 +25,7 @@ class ClassificationReport:
     columns: int = 0
     classified: int = 0
     problems: list[str] = field(default_factory=list)
-    by_class: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    by_class: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PII_CLASSES, 0))
 
     @property
     def share_classified(self) -> float:
@@ -69,7 +73,7 @@ def check_classification(manifest: dict, catalog: dict | None = None) -> Classif
             pii = (declared.get(name, {}).get("meta") or {}).get("pii")
             if name not in declared:
                 report.problems.append(f"{unique_id}.{name}: in the warehouse but not declared (no meta.pii)")
-            elif pii not in CLASSES:
+            elif pii not in PII_CLASSES:
                 report.problems.append(f"{unique_id}.{name}: meta.pii is {pii or 'missing'}")
             else:
                 report.classified += 1

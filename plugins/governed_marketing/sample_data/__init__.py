@@ -1,0 +1,1 @@
+"""Sample data for demos, tests and benchmarks (`gmp crm generate`, `gmp demo`); the pipeline never reads it."""
