@@ -2,7 +2,12 @@
 
 The dbt marts were built earlier in the run; a withdrawal, an objection, an erasure or a
 restriction may have arrived since (a new export, `gmp dsr submit`). This check reads the raw
-tables again, independently of the dbt SQL, and returns who is still allowed to receive.
+tables again and returns who is still allowed to receive.
+
+Eligibility rules 2 (requests) and 3 (consent) therefore live twice, on purpose: in the dbt SQL
+(`int_contacts_suppressed`, `int_consents_latest`, `int_campaign_eligibility`), which builds the
+audience, and here, written independently so that one mistake cannot pass both. A change of either
+rule changes both; `tests/unit/test_consent.py` holds them against each other on the hard cases.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from governed_marketing.validation.audience import audience_gate, audience_gate_
 from expectations.campaign_audience import STILL_ELIGIBLE
 from tests.postgres.conftest import PgServer
 from tests.unit.validation.conftest import CAMPAIGN, REPO, failed, stored
-from tests.unit.validation.test_campaign_audience_gate import SECRET, audience
+from tests.unit.validation.test_audience import SECRET, audience
 
 pytestmark = pytest.mark.postgres
 

@@ -1,5 +1,7 @@
 -- One row per campaign and contact: one boolean per exclusion reason, the first reason in rule
 -- order, and whether the contact receives the campaign (DESIGN.md eligibility rules 2-5).
+-- Rules 2 and 3 are re-checked independently, on purpose, in governed_marketing/consent.py just
+-- before content leaves; a rule change changes both (tests/unit/test_consent.py holds them together).
 with
 
 campaigns as (
