@@ -200,7 +200,7 @@ class Settings(BaseSettings):
 
 @cache
 def get_settings() -> Settings:
-    """The settings, once per process; also the point every entry (CLI, runner, Airflow task) passes first,
+    """The settings, once per process; also the point every entry (CLI, `gmp run`, Airflow task) passes first,
     so it makes the process's new files owner-only and GMP_HOME 0700."""
     restrict_process_umask()
     settings = Settings()

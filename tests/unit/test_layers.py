@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import governed_marketing
 
@@ -39,3 +41,18 @@ def test_the_blocker_catches_an_airflow_import() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "airflow" in done.stderr
     assert governed_marketing.__path__  # the package under test is importable in this interpreter
+
+
+def test_no_library_module_imports_the_edge() -> None:
+    """The edge calls the library, never the reverse (the CLI, an entry point like the DAG files, may)."""
+    package = Path(governed_marketing.__file__).parent
+    upward = []
+    for source in package.rglob("*.py"):
+        relative = source.relative_to(package)
+        if relative.parts[0] == "orchestration" or relative.name == "cli.py" and len(relative.parts) == 1:
+            continue
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [module or ""]
+            upward += [f"{relative}: {n}" for n in names if n.startswith("governed_marketing.orchestration")]
+    assert upward == []

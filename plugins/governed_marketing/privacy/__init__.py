@@ -8,6 +8,6 @@
 - `audit`: the append-only, hash-chained audit log.
 - `report`: the privacy section of the compliance report.
 
-Nothing here imports Airflow; nothing here logs, prints or stores an identifier outside the stores
+Nothing here logs, prints or stores an identifier outside the stores
 that hold personal data by design.
 """

@@ -94,18 +94,6 @@ def suppress(
     return conn.execute("select count(*) from ops.suppression").fetchall()[0][0] - before
 
 
-def is_suppressed(conn: duckdb.DuckDBPyConnection, *, key: bytes, email: str) -> bool:
-    from governed_marketing.warehouse import table_exists
-
-    if not table_exists(conn, "ops", "suppression"):
-        return False
-    rows = conn.execute(
-        "select count(*) from ops.suppression where identifier = 'email' and subject_hmac = ?",
-        [subject_ref(key, email)],
-    ).fetchall()
-    return rows[0][0] > 0
-
-
 def door_counts(conn: duckdb.DuckDBPyConnection, load_id: str) -> dict[str, int]:
     """Rows the door dropped from one load, per file (counts only)."""
     from governed_marketing.warehouse import table_exists
