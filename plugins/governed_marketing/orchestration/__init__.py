@@ -1,7 +1,8 @@
 """The Airflow edge: what the DAG files wire together, and the only package that imports Airflow.
 
 - `task_bodies`: the DAG tasks' bodies as plain functions (counts in, counts out).
-- `failures`: the one list of failures a retry cannot fix, and the one place that fails a task without retries.
+- `failures`: the one list of failures a retry cannot fix; `fail_fast()`, the one translation to a
+  failure without retries.
 - `report_task`: every DAG's last task, the run's compliance report.
 - `operators`, `batch_trigger`: drafting (sync, or deferred on a vendor batch) and human approval.
 - `assets`: the assets that chain the DAGs, and the warehouse writers' pool.

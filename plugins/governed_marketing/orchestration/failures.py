@@ -3,9 +3,8 @@
 A missing or unreadable export, a bad policy, a gate that failed closed, a spent budget: running the
 same task again on the same input gives the same error, and a retry only delays the person who must
 act. Everything else (a locked warehouse, a vendor outage) is left to Airflow's retries. Every task
-body (the DAG files' `@task`s through `fail_fast()`, the operators through `fail_now_if_deterministic`)
-goes through here, so there is one list and one translation. Each failure's one-line reason is kept
-for the run's report (`report_task`).
+body (the DAG files' `@task`s and the operators) runs in `fail_fast()`, so there is one list and one
+translation. Each failure's one-line reason is kept for the run's report (`report_task`).
 """
 
 from __future__ import annotations
@@ -82,24 +81,17 @@ def remember_failure(exc: BaseException, context: Any | None = None) -> None:
         pass
 
 
-def fail_now_if_deterministic(exc: BaseException) -> None:
-    """Keep the failure's reason; raise AirflowFailException (no retries) if a retry cannot fix it.
-
-    Returns when the error is worth retrying: the caller re-raises it for Airflow's retries.
-    """
-    remember_failure(exc)
-    if is_deterministic(exc):
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the whole message in the task log
-
-
 @contextmanager
 def fail_fast() -> Iterator[None]:
-    """Run a task body; deterministic errors fail the task without retries, the rest are retried."""
+    """Run a task body; every failure's reason is kept; deterministic errors fail the task without
+    retries (AirflowFailException), the rest are re-raised as they are for Airflow's retries."""
     try:
         yield
     except AirflowFailException as exc:
         remember_failure(exc)
         raise
     except Exception as exc:
-        fail_now_if_deterministic(exc)
+        remember_failure(exc)
+        if is_deterministic(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the whole message in the log
         raise

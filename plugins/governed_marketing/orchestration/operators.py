@@ -10,7 +10,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator
 
-from governed_marketing.orchestration.failures import fail_now_if_deterministic
+from governed_marketing.orchestration.failures import fail_fast
 
 #: How many times missing units are resubmitted as a new batch within one task run.
 MAX_BATCH_ROUNDS = 3
@@ -54,11 +54,8 @@ class DraftCampaignOperator(BaseOperator):
     def execute(self, context: Any) -> dict:
         from governed_marketing.orchestration.task_bodies import draft_generation
 
-        try:
+        with fail_fast():
             counts = draft_generation(self.campaign_id, run_id=context["run_id"], as_of=_as_of(context))
-        except Exception as exc:  # noqa: BLE001 - sorted into fail-now and retry-later below
-            fail_now_if_deterministic(exc)
-            raise
         return self._wait_or_finish(counts, rounds=0)
 
     def _wait_or_finish(self, counts: dict, *, rounds: int) -> dict:
@@ -90,11 +87,8 @@ class DraftCampaignOperator(BaseOperator):
                 f"{self.campaign_id}: waiting for vendor batches ended with {event.get('status')!r} "
                 f"({event.get('error') or 'no detail'}); the next try re-attaches to them"
             )
-        try:
+        with fail_fast():
             counts = collect_batches(self.campaign_id, batch_ids, run_id=context["run_id"], as_of=_as_of(context))
-        except Exception as exc:  # noqa: BLE001
-            fail_now_if_deterministic(exc)
-            raise
         if counts.get("batch_ids") and rounds + 1 >= MAX_BATCH_ROUNDS:
             raise RuntimeError(
                 f"{self.campaign_id}: units still missing after {MAX_BATCH_ROUNDS} batch rounds; they stay in "

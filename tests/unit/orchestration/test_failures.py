@@ -7,18 +7,19 @@ from airflow.exceptions import AirflowFailException
 from governed_marketing.crm.ingest import CrmExportError
 from governed_marketing.errors import ExportUnreadable
 from governed_marketing.generation.campaign import UnitsFailed
-from governed_marketing.orchestration.failures import fail_fast, fail_now_if_deterministic, is_deterministic
+from governed_marketing.orchestration.failures import fail_fast, is_deterministic
 from governed_marketing.policy import PolicyError
 
 
 def test_units_that_failed_their_content_rules_fail_the_task_without_a_retry() -> None:
     """A retry would send the same rejected requests again and pay for the same answers."""
-    with pytest.raises(AirflowFailException, match="could not be drafted"):
-        fail_now_if_deterministic(UnitsFailed("3 of 24 unit(s) could not be drafted", retryable=False))
+    with pytest.raises(AirflowFailException, match="could not be drafted"), fail_fast():
+        raise UnitsFailed("3 of 24 unit(s) could not be drafted", retryable=False)
 
 
 def test_units_that_failed_at_the_vendor_are_left_to_airflows_retries() -> None:
-    fail_now_if_deterministic(UnitsFailed("2 of 24 unit(s) could not be drafted (server)"))  # no raise
+    with pytest.raises(UnitsFailed, match=r"\(server\)"), fail_fast():  # re-raised as is, not AirflowFailException
+        raise UnitsFailed("2 of 24 unit(s) could not be drafted (server)")
 
 
 def test_the_list_holds_export_and_policy_errors_not_transient_ones() -> None:
