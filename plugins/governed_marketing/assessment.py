@@ -107,8 +107,7 @@ def _purposes_using(policy: Policy, vendor_id: str) -> tuple[str, ...]:
 def policy_findings(policy: Policy, today: date) -> list[Finding]:
     """Findings computed from governance.yml alone (reviews, vendors, DPIAs, the policy hash)."""
     findings: list[Finding] = []
-    review = policy.review
-    if review is None:
+    if policy.review is None:
         findings.append(
             Finding(
                 "review_metadata_missing",
@@ -120,6 +119,17 @@ def policy_findings(policy: Policy, today: date) -> list[Finding]:
                 today,
             )
         )
+    findings += _review_findings(policy, today)
+    findings += _vendor_findings(policy, today)
+    if policy.review is not None:
+        findings += _dpia_findings(policy, today)
+        findings += _policy_changed(policy, today)
+    return findings
+
+
+def _review_findings(policy: Policy, today: date) -> list[Finding]:
+    """Reviews overdue or due within DUE_SOON_DAYS."""
+    findings: list[Finding] = []
     for key, entry, severity, purposes in _reviews(policy):
         due = entry.due()
         if due < today:
@@ -145,6 +155,13 @@ def policy_findings(policy: Policy, today: date) -> list[Finding]:
                     due,
                 )
             )
+    return findings
+
+
+def _vendor_findings(policy: Policy, today: date) -> list[Finding]:
+    """Vendors in use without a DPA, a transfer mechanism, or a recorded review of either."""
+    findings: list[Finding] = []
+    review = policy.review
     used = sorted({v for purpose in policy.purposes.values() for v in purpose.vendors})
     for vendor_id in used:
         vendor = policy.vendors[vendor_id]
@@ -189,22 +206,27 @@ def policy_findings(policy: Policy, today: date) -> list[Finding]:
                             purposes,
                         )
                     )
-    if review is not None:
-        for purpose_id, purpose in sorted(policy.purposes.items()):
-            if purpose.dpia.required and purpose_id not in review.dpia:
-                findings.append(
-                    Finding(
-                        "dpia_review_missing",
-                        "blocking",
-                        "dpo",
-                        f"review.dpia.{purpose_id}",
-                        f"purposes.{purpose_id} requires a DPIA ({purpose.dpia.reference}) but review.dpia."
-                        f"{purpose_id} records no review of it (Art. 35(11))",
-                        today,
-                        (purpose_id,),
-                    )
+    return findings
+
+
+def _dpia_findings(policy: Policy, today: date) -> list[Finding]:
+    """Purposes that require a DPIA whose review is not recorded."""
+    assert policy.review is not None
+    findings: list[Finding] = []
+    for purpose_id, purpose in sorted(policy.purposes.items()):
+        if purpose.dpia.required and purpose_id not in policy.review.dpia:
+            findings.append(
+                Finding(
+                    "dpia_review_missing",
+                    "blocking",
+                    "dpo",
+                    f"review.dpia.{purpose_id}",
+                    f"purposes.{purpose_id} requires a DPIA ({purpose.dpia.reference}) but review.dpia."
+                    f"{purpose_id} records no review of it (Art. 35(11))",
+                    today,
+                    (purpose_id,),
                 )
-        findings.extend(_policy_changed(policy, today))
+            )
     return findings
 
 
