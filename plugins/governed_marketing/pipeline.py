@@ -21,18 +21,6 @@ from governed_marketing.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-STEPS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.pipeline_steps (
-    run_id varchar not null,
-    step varchar not null,
-    subject varchar not null,
-    counts_json varchar not null,
-    recorded_at timestamp not null,
-    primary key (run_id, step, subject)
-);
-"""
-
 
 def parse_as_of(value: str | datetime | None) -> datetime:
     """The run's as-of time as naive UTC; a zone-less ISO string is UTC; None is now."""
@@ -51,7 +39,6 @@ def parse_as_of(value: str | datetime | None) -> datetime:
 
 
 def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> None:
-    conn.execute(STEPS_DDL)
     conn.execute(
         "insert into ops.pipeline_steps (run_id, step, subject, counts_json, recorded_at) values (?, ?, ?, ?, ?)"
         " on conflict (run_id, step, subject) do update set counts_json = excluded.counts_json,"
@@ -77,7 +64,7 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
         raise ValueError("no CRM export given: pass crm_dir in the DAG run conf or set GMP_CRM_DIR")
     check_export(source)  # ExportUnreadable (missing, headers only) before any heavy import or work
     from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.governance_tables import write_governance_tables
+    from governed_marketing.warehouse.governance import prepare_for_dbt
 
     policy = load_policy()
     with warehouse.session(settings=settings) as conn:
@@ -86,7 +73,7 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
         except Exception as exc:
             record_step(conn, run_id, "ingest", "crm", {"failed": str(exc)})
             raise
-        write_governance_tables(conn, policy)  # on Postgres also the pseudonym key function
+        prepare_for_dbt(conn, policy, settings.resolve_pseudonym_key()[0])
         counts = result.counts()
         record_step(conn, run_id, "ingest", "crm", counts)
         audit.record_step(conn, run_id, "ingest", "crm", counts)  # hash-chained, counts only

@@ -42,7 +42,7 @@ from governed_marketing.validation.raw_crm import (
     raw_gate_frame,
     unknown_contact,
 )
-from governed_marketing.warehouse import ensure_raw_layer, scalar
+from governed_marketing.warehouse import scalar
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +554,6 @@ def ingest_export(
         QuarantineThresholdExceeded: a file's failing share is above the policy's limit.
     """
     crm_dir = contract.check_export(crm_dir)
-    ensure_raw_layer(conn)
     fingerprint = export_fingerprint(crm_dir)
     load_id = f"load_{fingerprint[:16]}"
     previous = scalar(conn, "select files_json from ops.crm_loads where export_sha256 = ?", [fingerprint])

@@ -108,7 +108,6 @@ def submit_campaign_batch(
     Returns counts with `batch_ids`: every batch the task must wait for (none when all is done).
     """
     client = client or _client()
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     in_flight = batch.reattach(conn, client, campaign_id, work.version, model)
     to_request, _ = units_to_request(conn, work)
@@ -137,7 +136,6 @@ def collect_campaign_batches(
     back missing, expired or failed at the server, and each rejected answer's one re-ask (with its
     history: the rejected answer and the reason)."""
     client = client or _client()
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     by_custom_id = {r.custom_id: r for r in work.requests.values()}
     pricing = pricing_for(policy, provider, model, transport="batch")

@@ -320,11 +320,9 @@ def prepare_campaign(
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
-    from governed_marketing.dialect import is_postgres
     from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
     from governed_marketing.validation import audience as audience_gate
 
-    ledger.ensure_tables(conn)
     campaign = policy.campaigns[campaign_id]
     if campaign.personalization == "individual" and provider != "offline":
         refusal = individual_mode_refusal(policy, campaign_id, provider)
@@ -333,16 +331,9 @@ def prepare_campaign(
     from governed_marketing.assessment import check_generation_allowed
 
     check_generation_allowed(policy, campaign_id, as_of.date())  # a blocking finding stops this purpose only
-    if is_postgres(conn):  # inside the database: GX's SQL datasource, no frame of the audience
-        gate = audience_gate.audience_gate_in_database(
-            conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id
-        )
-    else:
-        audience = conn.execute(
-            "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
-        ).df()
-        checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
-        gate = audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id)
+    gate = audience_gate.gate_campaign_audience(
+        conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id
+    )
     _enforce(conn, run_id, gate)
 
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
@@ -404,7 +395,6 @@ def draft_sync(
     from governed_marketing.generation.cost import pricing_for
     from governed_marketing.generation.providers import DraftingInterrupted
 
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
     crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
     if crashed:
@@ -563,7 +553,6 @@ def publish_campaign(
     from governed_marketing.consent import still_eligible
     from governed_marketing.validation import content as content_gate
 
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     outcome = _outcome(conn, policy, work, transport)
     # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 import duckdb
 import pandas as pd
 
-from governed_marketing.dialect import temp_table
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
 
 STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged", "in_doubt")
@@ -42,86 +41,9 @@ TO_REQUEST = ("planned", "failed", "rejected", "purged", "in_doubt")
 #: Statuses whose next send is the same attempt (the same Idempotency-Key), not a new paid try.
 SAME_ATTEMPT = ("submitted", "in_doubt")
 
-#: Columns added after the first release (ensure_tables adds them to an older warehouse).
-IN_DOUBT_COLUMNS = (
-    ("in_doubt_attempts", "integer default 0"),
-    ("in_doubt_cost_usd", "double precision default 0"),
-    ("shared_request_of", "varchar"),
-)
-
-LEDGER_DDL = """
-create schema if not exists ops;
-create table if not exists ops.generation_ledger (
-    campaign_id varchar not null,
-    unit_id varchar not null,
-    prompt_version varchar not null,
-    model varchar not null,
-    custom_id varchar not null unique,
-    unit_kind varchar not null,
-    provider varchar not null,
-    transport varchar not null,
-    status varchar not null,
-    attempts integer not null default 0,
-    vendor_batch_id varchar,
-    vendor_request_id varchar,
-    estimated_input_tokens bigint,
-    estimated_output_tokens bigint,
-    estimated_cost_usd double precision,
-    input_tokens bigint not null default 0,
-    output_tokens bigint not null default 0,
-    cost_usd double precision not null default 0,
-    last_error_kind varchar,
-    last_error varchar,
-    run_id varchar,
-    planned_at timestamp not null,
-    submitted_at timestamp,
-    finished_at timestamp,
-    primary key (campaign_id, unit_id, prompt_version, model)
-);
-"""
-
-CONTENT_DDL = """
-create schema if not exists ops;
-create table if not exists ops.generated_content (
-    campaign_id varchar not null,
-    unit_id varchar not null,
-    prompt_version varchar not null,
-    provider varchar not null,
-    model varchar not null,
-    language varchar not null,
-    subject varchar not null,
-    preheader varchar,
-    body varchar not null,
-    input_tokens bigint not null,
-    output_tokens bigint not null,
-    vendor_request_id varchar,
-    generated_at timestamp not null,
-    primary key (campaign_id, unit_id, prompt_version, model)
-);
-"""
-
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(LEDGER_DDL)
-    conn.execute(CONTENT_DDL)
-    _ensure_in_doubt_columns(conn)
-
-
-def _ensure_in_doubt_columns(conn: duckdb.DuckDBPyConnection) -> None:
-    present = {
-        row[0]
-        for row in conn.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = 'ops' and table_name = 'generation_ledger'"
-        ).fetchall()
-    }
-    for name, kind in IN_DOUBT_COLUMNS:
-        if name not in present:
-            conn.execute(f"alter table ops.generation_ledger add column {name} {kind}").fetchall()
 
 
 def custom_id(campaign_id: str, unit_id: str, prompt_version: str, model: str) -> str:
@@ -189,7 +111,7 @@ def plan(
     frame = pd.DataFrame(records).astype(
         {"estimated_input_tokens": "Int64", "estimated_output_tokens": "Int64", "estimated_cost_usd": "Float64"}
     )
-    temp_table(conn, "ledger_plan", frame)
+    conn.temp_table("ledger_plan", frame)
     conn.execute(
         """
         insert into ops.generation_ledger (
@@ -246,7 +168,7 @@ def mark_submitted(
     ids = list(custom_ids)
     if not ids:
         return
-    temp_table(conn, "ledger_submit", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_submit", pd.DataFrame({"custom_id": ids}))
     conn.execute(
         """
         update ops.generation_ledger
@@ -422,7 +344,7 @@ def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], 
     ids = list(custom_ids)
     if not ids:
         return 0
-    temp_table(conn, "ledger_in_doubt", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_in_doubt", pd.DataFrame({"custom_id": ids}))
     changed = conn.execute(
         """
         update ops.generation_ledger
@@ -448,7 +370,7 @@ def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) 
     ids = list(custom_ids)
     if not ids:
         return
-    temp_table(conn, "ledger_not_sent", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_not_sent", pd.DataFrame({"custom_id": ids}))
     conn.execute(
         """
         update ops.generation_ledger

@@ -31,25 +31,6 @@ import duckdb
 GENESIS = "0" * 64
 ACTOR_CLI = "gmp-cli"
 
-AUDIT_DDL = """
-create schema if not exists ops;
-create table if not exists ops.audit_log (
-    seq bigint primary key,
-    recorded_at timestamp not null,
-    actor varchar not null,
-    action varchar not null,
-    purpose varchar not null,
-    counts_json varchar not null,
-    prev_hash varchar not null,
-    hash varchar not null
-);
-create table if not exists ops.audit_anchor (
-    seq bigint primary key,
-    hash varchar not null,
-    anchored_at timestamp not null
-);
-"""
-
 _EMAIL_LIKE = re.compile(r"[^\s@\"']+@[^\s@\"']+\.[a-z]{2,}", re.IGNORECASE)
 
 
@@ -81,10 +62,6 @@ class Verification:
             )
             return f"audit log intact: {self.rows} rows{head}; {self.heads_checked} recorded heads match{legacy}"
         return f"audit log broken at seq {self.broken_seq}: {self.reason}"
-
-
-def ensure_audit_log(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(AUDIT_DDL)
 
 
 def _canonical(seq: int, at: datetime, actor: str, action: str, purpose: str, counts_json: str, prev: str) -> bytes:
@@ -143,12 +120,9 @@ def heads_path(home: Path | None = None) -> Path:
 def store_identity(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> str:
     """Which warehouse a head belongs to: the DuckDB file (relative to GMP_HOME when inside it) or the
     Postgres database, so heads of another warehouse sharing the home are never compared."""
-    if getattr(conn, "dialect", None) == "postgres":
-        return "postgres:" + str(conn.execute("select current_database()").fetchall()[0][0])
-    rows = conn.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()
-    path = Path(rows[0][0]).resolve() if rows and rows[0][0] else None
+    path = conn.database_file()
     if path is None:
-        return "duckdb:memory"
+        return conn.label()
     try:
         return str(path.relative_to(_home(home).resolve()))
     except ValueError:
@@ -247,7 +221,6 @@ def record(
         if _EMAIL_LIKE.search(text):
             raise AuditError(f"audit entry {action!r} would hold an email address; pass ids and counts only")
     key = _key(key)
-    ensure_audit_log(conn)
     moment = (at or datetime.now(UTC)).replace(tzinfo=None)
     conn.execute("begin transaction")
     try:
@@ -392,7 +365,6 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
 def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
     """Remove entries older than `cutoff` from the start of the chain, anchoring the last one removed
     (in ops.audit_anchor and in heads.jsonl, so verify can tell the cut from a planted anchor)."""
-    ensure_audit_log(conn)
     rows = conn.execute(
         "select seq, hash from ops.audit_log where recorded_at < ? order by seq", [cutoff.replace(tzinfo=None)]
     ).fetchall()

@@ -26,7 +26,6 @@ from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy.periods import parse_period
 from governed_marketing.privacy.suppression import subject_ref
-from governed_marketing.warehouse import ensure_raw_layer
 
 CHANNEL_CLI = "gmp_cli"
 
@@ -35,24 +34,6 @@ CHANNEL_CLI = "gmp_cli"
 CLOSED = ("done", "in_effect", "lifted", "rejected")
 #: Open statuses: the deadline runs. `needs_review` waits for a person (e.g. a rectification without details).
 OPEN = ("received", "needs_review", "failed")
-
-LEDGER_DDL = """
-create schema if not exists ops;
-create table if not exists ops.dsr_requests (
-    request_id varchar primary key,
-    request_type varchar not null,
-    channel varchar not null,
-    subject_ref varchar not null,
-    received_at timestamp not null,
-    due_date date not null,
-    extended_due_date date,
-    extension_reason varchar,
-    status varchar not null,
-    closed_at timestamp,
-    outcome_json varchar,
-    updated_at timestamp not null
-);
-"""
 
 
 class DsrError(ValueError):
@@ -136,11 +117,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
-    ensure_raw_layer(conn)
-    conn.execute(LEDGER_DDL)
-
-
 # ---- deadlines ---------------------------------------------------------------------------------
 
 
@@ -199,7 +175,6 @@ def submit(
         raise DsrError('--details must be a JSON object, e.g. \'{"last_name": "..."}\'')
     moment = (now or _now()).replace(tzinfo=None)
     request_id = new_request_id(moment)
-    ensure_ledger(conn)
     conn.execute(
         "insert into raw.crm_dsr_requests values (?, ?, ?, ?, ?, ?, ?)",
         [request_id, normalized, kind, json.dumps(details or {}), moment, CHANNEL_CLI, CHANNEL_CLI],
@@ -226,7 +201,6 @@ def _register(
 
 def sync_ledger(conn: duckdb.DuckDBPyConnection, *, policy: Policy, key: bytes, as_of: datetime) -> int:
     """Register every raw request received by `as_of` that the ledger does not know yet (CRM intake)."""
-    ensure_ledger(conn)
     rows = conn.execute(
         """
         select r.request_id, r.request_type, r.channel, r.email_normalized, r.received_at

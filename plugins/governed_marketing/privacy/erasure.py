@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from governed_marketing import dialect, warehouse
+from governed_marketing import warehouse
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, scan
@@ -124,7 +124,7 @@ def resolve_identities(
 
 
 def _register(conn: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
-    dialect.temp_table(conn, name, frame)
+    conn.temp_table(name, frame)
 
 
 def _quarantine_matches(
@@ -337,8 +337,8 @@ def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[st
     for kind, column in conditions:
         table, needle, expression = _MATCH[kind]
         value = expression.format(col=f'"{column}"')
-        rowid = "t.ctid" if dialect.is_postgres(conn) else "t.rowid"
-        selects.append(f"select {rowid} as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
+        rid = conn.row_id("t")
+        selects.append(f"select {rid} as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
         wheres.append(f"{value} in (select {needle} from {table})")
     counts = conn.execute(
         f"select ref, count(distinct rid) from ({' union '.join(selects)}) as matched group by ref"
@@ -427,43 +427,6 @@ def _pseudonymize_requests(
                 results[ref].pseudonymized["raw.crm_dsr_requests"] += int(n)
 
 
-def compact_warehouse(path: Path | None) -> None:
-    """Rewrite the DuckDB file so that deleted rows are physically gone, then swap it in.
-
-    CHECKPOINT alone leaves deleted rows in freed blocks of the file (measured: an erased email is
-    still readable with `grep -a` afterwards). COPY FROM DATABASE writes only live rows, with
-    constraints, views and comments, into a new file that replaces the old one.
-
-    `path` None: the configured warehouse; on Postgres that is VACUUM FULL (`dialect.vacuum_full`).
-    """
-    if path is None:
-        from governed_marketing.settings import get_settings
-
-        settings = get_settings()
-        if not warehouse.is_postgres(settings):
-            path = settings.warehouse_path
-        else:
-            with warehouse.session() as conn:
-                dialect.vacuum_full(conn)
-            return
-    compact = path.with_name(path.name + ".compact")
-    for leftover in (compact, compact.with_name(compact.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-    with warehouse.session(path) as conn:
-        conn.execute("checkpoint").fetchall()
-        name = conn.execute("select current_database()").fetchall()[0][0]
-        conn.execute("attach ? as gmp_compact", [str(compact)]).fetchall()
-        conn.execute(f'copy from database "{name}" to gmp_compact').fetchall()
-        conn.execute("detach gmp_compact").fetchall()
-    os.replace(compact, path)
-    path.with_name(path.name + ".wal").unlink(missing_ok=True)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 # ---- the whole erasure -------------------------------------------------------------------------
 
 
@@ -532,10 +495,10 @@ def erase(
     # 3. the warehouse, 4. physically (the file rewritten)
     with warehouse.session(warehouse_path) as conn:
         notes = erase_warehouse(conn, identities, results, key=key, manifest_path=manifest_path)
-        dialect.checkpoint(conn)
+        conn.checkpoint()
     clock.lap("warehouse_delete")
     if compact:
-        compact_warehouse(warehouse_path)
+        warehouse.erase_physically(warehouse_path)
     clock.lap("warehouse_compact")
     # 5. the scan of every table: what it finds is a mention in someone else's row, redacted, rewritten again
     with warehouse.session(warehouse_path, read_only=True) as conn:
@@ -547,9 +510,9 @@ def erase(
                 for store, n in stores.items():
                     results[ref].redacted[store] += n
             tables.hits = scan.recheck(conn, matcher, tables.hits)  # only these rows changed since the scan
-            dialect.checkpoint(conn)
+            conn.checkpoint()
         if compact:
-            compact_warehouse(warehouse_path)
+            warehouse.erase_physically(warehouse_path)
         clock.lap("warehouse_redact_mentions")
 
     # 6. the scan of every file: text redacted in place, SQLite redacted and vacuumed, then scanned again

@@ -28,7 +28,6 @@ import pandas as pd
 from dateutil.relativedelta import relativedelta
 
 from governed_marketing import warehouse
-from governed_marketing.dialect import temp_table
 from governed_marketing.policy import Policy, PolicyError, load_policy
 from governed_marketing.privacy import audit
 from governed_marketing.privacy.periods import at_least, parse_period
@@ -39,20 +38,6 @@ PURPOSE = "storage_limitation"
 #: The audit log is kept at least this long, whatever governance.yml says (accountability, Art. 5(2)).
 AUDIT_LOG_FLOOR = relativedelta(years=6)
 RULES = ("raw_crm", "generated_content", "outbox", "exports", "audit_log", "inactive_contacts")
-
-RUNS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.retention_runs (
-    run_at timestamp not null,
-    actor varchar not null,
-    rule varchar not null,
-    store varchar not null,
-    period varchar not null,
-    cutoff timestamp not null,
-    dry_run boolean not null,
-    counts_json varchar not null
-);
-"""
 
 
 @dataclass
@@ -202,7 +187,7 @@ def purge_inactive_contacts(
         "purge_pseudonyms": pd.DataFrame({"pseudonym": [pseudonym(key, e) for e in emails]}, dtype="string"),
     }
     for name, frame in frames.items():
-        temp_table(conn, name, frame)
+        conn.temp_table(name, frame)
     relations, _, _ = personal_relations(conn, manifest_path)
     for relation in relations:
         column = f'"{relation.subject_column}"'
@@ -254,7 +239,6 @@ def purge(
 
     manifest = dbt_manifest(settings)
     with warehouse.session(settings=settings) as conn:
-        warehouse.ensure_raw_layer(conn)
         conn.execute("begin transaction")
         try:
             if outcome := rule("raw_crm", "landing + raw tables"):
@@ -277,12 +261,8 @@ def purge(
     result = PurgeResult(now, dry_run, outcomes)
     removed = sum(o.total for o in outcomes)
     if compact and not dry_run and removed:
-        from governed_marketing.privacy.erasure import compact_warehouse
-
-        # Deleted rows physically gone: the DuckDB file rewritten, or VACUUM FULL on Postgres.
-        compact_warehouse(None if warehouse.is_postgres(settings) else settings.warehouse_path)
+        warehouse.erase_physically(settings=settings)  # deleted rows gone from the files too
     with warehouse.session(settings=settings) as conn:
-        conn.execute(RUNS_DDL)
         for o in outcomes:
             conn.execute(
                 "insert into ops.retention_runs values (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -31,25 +31,6 @@ from governed_marketing.privacy.scan import EMAIL_TOKEN, REDACTED
 if TYPE_CHECKING:  # pandas only types the ingest's frames here; `gmp dsr ...` starts without it
     import pandas as pd
 
-SUPPRESSION_DDL = """
-create schema if not exists ops;
-create table if not exists ops.suppression (
-    subject_hmac varchar not null,
-    identifier varchar not null,
-    reason varchar not null,
-    request_id varchar,
-    added_at timestamp not null,
-    primary key (subject_hmac, identifier)
-);
-create table if not exists ops.suppression_door (
-    load_id varchar not null,
-    file_name varchar not null,
-    rows_dropped bigint not null,
-    recorded_at timestamp not null,
-    primary key (load_id, file_name)
-);
-"""
-
 _EVENT_FILES = (contract.CONSENT_EVENTS.name, contract.ACTIVITY.name)
 _EMAIL_IN_TEXT = re.compile(EMAIL_TOKEN.pattern, re.IGNORECASE)
 
@@ -68,10 +49,6 @@ def contact_ref(key: bytes, contact_id: str) -> str:
     return _keyed(key, "gmp-contact", str(contact_id).strip())
 
 
-def ensure_suppression(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(SUPPRESSION_DDL)
-
-
 def suppress(
     conn: duckdb.DuckDBPyConnection,
     *,
@@ -82,7 +59,6 @@ def suppress(
     request_id: str | None,
 ) -> int:
     """Add a person (their email and every contact_id they had) to the list; returns entries added."""
-    ensure_suppression(conn)
     now = datetime.now(UTC).replace(tzinfo=None)
     entries = [(subject_ref(key, email), "email")] + [(contact_ref(key, c), "contact_id") for c in set(contact_ids)]
     before = conn.execute("select count(*) from ops.suppression").fetchall()[0][0]
@@ -221,7 +197,6 @@ class SuppressionDoor:
 
     def _record(self, file_name: str, dropped: int) -> None:
         self.dropped[file_name] = dropped
-        ensure_suppression(self._conn)
         self._conn.execute(
             "insert or replace into ops.suppression_door values (?, ?, ?, ?)",
             [self._load_id, file_name, dropped, datetime.now(UTC).replace(tzinfo=None)],

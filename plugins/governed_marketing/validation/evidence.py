@@ -13,26 +13,12 @@ import duckdb
 from governed_marketing.validation.gates import GateResult
 from governed_marketing.warehouse import table_exists
 
-GATE_RESULTS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.gate_results (
-    run_id varchar not null,
-    gate varchar not null,
-    subject varchar not null,
-    success boolean not null,
-    rows bigint not null,
-    result_json varchar not null,
-    validated_at timestamp not null
-);
-"""
-
 #: The order gates run in a pass, for the report.
 GATE_ORDER = ("raw_crm", "campaign_audience", "vendor_payload", "generated_content")
 
 
 def record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
     """Append one gate result (pass or fail) to ops.gate_results."""
-    conn.execute(GATE_RESULTS_DDL)
     conn.execute(
         "insert into ops.gate_results values (?, ?, ?, ?, ?, ?, ?)",
         [
