@@ -7,7 +7,7 @@ one JSON line of its own figures (seconds of the measured work, sub-timings, row
 stdout. Nothing here asserts a time. Steps:
 
 - ingest: export -> DuckDB raw tables (ingest_export: validation, quarantine, the raw CRM gate);
-  on postgres also warehouse_postgres.prepare (key function, governance tables, COPY of raw.*).
+  on postgres also warehouse.postgres.prepare (key function, governance tables, COPY of raw.*).
 - dbt_build: `dbt build` on the backend's target (in this process, dbtRunner).
 - gates: the campaign-audience gate and the vendor-payload gate as prepare_campaign / draft_sync call them.
 - planning: prepare_campaign (audience gate + unit planning + ledger intent + budget check).
