@@ -55,7 +55,7 @@ def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> Non
 
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables, and write what dbt needs
-    besides them: the governance tables (and on Postgres the keyed pseudonym function)."""
+    besides them: the governance tables and the keyed pseudonym function (warehouse.governance)."""
     from governed_marketing.crm.contract import check_export
 
     settings = get_settings()

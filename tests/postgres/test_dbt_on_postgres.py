@@ -2,7 +2,7 @@
 
 One module-scoped run: a generated sample export (1,500 contacts, fixed seed) is ingested into
 DuckDB (the one ingest path, with validation and quarantine), `dbt build` runs on DuckDB, the raw
-tables are mirrored into a fresh Postgres database with COPY (governed_marketing.warehouse_postgres),
+tables are mirrored into a fresh Postgres database with COPY (governed_marketing.warehouse.postgres),
 and `dbt build --target postgres` runs there. Both in-process (dbtRunner), same as-of, same key.
 """
 
