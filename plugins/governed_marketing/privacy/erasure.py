@@ -103,7 +103,7 @@ def resolve_identities(
     for r in requests:
         by_email[r.email].append(r.request_id)
     if warehouse.table_exists(conn, "raw", "crm_contacts"):
-        _register(conn, "erase_emails", pd.DataFrame({"email": list(by_email)}, dtype="string"))
+        conn.temp_table("erase_emails", pd.DataFrame({"email": list(by_email)}, dtype="string"))
         rows = conn.execute(
             """
             select c.email_normalized, c.contact_id, c.email, c.first_name, c.last_name, c.phone
@@ -121,10 +121,6 @@ def resolve_identities(
             if record.get("_file") == contract.CONTACTS.name:
                 identities[ref].add_contact(record)
     return identities
-
-
-def _register(conn: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
-    conn.temp_table(name, frame)
 
 
 def _quarantine_matches(
@@ -360,7 +356,7 @@ def erase_warehouse(
 ) -> list[str]:
     """Every row of these people in the warehouse, in one transaction. Returns notes for the receipts."""
     for name, frame in _subjects_frames(identities).items():
-        _register(conn, name, frame)
+        conn.temp_table(name, frame)
     relations, unstored, notes = personal_relations(conn, manifest_path)
     conn.execute("begin transaction")
     try:
@@ -370,7 +366,7 @@ def erase_warehouse(
             matches = _quarantine_matches(conn, identities)
             if matches:
                 keys = pd.DataFrame([k for k, _, _ in matches], columns=["load_id", "file_name", "line_number"])
-                _register(conn, "erase_quarantine", keys)
+                conn.temp_table("erase_quarantine", keys)
                 conn.execute(
                     """
                     delete from raw.quarantine q using erase_quarantine e
