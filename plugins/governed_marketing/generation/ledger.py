@@ -28,11 +28,14 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged", "in_doubt")
 #: Units a run still has to request (besides re-attaching to `submitted` ones). `purged`: the draft
@@ -72,7 +75,7 @@ class LedgerRow:
 
 
 def plan(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     requests: Iterable[DraftRequest],
     *,
     model: str,
@@ -140,7 +143,7 @@ def plan(
     conn.execute("drop table if exists ledger_plan").fetchall()
 
 
-def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
+def rows(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
     """The campaign's ledger rows for this prompt version and model, by unit id."""
     result = conn.execute(
         """
@@ -154,7 +157,7 @@ def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str,
 
 
 def mark_submitted(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     custom_ids: Iterable[str],
     *,
     run_id: str,
@@ -188,7 +191,7 @@ def idempotency_key(row: LedgerRow) -> str:
     return f"{row.custom_id}-{max(attempt, 1)}"
 
 
-def set_batch(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], batch_id: str) -> None:
+def set_batch(conn: Warehouse, custom_ids: Iterable[str], batch_id: str) -> None:
     """Attach the vendor's batch id to units already marked submitted (re-attach point for retries)."""
     for cid in custom_ids:
         conn.execute(
@@ -197,7 +200,7 @@ def set_batch(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], batch_
 
 
 def record_success(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request: DraftRequest,
     result: DraftResult,
     *,
@@ -254,7 +257,7 @@ def record_success(
 
 
 def record_failure(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_custom_id: str,
     failure: DraftFailure,
     *,
@@ -274,7 +277,7 @@ def record_failure(
     ).fetchall()
 
 
-def mark_rejected(conn: duckdb.DuckDBPyConnection, campaign_id: str, unit_reasons: dict[str, str], **key: str) -> None:
+def mark_rejected(conn: Warehouse, campaign_id: str, unit_reasons: dict[str, str], **key: str) -> None:
     """The content gate rejected these units' drafts: drop the drafts and request them again next run.
 
     `key` holds prompt_version and model.
@@ -295,7 +298,7 @@ def mark_rejected(conn: duckdb.DuckDBPyConnection, campaign_id: str, unit_reason
         ).fetchall()
 
 
-def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, float]:
+def totals(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> dict[str, float]:
     """Counts by status and the money spent so far on this campaign version: for the summary."""
     by_status = dict(
         conn.execute(
@@ -323,7 +326,7 @@ def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: st
 # ==== in doubt, and shared requests ================================================================
 
 
-def mark_shared(conn: duckdb.DuckDBPyConnection, payer_custom_id: str, sharer_custom_ids: Iterable[str]) -> None:
+def mark_shared(conn: Warehouse, payer_custom_id: str, sharer_custom_ids: Iterable[str]) -> None:
     """One request is sent for these units (identical bodies): the payer's row pays, the others point to it."""
     sharers = [cid for cid in sharer_custom_ids if cid != payer_custom_id]
     conn.execute(
@@ -335,7 +338,7 @@ def mark_shared(conn: duckdb.DuckDBPyConnection, payer_custom_id: str, sharer_cu
         ).fetchall()
 
 
-def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], reason: str) -> int:
+def record_in_doubt(conn: Warehouse, custom_ids: Iterable[str], reason: str) -> int:
     """Sent, and no answer recorded: `in_doubt`, with the estimated cost of a possible second payment.
 
     Only rows still `submitted` change (an answer that was recorded wins). The estimated cost is
@@ -361,7 +364,7 @@ def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], 
     return len(changed)
 
 
-def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) -> None:
+def record_not_sent(conn: Warehouse, custom_ids: Iterable[str]) -> None:
     """Handed to the transport but never sent (the run stopped first): undo the submit.
 
     A unit that was in doubt before goes back to `in_doubt` (its next send is still the same attempt);
@@ -382,9 +385,7 @@ def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) 
     conn.execute("drop table if exists ledger_not_sent").fetchall()
 
 
-def record_crashed_sync_units(
-    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str
-) -> int:
+def record_crashed_sync_units(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> int:
     """Sync units a previous run left `submitted` (it crashed or was killed mid-call): mark them in doubt.
 
     Batch units (a vendor batch id on the row) are not in doubt: the batch is re-attached.
@@ -402,7 +403,7 @@ def record_crashed_sync_units(
 
 
 def in_doubt_totals(
-    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str | None = None, model: str | None = None
+    conn: Warehouse, campaign_id: str, prompt_version: str | None = None, model: str | None = None
 ) -> dict[str, float]:
     """For the summary: units in doubt now, units ever in doubt, their estimated cost, units that shared a request."""
     row = conn.execute(

@@ -24,9 +24,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 
 GENESIS = "0" * 64
 ACTOR_CLI = "gmp-cli"
@@ -117,7 +119,7 @@ def heads_path(home: Path | None = None) -> Path:
     return _home(home) / "audit" / "heads.jsonl"
 
 
-def store_identity(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> str:
+def store_identity(conn: Warehouse, home: Path | None = None) -> str:
     """Which warehouse a head belongs to: the DuckDB file (relative to GMP_HOME when inside it) or the
     Postgres database, so heads of another warehouse sharing the home are never compared."""
     path = conn.database_file()
@@ -140,7 +142,7 @@ def _append_head(home: Path | None, line: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def head(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> dict[str, Any] | None:
+def head(conn: Warehouse, home: Path | None = None) -> dict[str, Any] | None:
     """The table's last row as {seq, hash, warehouse}: what reports copy out of the table."""
     from governed_marketing.warehouse import table_exists
 
@@ -201,7 +203,7 @@ def _recorded_heads(home: Path, identity: str) -> tuple[list[tuple[int, str, str
 
 
 def record(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     *,
     actor: str,
     action: str,
@@ -252,7 +254,7 @@ def record(
     return seq
 
 
-def record_step(conn: duckdb.DuckDBPyConnection, run_id: str, step: str, subject: str, counts: dict) -> int:
+def record_step(conn: Warehouse, run_id: str, step: str, subject: str, counts: dict) -> int:
     """The pipeline's steps (ingest, generate) in the audit log, with the suppression door's counts for a load."""
     from governed_marketing.privacy.suppression import door_counts
 
@@ -270,7 +272,7 @@ def record_step(conn: duckdb.DuckDBPyConnection, run_id: str, step: str, subject
     )
 
 
-def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: Path | None = None) -> Verification:
+def verify(conn: Warehouse, *, key: bytes | None = None, home: Path | None = None) -> Verification:
     """Recompute the chain from the anchor (or genesis) under the audit key and name the first row that
     does not fit; then check it against every head recorded outside the table."""
     from governed_marketing.warehouse import table_exists
@@ -362,7 +364,7 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
     )
 
 
-def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
+def purge_before(conn: Warehouse, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
     """Remove entries older than `cutoff` from the start of the chain, anchoring the last one removed
     (in ops.audit_anchor and in heads.jsonl, so verify can tell the cut from a planted anchor)."""
     rows = conn.execute(

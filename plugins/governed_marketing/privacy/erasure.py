@@ -33,9 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
 from governed_marketing import warehouse
@@ -45,6 +44,9 @@ from governed_marketing.privacy import audit, scan
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.privacy.suppression import rewrite_csv, subject_ref, suppress
 from governed_marketing.pseudonym import pseudonym
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 #: Directories under GMP_HOME that are not copies of a CRM export even when they hold a contacts.csv.
 _NOT_EXPORT_COPIES = ("outbox", "exports", "receipts", "reports", "airflow", "logs")
@@ -91,9 +93,7 @@ class ErasureResult:
 # ---- 1. identity -------------------------------------------------------------------------------
 
 
-def resolve_identities(
-    conn: duckdb.DuckDBPyConnection, requests: list[ErasureRequest], *, key: bytes
-) -> dict[str, scan.Identity]:
+def resolve_identities(conn: Warehouse, requests: list[ErasureRequest], *, key: bytes) -> dict[str, scan.Identity]:
     """Every identifier of each person, from the raw contacts and the quarantine."""
     identities = {
         r.request_id: scan.Identity(ref=r.request_id, emails={r.email}, pseudonym=pseudonym(key, r.email))
@@ -123,9 +123,7 @@ def resolve_identities(
     return identities
 
 
-def _quarantine_matches(
-    conn: duckdb.DuckDBPyConnection, identities: dict[str, scan.Identity]
-) -> list[tuple[tuple, str, dict]]:
+def _quarantine_matches(conn: Warehouse, identities: dict[str, scan.Identity]) -> list[tuple[tuple, str, dict]]:
     """Quarantined rows that are a person's own: by email (contacts, requests) or contact_id (events).
 
     Contact rows come first so a quarantined contact's id also catches its quarantined events.
@@ -324,7 +322,7 @@ _MATCH = {
 }
 
 
-def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[str, ErasureResult]) -> None:
+def _delete_relation(conn: Warehouse, relation, results: dict[str, ErasureResult]) -> None:
     """Delete the people's rows from one table (by its subject column, and by contact_id if it has one)."""
     conditions = [(relation.kind, relation.subject_column)]
     if relation.has_contact_id and relation.kind != "contact_id":
@@ -347,7 +345,7 @@ def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[st
 
 
 def erase_warehouse(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     identities: dict[str, scan.Identity],
     results: dict[str, ErasureResult],
     *,
@@ -403,7 +401,7 @@ def erase_warehouse(
 
 
 def _pseudonymize_requests(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     identities: dict[str, scan.Identity],
     results: dict[str, ErasureResult],
     *,
@@ -426,7 +424,7 @@ def _pseudonymize_requests(
 # ---- the whole erasure -------------------------------------------------------------------------
 
 
-def own_request_ids(conn: duckdb.DuckDBPyConnection, identities: dict[str, scan.Identity]) -> dict[str, set[str]]:
+def own_request_ids(conn: Warehouse, identities: dict[str, scan.Identity]) -> dict[str, set[str]]:
     """The request ids a person made (their access exports are erased with them)."""
     owned: dict[str, set[str]] = defaultdict(set)
     if not warehouse.table_exists(conn, "raw", "crm_dsr_requests"):

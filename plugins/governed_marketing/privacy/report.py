@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 from dateutil.relativedelta import relativedelta
 
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, dsr
 from governed_marketing.warehouse import table_exists
 
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 
 def report_section(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     *,
     since: date | None = None,
@@ -102,7 +104,7 @@ def report_section(
     }
 
 
-def privacy_section(conn: duckdb.DuckDBPyConnection, *, policy: Policy, settings: Any = None) -> dict[str, Any]:
+def privacy_section(conn: Warehouse, *, policy: Policy, settings: Any = None) -> dict[str, Any]:
     """The section as `governed_marketing.report` renders it: status line, summary, tables, notes."""
     data = report_section(conn, policy)
     overdue = data["overdue"]

@@ -21,9 +21,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 from dateutil.relativedelta import relativedelta
 
@@ -33,6 +32,9 @@ from governed_marketing.privacy import audit
 from governed_marketing.privacy.periods import at_least, parse_period
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 PURPOSE = "storage_limitation"
 #: The audit log is kept at least this long, whatever governance.yml says (accountability, Art. 5(2)).
@@ -76,7 +78,7 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(newest, UTC).replace(tzinfo=None)
 
 
-def _delete(conn: duckdb.DuckDBPyConnection, sql_from_where: str, params: list, *, dry_run: bool) -> int:
+def _delete(conn: Warehouse, sql_from_where: str, params: list, *, dry_run: bool) -> int:
     """Delete and count. A dry run deletes too, inside the transaction it then rolls back, so each rule
     sees what the rules before it would have left: the dry run's counts are the real run's counts."""
     n = conn.execute(f"select count(*) from {sql_from_where}", params).fetchall()[0][0]
@@ -85,7 +87,7 @@ def _delete(conn: duckdb.DuckDBPyConnection, sql_from_where: str, params: list, 
     return int(n)
 
 
-def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutcome) -> None:
+def purge_raw_crm(conn: Warehouse, home: Path, outcome: RuleOutcome) -> None:
     """Loads older than the cutoff: the landing archive and the raw rows still carrying their load_id."""
     if not warehouse.table_exists(conn, "ops", "crm_loads"):
         return
@@ -115,7 +117,7 @@ def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutc
             shutil.rmtree(directory)
 
 
-def purge_generated_content(conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome) -> None:
+def purge_generated_content(conn: Warehouse, outcome: RuleOutcome) -> None:
     """Drafts past retention. Their ledger rows stay (cost evidence) but say `purged`, so a later run
     of the campaign drafts them again instead of publishing without them."""
     if warehouse.table_exists(conn, "ops", "generated_content"):
@@ -147,9 +149,7 @@ def purge_files(root: Path, pattern: str, outcome: RuleOutcome, *, directories: 
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def purge_inactive_contacts(
-    conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome, *, manifest_path: Path | None, key: bytes
-) -> None:
+def purge_inactive_contacts(conn: Warehouse, outcome: RuleOutcome, *, manifest_path: Path | None, key: bytes) -> None:
     """Contacts with no update, activity or consent grant since the cutoff, from every table holding them.
 
     A grant within the period is a fresh, deliberate choice to hear from us: that person is in the

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from governed_marketing.crm import contract
 
 if TYPE_CHECKING:  # imported where frames are built: `gmp dsr ...` starts without pandas
     import pandas as pd
+
+    from governed_marketing.warehouse import Warehouse
 
 REDACTED = "[erased]"
 
@@ -339,7 +339,7 @@ class TableScan:
         return stores
 
 
-def text_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[str]]:
+def text_columns(conn: Warehouse) -> dict[tuple[str, str], list[str]]:
     """Every base table's varchar and JSON columns."""
     rows = conn.execute(
         """
@@ -359,7 +359,7 @@ def text_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[
     return dict(columns)
 
 
-def _identity_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[str]]:
+def _identity_columns(conn: Warehouse) -> dict[tuple[str, str], list[str]]:
     """Columns that say whose row it is (any type), per table."""
     rows = conn.execute(
         """
@@ -379,7 +379,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
+def scan_tables(conn: Warehouse, matcher: Matcher) -> TableScan:
     """Every row of every table that identifies one of the matcher's people."""
     result = TableScan()
     if not matcher.identities:
@@ -407,7 +407,7 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
     return result
 
 
-def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableHit]) -> list[TableHit]:
+def recheck(conn: Warehouse, matcher: Matcher, hits: list[TableHit]) -> list[TableHit]:
     """The hits still there after redaction, re-read row by row.
 
     Redaction changed only these rows, so a full scan's other rows need not be read again. On
@@ -433,7 +433,7 @@ def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableH
     return still
 
 
-def live_values(conn: duckdb.DuckDBPyConnection, values: Iterable[str]) -> set[str]:
+def live_values(conn: Warehouse, values: Iterable[str]) -> set[str]:
     """Which of these strings a live row of some table holds (case-insensitive).
 
     A binary scan of the database file also finds values that are still, rightly, in someone
@@ -454,7 +454,7 @@ def live_values(conn: duckdb.DuckDBPyConnection, values: Iterable[str]) -> set[s
     return found
 
 
-def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: TableScan) -> dict[str, dict[str, int]]:
+def redact_table_hits(conn: Warehouse, matcher: Matcher, scan: TableScan) -> dict[str, dict[str, int]]:
     """Redact, in place, what the scan found in rows that are not the person's own (mentions).
 
     Returns:

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from governed_marketing.crm import contract
 from governed_marketing.privacy.scan import EMAIL_TOKEN, REDACTED
 
 if TYPE_CHECKING:  # pandas only types the ingest's frames here; `gmp dsr ...` starts without it
     import pandas as pd
+
+    from governed_marketing.warehouse import Warehouse
 
 _EVENT_FILES = (contract.CONSENT_EVENTS.name, contract.ACTIVITY.name)
 _EMAIL_IN_TEXT = re.compile(EMAIL_TOKEN.pattern, re.IGNORECASE)
@@ -50,7 +50,7 @@ def contact_ref(key: bytes, contact_id: str) -> str:
 
 
 def suppress(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     *,
     key: bytes,
     email: str,
@@ -70,7 +70,7 @@ def suppress(
     return conn.execute("select count(*) from ops.suppression").fetchall()[0][0] - before
 
 
-def is_suppressed(conn: duckdb.DuckDBPyConnection, *, key: bytes, email: str) -> bool:
+def is_suppressed(conn: Warehouse, *, key: bytes, email: str) -> bool:
     from governed_marketing.warehouse import table_exists
 
     if not table_exists(conn, "ops", "suppression"):
@@ -82,7 +82,7 @@ def is_suppressed(conn: duckdb.DuckDBPyConnection, *, key: bytes, email: str) ->
     return rows[0][0] > 0
 
 
-def door_counts(conn: duckdb.DuckDBPyConnection, load_id: str) -> dict[str, int]:
+def door_counts(conn: Warehouse, load_id: str) -> dict[str, int]:
     """Rows the door dropped from one load, per file (counts only)."""
     from governed_marketing.warehouse import table_exists
 
@@ -103,7 +103,7 @@ class SuppressionDoor:
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection | None,
+        conn: Warehouse | None,
         load_id: str,
         key: bytes | None,
         emails: set[str],
@@ -121,7 +121,7 @@ class SuppressionDoor:
         self.mentions_redacted = 0
 
     @classmethod
-    def open(cls, conn: duckdb.DuckDBPyConnection, *, load_id: str) -> SuppressionDoor:
+    def open(cls, conn: Warehouse, *, load_id: str) -> SuppressionDoor:
         """The door for one load; a no-op (and no key needed) while the list is empty."""
         from governed_marketing.warehouse import table_exists
 

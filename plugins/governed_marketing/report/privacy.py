@@ -2,7 +2,7 @@
 
 The report calls, if it can be imported, `governed_marketing.privacy.report.privacy_section`:
 
-    def privacy_section(conn: duckdb.DuckDBPyConnection, *, policy: Policy, settings: Settings) -> PrivacySection
+    def privacy_section(conn: Warehouse, *, policy: Policy, settings: Settings) -> PrivacySection
 
 `conn` is a read-only warehouse connection. The returned dict is rendered generically and copied
 into report.json under `privacy_requests`; like everything in the report it must hold counts,

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-import duckdb
 import pandas as pd
 
 from governed_marketing.policy import Policy
@@ -25,7 +24,7 @@ from governed_marketing.validation.gates import GateResult, SqlBatch, run_gate
 from governed_marketing.warehouse import Warehouse, scalar, table_exists
 
 
-def built_as_of(conn: duckdb.DuckDBPyConnection, campaign_id: str) -> datetime | None:
+def built_as_of(conn: Warehouse, campaign_id: str) -> datetime | None:
     """The as-of time the audience mart was built for (marts.audience_funnel), if recorded."""
     if not table_exists(conn, "marts", "audience_funnel"):
         return None
@@ -33,7 +32,7 @@ def built_as_of(conn: duckdb.DuckDBPyConnection, campaign_id: str) -> datetime |
 
 
 def audience_gate_frame(
-    conn: duckdb.DuckDBPyConnection, audience: pd.DataFrame, *, policy: Policy, campaign_id: str, as_of: datetime
+    conn: Warehouse, audience: pd.DataFrame, *, policy: Policy, campaign_id: str, as_of: datetime
 ) -> pd.DataFrame:
     """The audience with `is_still_eligible`: consent and suppression re-checked on the raw data.
 
@@ -47,7 +46,7 @@ def audience_gate_frame(
     return audience.assign(**{STILL_ELIGIBLE: audience["recipient_pseudonym"].isin(allowed)})
 
 
-def recheck(conn: duckdb.DuckDBPyConnection, *, policy: Policy, campaign_id: str, as_of: datetime) -> set[str]:
+def recheck(conn: Warehouse, *, policy: Policy, campaign_id: str, as_of: datetime) -> set[str]:
     """Pseudonyms the independent re-check allows, at the as-of time the mart was built for."""
     from governed_marketing.consent import still_eligible
 
