@@ -13,11 +13,13 @@ rule changes both; `tests/unit/test_consent.py` holds them against each other on
 from __future__ import annotations
 
 from datetime import datetime
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from governed_marketing.crm.contract import SUPPRESSING_DSR_TYPES
 from governed_marketing.policy import Policy
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 # Portable SQL (DuckDB and Postgres). Suppressing requests are read by `_suppressed_emails`: a lifted
 # restriction's `details.lifted_at` is parsed in Python, the same way on both engines.
@@ -103,7 +105,7 @@ def _suppressed_emails(conn, as_of: datetime) -> set[str]:
 
 
 def still_eligible(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     *,
     policy: Policy,
     campaign_id: str,
@@ -135,7 +137,7 @@ def still_eligible(
     return {pseudonym for pseudonym, email in rows if subject_ref(key, email) not in suppressed}
 
 
-def _suppression_list(conn: duckdb.DuckDBPyConnection) -> set[str]:
+def _suppression_list(conn: Warehouse) -> set[str]:
     exists = conn.execute(
         "select count(*) from information_schema.tables where table_schema = 'ops' and table_name = 'suppression'"
     ).fetchall()[0][0]

@@ -9,18 +9,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-STEPS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.pipeline_steps (
-    run_id varchar not null,
-    step varchar not null,
-    subject varchar not null,
-    counts_json varchar not null,
-    recorded_at timestamp not null,
-    primary key (run_id, step, subject)
-);
-"""
-
 
 def parse_as_of(value: str | datetime | None) -> datetime:
     """The run's as-of time as naive UTC; a zone-less ISO string is UTC; None is now."""
@@ -39,7 +27,7 @@ def parse_as_of(value: str | datetime | None) -> datetime:
 
 
 def record_step(conn, run_id: str, step: str, subject: str, counts: dict) -> None:
-    conn.execute(STEPS_DDL)
+    """Upsert one step's counts (the table is ensured by warehouse.schema when the warehouse opens)."""
     conn.execute(
         "insert into ops.pipeline_steps (run_id, step, subject, counts_json, recorded_at) values (?, ?, ?, ?, ?)"
         " on conflict (run_id, step, subject) do update set counts_json = excluded.counts_json,"

@@ -25,7 +25,7 @@ backends) is not in it. At 100k: median of 3 runs; at 1M: one run unless the hea
 
 - **ingest**: export files -> DuckDB raw tables with `ingest_export` (contract checks, quarantine,
   suppression door, the raw CRM gate, upserts, landing archive), from an empty warehouse. Postgres:
-  the same DuckDB ingest **plus** `warehouse_postgres.prepare` (key function, governance tables, COPY
+  the same DuckDB ingest **plus** `warehouse.postgres.prepare` (key function, governance tables, COPY
   of the four raw tables, ANALYZE); the COPY share is in results.json as `postgres_copy_s`.
 - **dbt build**: `dbt build` of the whole project (models, data tests, unit tests, the PII
   classification hook) on the backend's target (dbt-duckdb / dbt-postgres), in-process dbtRunner.
@@ -131,15 +131,15 @@ def _erasure_section(data: dict) -> list[str]:
     lines = [
         "## Erasure: warehouse deletes, set-based vs one person at a time",
         "",
-        "Set-based: the whole batch in one statement per table (DuckDB: `privacy.erasure.erase_warehouse`"
-        " with all identities; Postgres: `warehouse_postgres.erase_subjects` with all subjects). Per person:"
-        " the same function called once per person, timed on a sample and **extrapolated** linearly to the"
-        " batch (sample size in the column). DuckDB: raw, quarantine and every `meta.subject_column` model"
-        " table, without the file compaction. Postgres: the dbt-built tables (raw.* is a mirror, erased in"
-        " DuckDB and copied again); set-based is shown with VACUUM FULL (physical, what erasure uses) and"
-        " with plain VACUUM, per person with plain VACUUM after each person.",
+        "Set-based: the whole batch in one statement per table, by the production engine"
+        " (`privacy.erasure.erase_warehouse`) on both warehouses. Per person: the same function called once per"
+        " person, timed on a sample and **extrapolated** linearly to the batch (sample size in the column)."
+        " Raw, quarantine, every `meta.subject_column` model table, the generation ledger and the suppression"
+        " list. DuckDB: without the file compaction. Postgres: set-based is shown with VACUUM FULL of every"
+        " table (physical, what erasure runs after the deletes) and for the deletes alone; per person: deletes"
+        " only.",
         "",
-        "| warehouse | contacts | people | set-based s | set-based, plain VACUUM s | per person (sample)"
+        "| warehouse | contacts | people | set-based s | set-based, deletes only s | per person (sample)"
         " | per person, extrapolated s | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -151,7 +151,7 @@ def _erasure_section(data: dict) -> list[str]:
             ratio = f"{per_s / set_s:,.0f}x" if set_s and per_s else "n/a"
             lines.append(
                 f"| {figures['backend']} | {figures['contacts']:,} | {int(people):,} | {_fmt(set_s, 2)} | "
-                f"{_fmt(row.get('set_based_plain_s'), 2)} | {row.get('per_person_sample')} in "
+                f"{_fmt(row.get('set_based_deletes_s'), 2)} | {row.get('per_person_sample')} in "
                 f"{_fmt(row.get('per_person_sample_s'), 2)} s | {_fmt(per_s)} | {ratio} |"
             )
     lines.append("")

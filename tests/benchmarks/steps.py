@@ -7,7 +7,7 @@ one JSON line of its own figures (seconds of the measured work, sub-timings, row
 stdout. Nothing here asserts a time. Steps:
 
 - ingest: export -> DuckDB raw tables (ingest_export: validation, quarantine, the raw CRM gate);
-  on postgres also warehouse_postgres.prepare (key function, governance tables, COPY of raw.*).
+  on postgres also warehouse.postgres.prepare (key function, governance tables, COPY of raw.*).
 - dbt_build: `dbt build` on the backend's target (in this process, dbtRunner).
 - gates: the campaign-audience gate and the vendor-payload gate as prepare_campaign / draft_sync call them.
 - planning: prepare_campaign (audience gate + unit planning + ledger intent + budget check).
@@ -155,8 +155,8 @@ def step_ingest(args, timer: Timer) -> dict:
             conn.close()
     figures = {"contacts_read": result.contacts_read, "rows_quarantined": result.rows_quarantined}
     if args.backend == "postgres":
-        from governed_marketing import warehouse_postgres
         from governed_marketing.settings import get_settings
+        from governed_marketing.warehouse import postgres as warehouse_postgres
 
         with timer("postgres_copy_s"):
             prepared = warehouse_postgres.prepare(get_settings(), policy, duckdb_path=path)
@@ -185,7 +185,7 @@ def _pg_mirror(timer: Timer):
     import duckdb
     import pyarrow as pa
     import pyarrow.csv as pa_csv
-    from governed_marketing import warehouse_postgres
+    from governed_marketing.warehouse import postgres as warehouse_postgres
 
     types = {
         "timestamp without time zone": pa.timestamp("us"),
@@ -199,8 +199,11 @@ def _pg_mirror(timer: Timer):
         "real": pa.float64(),
         "numeric": pa.float64(),
     }
-    mirror = duckdb.connect(":memory:")
+    from governed_marketing.warehouse import DuckDBWarehouse, schema
+
+    mirror = DuckDBWarehouse(duckdb.connect(":memory:"))
     mirror.execute("set TimeZone = 'UTC'")
+    schema.ensure(mirror)
     with timer("read_from_postgres_s"), warehouse_postgres.session() as pg, pg.cursor() as cur:
         for qualified in GATE_TABLES:
             schema, table = qualified.split(".")
@@ -231,13 +234,11 @@ def _pg_mirror(timer: Timer):
 
 
 def _campaign_conn(args, timer: Timer):
-    import duckdb
+    from governed_marketing.warehouse import connect
 
     if args.backend == "postgres":
         return _pg_mirror(timer)
-    conn = duckdb.connect(str(args.home / "warehouse.duckdb"))
-    conn.execute("set TimeZone = 'UTC'")
-    return conn
+    return connect(args.home / "warehouse.duckdb")
 
 
 def step_gates(args, timer: Timer) -> dict:
@@ -261,9 +262,6 @@ def step_gates(args, timer: Timer) -> dict:
             record_gate(conn, run_id, result)
         with timer("unit_planning_untimed_s"):  # needed to build the payload; measured by the planning step
             work = campaign.load_work(conn, policy, CAMPAIGN, provider="offline", model="offline", as_of=as_of)
-            from governed_marketing.generation import ledger
-
-            ledger.ensure_tables(conn)
             to_request, _ = campaign.units_to_request(conn, work)
         with timer("payload_gate_s"):
             campaign.check_payload(conn, run_id, policy, work, to_request)
@@ -300,7 +298,7 @@ _BASELINE_COUNTS = (
 def step_baseline(args, timer: Timer) -> dict:
     statements = [s.format(as_of=AS_OF.replace("T", " ")) for s in BASELINE_SQL]
     if args.backend == "postgres":
-        from governed_marketing import warehouse_postgres
+        from governed_marketing.warehouse import postgres as warehouse_postgres
 
         with timer("baseline_s"), warehouse_postgres.session() as pg, pg.cursor() as cur:
             for statement in statements:

@@ -13,9 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-import duckdb
 import openai
 import pytest
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.benchmarks.conftest import record
 from tests.support.built_warehouse import build_home
@@ -46,7 +46,7 @@ def _run_mode(warehouse: Path, mode: str, server: LocalOpenAIServer, outbox: Pat
         max_output_tokens=policy.vendors["openai"].max_output_tokens,
     )
     paid_before, tokens_before = server.paid_requests, server.paid_tokens
-    with duckdb.connect(str(warehouse)) as conn:
+    with warehouse_connect(warehouse) as conn:
         outcome = run_campaign(
             CAMPAIGN,
             conn=conn,

@@ -24,6 +24,7 @@ from governed_marketing.policy import Policy, load_policy
 from governed_marketing.pseudonym import pseudonym
 from governed_marketing.settings import reset_settings
 from governed_marketing.warehouse import connect
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.dbt_results import failures, nodes_by_type
 
@@ -673,7 +674,7 @@ def test_stale_crm_data_warns_then_fails_at_the_policy_thresholds(
     home = _home_copy(dbt_run, tmp_path)
 
     def load_age(hours: float) -> dict[str, str]:
-        conn = duckdb.connect(str(home / "warehouse.duckdb"))
+        conn = warehouse_connect(home / "warehouse.duckdb")
         try:
             conn.execute(
                 "update ops.crm_loads set loaded_at = cast(? as timestamp) - ? * interval '1 hour'", [AS_OF, hours]

@@ -8,11 +8,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 from governed_marketing.policy import load_policy
 from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import contact_identifiers, run_gmp
@@ -65,7 +65,7 @@ def _table_snapshot(home: Path) -> dict[str, list]:
         "marts.campaign_audience",
         "marts.generation_cohorts",
     ]
-    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
+    with warehouse_connect(home / "warehouse.duckdb") as conn:
         return {t: sorted(map(repr, conn.execute(f"select * from {t}").fetchall())) for t in tables}
 
 
@@ -148,7 +148,7 @@ def test_batch_mode_writes_the_same_outbox_as_sync_and_leaves_no_file_at_the_ven
     assert rows(batch_run["run"]) == rows(openai_runs["first"])
     api = vendor.batch_api
     assert api.created_batch_ids and not api.files, "vendor-side input and output files are deleted once read"
-    with duckdb.connect(str(batch_run["home"] / "warehouse.duckdb")) as conn:
+    with warehouse_connect(batch_run["home"] / "warehouse.duckdb") as conn:
         statuses = dict(conn.execute("select status, count(*) from ops.generation_ledger group by 1").fetchall())
         lines = conn.execute("select count(*) from ops.generation_ledger where transport = 'batch'").fetchone()[0]
     assert set(statuses) == {"succeeded"} and api.paid_lines == lines
@@ -177,7 +177,7 @@ def test_nothing_personal_reaches_the_vendor(openai_runs, vendor, sample_export)
 def test_each_vendor_request_carries_only_cohort_attributes_of_at_least_k_recipients(openai_runs, vendor):
     policy = load_policy()
     home = openai_runs["home"]
-    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
+    with warehouse_connect(home / "warehouse.duckdb") as conn:
         cohorts = conn.execute("select * from marts.generation_cohorts").df()
     allowed_keys = {"country", "lifecycle_stage", "interest", "last_purchase_category"}
     for request in vendor.chat_requests():
@@ -202,7 +202,7 @@ def test_no_personal_data_in_logs_xcom_or_validation_results(openai_runs, sample
     with sqlite3.connect(home / "airflow" / "airflow.db") as db:
         xcom = " ".join(str(row) for row in db.execute("select value from xcom"))
     logs = " ".join(p.read_text(errors="replace") for p in (home / "logs").rglob("*.log"))
-    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
+    with warehouse_connect(home / "warehouse.duckdb") as conn:
         evidence = " ".join(
             str(row)
             for table in ("ops.gate_results", "ops.pipeline_steps")

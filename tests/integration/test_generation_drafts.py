@@ -12,7 +12,6 @@ import re
 import shutil
 from pathlib import Path
 
-import duckdb
 import openai
 import pytest
 from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
@@ -21,6 +20,7 @@ from governed_marketing.generation.cost import pricing_for
 from governed_marketing.generation.notices import greeting
 from governed_marketing.generation.providers import OfflineProvider, OpenAIProvider
 from governed_marketing.policy import Policy, load_policy
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.built_warehouse import build_home
 from tests.support.openai_server import LocalOpenAIServer
@@ -55,7 +55,7 @@ def injection_warehouse(tmp_path_factory) -> Path:
 def _copy(built: Path, tmp_path: Path):
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(built, copy)
-    return duckdb.connect(str(copy))
+    return warehouse_connect(copy)
 
 
 @pytest.fixture

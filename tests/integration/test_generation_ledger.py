@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import duckdb
 import openai
 import pytest
 from governed_marketing.generation import ledger
@@ -27,6 +26,7 @@ from governed_marketing.generation.campaign import (
 from governed_marketing.generation.cost import BudgetExceeded
 from governed_marketing.generation.providers import OpenAIProvider
 from governed_marketing.policy import Policy, load_policy
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.built_warehouse import build_home
 from tests.support.openai_server import LocalOpenAIServer
@@ -47,7 +47,7 @@ def built_warehouse(tmp_path_factory) -> Path:
 def conn(built_warehouse: Path, tmp_path: Path):
     copy = tmp_path / "warehouse.duckdb"
     shutil.copy(built_warehouse, copy)
-    connection = duckdb.connect(str(copy))
+    connection = warehouse_connect(copy)
     yield connection
     connection.close()
 
@@ -207,7 +207,7 @@ def test_batch_and_sync_write_the_same_outbox(built_warehouse, policy, openai_se
         copy = tmp_path / transport / "warehouse.duckdb"
         copy.parent.mkdir()
         shutil.copy(built_warehouse, copy)
-        with duckdb.connect(str(copy)) as connection:
+        with warehouse_connect(copy) as connection:
             common = {**_common(connection, policy), "provider": "openai", "model": MODEL}
             prepare_campaign(CAMPAIGN, transport=transport, **common)
             if transport == "sync":

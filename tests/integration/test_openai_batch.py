@@ -22,6 +22,7 @@ from governed_marketing.generation import batch, ledger
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, DraftRequest
 from governed_marketing.generation.campaign import COHORT_ATTRIBUTES
 from governed_marketing.generation.providers import completion_body
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.openai_batch_api import BatchAPI
 from tests.support.openai_server import LocalOpenAIServer
@@ -43,8 +44,7 @@ def cost_of(input_tokens: int, output_tokens: int) -> float:
 
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    ledger.ensure_tables(connection)
+    connection = warehouse_connect(tmp_path / "warehouse.duckdb")
     yield connection
     connection.close()
 

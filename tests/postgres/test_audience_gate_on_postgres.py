@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-from governed_marketing.dialect import PostgresConnection, PostgresResult
 from governed_marketing.validation import record_gate
 from governed_marketing.validation.audience import audience_gate, audience_gate_frame, audience_gate_in_database
+from governed_marketing.warehouse.postgres import PostgresResult, PostgresWarehouse
 
 from expectations.campaign_audience import STILL_ELIGIBLE
 from tests.postgres.conftest import PgServer
@@ -35,11 +35,11 @@ def policy():
 
 
 @pytest.fixture(scope="module")
-def conn(pg_server: PgServer, pg_database: str) -> Iterator[PostgresConnection]:
-    from governed_marketing.warehouse import ensure_raw_layer
+def conn(pg_server: PgServer, pg_database: str) -> Iterator[PostgresWarehouse]:
+    from governed_marketing.warehouse import schema
 
-    pg = PostgresConnection(pg_server.connect(pg_database))
-    ensure_raw_layer(pg)
+    pg = PostgresWarehouse(pg_server.connect(pg_database))
+    schema.ensure(pg)
     pg.execute("create schema marts")
     pg.execute(
         "create table marts.campaign_recipients (campaign_id varchar, recipient_pseudonym varchar, contact_id varchar)"

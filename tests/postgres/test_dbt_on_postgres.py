@@ -2,7 +2,7 @@
 
 One module-scoped run: a generated sample export (1,500 contacts, fixed seed) is ingested into
 DuckDB (the one ingest path, with validation and quarantine), `dbt build` runs on DuckDB, the raw
-tables are mirrored into a fresh Postgres database with COPY (governed_marketing.warehouse_postgres),
+tables are mirrored into a fresh Postgres database with COPY (governed_marketing.warehouse.postgres),
 and `dbt build --target postgres` runs there. Both in-process (dbtRunner), same as-of, same key.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from governed_marketing import warehouse_postgres
 from governed_marketing.crm.ingest import ingest_export
 from governed_marketing.policy import load_policy
 from governed_marketing.pseudonym import pseudonym
 from governed_marketing.sample_data.crm_export import write_sample_export
 from governed_marketing.settings import get_settings, reset_settings
 from governed_marketing.warehouse import connect
+from governed_marketing.warehouse import postgres as warehouse_postgres
 
 from tests.postgres.conftest import PgServer
 from tests.support.dbt_results import failures, nodes_by_type
@@ -280,7 +280,7 @@ def test_a_role_granted_the_function_computes_pseudonyms_but_cannot_read_the_key
 
 
 def test_governance_tables_on_postgres_are_the_policy(builds: Builds, pg) -> None:
-    from governed_marketing.governance_tables import governance_frames
+    from governed_marketing.warehouse.governance import governance_frames
 
     frames = governance_frames(load_policy())
     assert builds.prepared.governance_rows == {name: len(frame) for name, frame in frames.items()}

@@ -17,10 +17,10 @@ def build_home(root: Path, *, contacts: int = 0, seed: int = 0, as_of: str, expo
     from dbt.cli.main import dbtRunner
     from governed_marketing import warehouse
     from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.governance_tables import write_governance_tables
     from governed_marketing.policy import load_policy
     from governed_marketing.sample_data.crm_export import write_sample_export
     from governed_marketing.settings import reset_settings
+    from governed_marketing.warehouse.governance import write_governance_tables
 
     home = root / "home"
     home.mkdir(parents=True)

@@ -9,7 +9,6 @@ import shutil
 from datetime import date, datetime
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 from governed_marketing import assessment
@@ -17,6 +16,7 @@ from governed_marketing.assessment import GenerationBlocked, assess, policy_find
 from governed_marketing.orchestration.failures import is_deterministic
 from governed_marketing.policy import PolicyError, content_hash, load_policy
 from governed_marketing.settings import get_settings, reset_settings
+from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.conftest import PROJECT_ROOT
 from tests.support.built_warehouse import build_home
@@ -191,7 +191,7 @@ def test_a_blocking_finding_stops_generation_for_its_purpose_only(home, tmp_path
     blocking = [f for f in policy_findings(policy, TODAY) if f.severity == "blocking"]
     assert [(f.code, f.purposes) for f in blocking] == [("vendor_dpa_missing", ("loyalty_email",))]
     common = dict(provider="offline", model="offline", transport="sync", as_of=parse_as_of(AS_OF_TEXT), run_id="r1")
-    with duckdb.connect(str(home.warehouse_path)) as conn:
+    with warehouse_connect(home.warehouse_path) as conn:
         with pytest.raises(GenerationBlocked, match=r"loyalty_email.*vendors\.acme_ai\.dpa_signed is missing") as err:
             prepare_campaign("loyalty_offer", conn=conn, policy=policy, **common)
         assert is_deterministic(err.value)  # fails the Airflow task at once: a person must act
@@ -214,7 +214,7 @@ def test_the_demo_assessment_is_clean_and_recorded_in_the_audit_chain(home):
     assert result.findings == [], [f.as_json() for f in result.findings]
     second = assess(settings=home, now=NOW, actor="scheduled__2026-12-01", access={"summary": "n/a"})
     assert second.audit_seq == result.audit_seq + 2  # the retention dry run records its own entry between
-    with duckdb.connect(str(home.warehouse_path)) as conn:
+    with warehouse_connect(home.warehouse_path) as conn:
         assert audit.verify(conn, home=home.home_dir).ok
         assert [h["actor"] for h in assessment.history(conn)] == ["scheduled__2026-12-01", "gmp-cli"]
     html = build_report(home).read_text(encoding="utf-8")
@@ -232,7 +232,7 @@ def test_data_findings_appear_when_their_condition_is_set(home, tmp_path):
     raw = _raw()
     raw["review"]["consent_notice"]["accepted_versions"] = []  # consents under v2.1 no longer accepted
     policy = load_policy(_write_policy(tmp_path, raw))
-    with duckdb.connect(str(home.warehouse_path)) as conn:
+    with warehouse_connect(home.warehouse_path) as conn:
         request_id = dsr.submit(
             conn, "access", "overdue.person@assess-test.example", policy=policy, key=home.resolve_pseudonym_key()[0],
             now=datetime(2026, 9, 1, 10, 0, 0),

@@ -14,7 +14,7 @@ import pytest
 from governed_marketing.consent import still_eligible
 from governed_marketing.policy import load_policy
 from governed_marketing.privacy.suppression import suppress
-from governed_marketing.warehouse import connect, ensure_raw_layer
+from governed_marketing.warehouse import connect
 
 from tests.conftest import PROJECT_ROOT
 from tests.support.built_warehouse import build_home
@@ -27,7 +27,6 @@ KEY = b"unit-test-key-0123456789abcdef0123"
 @pytest.fixture
 def conn(tmp_path: Path):
     connection = connect(tmp_path / "w.duckdb")
-    ensure_raw_layer(connection)
     connection.execute("create schema if not exists marts")
     connection.execute(
         "create table marts.campaign_recipients (campaign_id varchar, recipient_pseudonym varchar, contact_id varchar)"

@@ -25,8 +25,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 
 from governed_marketing.crm import contract
@@ -42,7 +42,10 @@ from governed_marketing.validation.raw_crm import (
     raw_gate_frame,
     unknown_contact,
 )
-from governed_marketing.warehouse import ensure_raw_layer, scalar
+from governed_marketing.warehouse import scalar
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -522,11 +525,11 @@ def _column_list(frame: pd.DataFrame) -> str:
     return ", ".join(f'"{c}"' for c in frame.columns if c != "_line")
 
 
-def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+def _count(conn: Warehouse, table: str) -> int:
     return int(scalar(conn, f"select count(*) from raw.{table}") or 0)
 
 
-def _gate_loaded_rows(conn: duckdb.DuckDBPyConnection, load_id: str, staged: list, known_contacts: set[str]) -> None:
+def _gate_loaded_rows(conn: Warehouse, load_id: str, staged: list, known_contacts: set[str]) -> None:
     """The raw CRM gate over each file's rows about to be loaded, recorded under the load's id.
 
     Raises:
@@ -542,7 +545,7 @@ def _gate_loaded_rows(conn: duckdb.DuckDBPyConnection, load_id: str, staged: lis
 def ingest_export(
     crm_dir: Path,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     landing_root: Path,
     now: datetime | None = None,
@@ -554,7 +557,6 @@ def ingest_export(
         QuarantineThresholdExceeded: a file's failing share is above the policy's limit.
     """
     crm_dir = contract.check_export(crm_dir)
-    ensure_raw_layer(conn)
     fingerprint = export_fingerprint(crm_dir)
     load_id = f"load_{fingerprint[:16]}"
     previous = scalar(conn, "select files_json from ops.crm_loads where export_sha256 = ?", [fingerprint])

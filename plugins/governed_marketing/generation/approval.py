@@ -7,16 +7,19 @@ few are shown, identified by nothing but their position.
 
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
 
 from governed_marketing.generation import ledger
 from governed_marketing.generation.campaign import prompt_version
 from governed_marketing.policy import Policy
 
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 MAX_DRAFTS_SHOWN = 5
 
 
-def preview(conn: duckdb.DuckDBPyConnection, policy: Policy, campaign_id: str, *, model: str) -> dict:
+def preview(conn: Warehouse, policy: Policy, campaign_id: str, *, model: str) -> dict:
     """Markdown for the approval step, plus the counts it is built from."""
     _, version = prompt_version(policy, campaign_id)
     campaign = policy.campaigns[campaign_id]

@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-
 from governed_marketing.generation import ledger
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
 from governed_marketing.generation.providers import completion_body, parse_draft, reask_history
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import; only callers that use the vendor need it
     import openai
+
+    from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def request_lines(
 
 
 def submit(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     client: openai.OpenAI,
     requests: list[DraftRequest],
     *,
@@ -140,7 +140,7 @@ def submit(
 # ==== reattach ===================================================================================
 
 
-def _release(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], marker: str) -> None:
+def _release(conn: Warehouse, custom_ids: Iterable[str], marker: str) -> None:
     """Put units whose batch was never created back to planned; that try was not paid for."""
     for cid in custom_ids:
         conn.execute(
@@ -154,9 +154,7 @@ def _release(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], marker:
         ).fetchall()
 
 
-def reattach(
-    conn: duckdb.DuckDBPyConnection, client: openai.OpenAI, campaign_id: str, prompt_version: str, model: str
-) -> list[str]:
+def reattach(conn: Warehouse, client: openai.OpenAI, campaign_id: str, prompt_version: str, model: str) -> list[str]:
     """The vendor batches this campaign version's submitted units are waiting in (call before submitting).
 
     Units under a real batch id are simply returned. Units under `pending:<submission>` are matched
@@ -297,7 +295,7 @@ class CollectOutcome:
         return counts
 
 
-def _pending_in(conn: duckdb.DuckDBPyConnection, batch_id: str) -> set[str]:
+def _pending_in(conn: Warehouse, batch_id: str) -> set[str]:
     """Units submitted in this batch whose result is not recorded yet."""
     found = conn.execute(
         "select custom_id from ops.generation_ledger where vendor_batch_id = ? and status = 'submitted'",
@@ -351,7 +349,7 @@ class _Recorder:
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection,
+        conn: Warehouse,
         outcome: CollectOutcome,
         requests: Mapping[str, DraftRequest],
         *,
@@ -467,7 +465,7 @@ class _Recorder:
 
 
 def collect(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     client: openai.OpenAI,
     batch_id: str,
     requests_by_custom_id: Mapping[str, DraftRequest],

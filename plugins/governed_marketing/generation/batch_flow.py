@@ -7,9 +7,7 @@ The campaign side (which units, the payload gate, prices) joins the transport si
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from governed_marketing.generation import batch, ledger
 from governed_marketing.generation.base import DraftRequest
@@ -24,6 +22,9 @@ from governed_marketing.generation.campaign import (
 )
 from governed_marketing.generation.cost import pricing_for
 from governed_marketing.policy import Policy
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 
 def _client() -> Any:
@@ -41,7 +42,7 @@ def _body_kwargs(policy: Policy, provider: str) -> dict[str, Any]:
 
 
 def _submit(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     client: Any,
     policy: Policy,
     work: CampaignWork,
@@ -79,7 +80,7 @@ def _submit(
 CONTENT_FAILURES = ("rejected", "refused", "filtered", "client")
 
 
-def _content_failures(conn: duckdb.DuckDBPyConnection, work: CampaignWork, run_id: str) -> int:
+def _content_failures(conn: Warehouse, work: CampaignWork, run_id: str) -> int:
     """Units this run left failed for their content: a task retry must not pay for them again."""
     found = conn.execute(
         f"""
@@ -95,7 +96,7 @@ def _content_failures(conn: duckdb.DuckDBPyConnection, work: CampaignWork, run_i
 def submit_campaign_batch(
     campaign_id: str,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: str,
     model: str,
@@ -108,7 +109,6 @@ def submit_campaign_batch(
     Returns counts with `batch_ids`: every batch the task must wait for (none when all is done).
     """
     client = client or _client()
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     in_flight = batch.reattach(conn, client, campaign_id, work.version, model)
     to_request, _ = units_to_request(conn, work)
@@ -125,7 +125,7 @@ def collect_campaign_batches(
     campaign_id: str,
     batch_ids: list[str],
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: str,
     model: str,
@@ -137,7 +137,6 @@ def collect_campaign_batches(
     back missing, expired or failed at the server, and each rejected answer's one re-ask (with its
     history: the rejected answer and the reason)."""
     client = client or _client()
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     by_custom_id = {r.custom_id: r for r in work.requests.values()}
     pricing = pricing_for(policy, provider, model, transport="batch")

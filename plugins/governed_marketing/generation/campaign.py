@@ -25,8 +25,8 @@ import re
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 
 from governed_marketing.generation import ledger
@@ -34,6 +34,9 @@ from governed_marketing.generation.base import ContentProvider, DraftFailure, Dr
 from governed_marketing.generation.notices import greeting, objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def individual_mode_refusal(policy: Policy, campaign_id: str, vendor: str) -> st
     return None
 
 
-def _enforce(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
+def _enforce(conn: Warehouse, run_id: str, result: GateResult) -> None:
     """Record a gate's result (pass or fail) as evidence, then fail closed: nothing after it runs."""
     record_gate(conn, run_id, result)
     if not result.success:
@@ -186,7 +189,7 @@ class CampaignWork:
 
 
 def load_work(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     campaign_id: str,
     *,
@@ -237,7 +240,7 @@ def load_work(
     )
 
 
-def units_to_request(conn: duckdb.DuckDBPyConnection, work: CampaignWork) -> tuple[list[DraftRequest], list[str]]:
+def units_to_request(conn: Warehouse, work: CampaignWork) -> tuple[list[DraftRequest], list[str]]:
     """The units this run must request, and the vendor batches already holding the others in flight.
 
     Succeeded units are reused (a rerun pays nothing twice); submitted units with a batch id are
@@ -259,7 +262,7 @@ def units_to_request(conn: duckdb.DuckDBPyConnection, work: CampaignWork) -> tup
 
 
 def check_payload(
-    conn: duckdb.DuckDBPyConnection, run_id: str, policy: Policy, work: CampaignWork, requests: list[DraftRequest]
+    conn: Warehouse, run_id: str, policy: Policy, work: CampaignWork, requests: list[DraftRequest]
 ) -> None:
     """The vendor-payload gate over exactly what is about to leave (fails closed)."""
     from governed_marketing.validation import payload as payload_gate
@@ -273,7 +276,7 @@ def check_payload(
     )
 
 
-def _outcome(conn: duckdb.DuckDBPyConnection, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+def _outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
     campaign = policy.campaigns[work.campaign_id]
     outcome = CampaignOutcome(work.campaign_id, work.provider, work.model, work.version)
     outcome.mode, outcome.transport, outcome.approval = work.mode, transport, campaign.approval
@@ -285,7 +288,7 @@ def _outcome(conn: duckdb.DuckDBPyConnection, policy: Policy, work: CampaignWork
     return outcome
 
 
-def _add_ledger_totals(conn: duckdb.DuckDBPyConnection, outcome: CampaignOutcome) -> None:
+def _add_ledger_totals(conn: Warehouse, outcome: CampaignOutcome) -> None:
     totals = conn.execute(
         """
         select coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
@@ -304,7 +307,7 @@ def _add_ledger_totals(conn: duckdb.DuckDBPyConnection, outcome: CampaignOutcome
 def prepare_campaign(
     campaign_id: str,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: str,
     model: str,
@@ -320,11 +323,9 @@ def prepare_campaign(
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
-    from governed_marketing.dialect import is_postgres
     from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
     from governed_marketing.validation import audience as audience_gate
 
-    ledger.ensure_tables(conn)
     campaign = policy.campaigns[campaign_id]
     if campaign.personalization == "individual" and provider != "offline":
         refusal = individual_mode_refusal(policy, campaign_id, provider)
@@ -333,16 +334,9 @@ def prepare_campaign(
     from governed_marketing.assessment import check_generation_allowed
 
     check_generation_allowed(policy, campaign_id, as_of.date())  # a blocking finding stops this purpose only
-    if is_postgres(conn):  # inside the database: GX's SQL datasource, no frame of the audience
-        gate = audience_gate.audience_gate_in_database(
-            conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id
-        )
-    else:
-        audience = conn.execute(
-            "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
-        ).df()
-        checked = audience_gate.audience_gate_frame(conn, audience, policy=policy, campaign_id=campaign_id, as_of=as_of)
-        gate = audience_gate.audience_gate(checked, policy=policy, campaign_id=campaign_id)
+    gate = audience_gate.gate_campaign_audience(
+        conn, policy=policy, campaign_id=campaign_id, as_of=as_of, run_id=run_id
+    )
     _enforce(conn, run_id, gate)
 
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
@@ -386,7 +380,7 @@ def prepare_campaign(
 def draft_sync(
     campaign_id: str,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: ContentProvider,
     transport: str,
@@ -404,7 +398,6 @@ def draft_sync(
     from governed_marketing.generation.cost import pricing_for
     from governed_marketing.generation.providers import DraftingInterrupted
 
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
     crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
     if crashed:
@@ -544,7 +537,7 @@ def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
 def publish_campaign(
     campaign_id: str,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: str,
     model: str,
@@ -563,7 +556,6 @@ def publish_campaign(
     from governed_marketing.consent import still_eligible
     from governed_marketing.validation import content as content_gate
 
-    ledger.ensure_tables(conn)
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     outcome = _outcome(conn, policy, work, transport)
     # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
@@ -659,7 +651,7 @@ def publish_campaign(
 def run_campaign(
     campaign_id: str,
     *,
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     provider: ContentProvider,
     as_of: datetime,

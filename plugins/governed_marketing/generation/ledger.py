@@ -28,12 +28,14 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 
-from governed_marketing.dialect import temp_table
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 STATUSES = ("planned", "submitted", "succeeded", "failed", "rejected", "purged", "in_doubt")
 #: Units a run still has to request (besides re-attaching to `submitted` ones). `purged`: the draft
@@ -42,86 +44,9 @@ TO_REQUEST = ("planned", "failed", "rejected", "purged", "in_doubt")
 #: Statuses whose next send is the same attempt (the same Idempotency-Key), not a new paid try.
 SAME_ATTEMPT = ("submitted", "in_doubt")
 
-#: Columns added after the first release (ensure_tables adds them to an older warehouse).
-IN_DOUBT_COLUMNS = (
-    ("in_doubt_attempts", "integer default 0"),
-    ("in_doubt_cost_usd", "double precision default 0"),
-    ("shared_request_of", "varchar"),
-)
-
-LEDGER_DDL = """
-create schema if not exists ops;
-create table if not exists ops.generation_ledger (
-    campaign_id varchar not null,
-    unit_id varchar not null,
-    prompt_version varchar not null,
-    model varchar not null,
-    custom_id varchar not null unique,
-    unit_kind varchar not null,
-    provider varchar not null,
-    transport varchar not null,
-    status varchar not null,
-    attempts integer not null default 0,
-    vendor_batch_id varchar,
-    vendor_request_id varchar,
-    estimated_input_tokens bigint,
-    estimated_output_tokens bigint,
-    estimated_cost_usd double precision,
-    input_tokens bigint not null default 0,
-    output_tokens bigint not null default 0,
-    cost_usd double precision not null default 0,
-    last_error_kind varchar,
-    last_error varchar,
-    run_id varchar,
-    planned_at timestamp not null,
-    submitted_at timestamp,
-    finished_at timestamp,
-    primary key (campaign_id, unit_id, prompt_version, model)
-);
-"""
-
-CONTENT_DDL = """
-create schema if not exists ops;
-create table if not exists ops.generated_content (
-    campaign_id varchar not null,
-    unit_id varchar not null,
-    prompt_version varchar not null,
-    provider varchar not null,
-    model varchar not null,
-    language varchar not null,
-    subject varchar not null,
-    preheader varchar,
-    body varchar not null,
-    input_tokens bigint not null,
-    output_tokens bigint not null,
-    vendor_request_id varchar,
-    generated_at timestamp not null,
-    primary key (campaign_id, unit_id, prompt_version, model)
-);
-"""
-
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(LEDGER_DDL)
-    conn.execute(CONTENT_DDL)
-    _ensure_in_doubt_columns(conn)
-
-
-def _ensure_in_doubt_columns(conn: duckdb.DuckDBPyConnection) -> None:
-    present = {
-        row[0]
-        for row in conn.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = 'ops' and table_name = 'generation_ledger'"
-        ).fetchall()
-    }
-    for name, kind in IN_DOUBT_COLUMNS:
-        if name not in present:
-            conn.execute(f"alter table ops.generation_ledger add column {name} {kind}").fetchall()
 
 
 def custom_id(campaign_id: str, unit_id: str, prompt_version: str, model: str) -> str:
@@ -150,7 +75,7 @@ class LedgerRow:
 
 
 def plan(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     requests: Iterable[DraftRequest],
     *,
     model: str,
@@ -189,7 +114,7 @@ def plan(
     frame = pd.DataFrame(records).astype(
         {"estimated_input_tokens": "Int64", "estimated_output_tokens": "Int64", "estimated_cost_usd": "Float64"}
     )
-    temp_table(conn, "ledger_plan", frame)
+    conn.temp_table("ledger_plan", frame)
     conn.execute(
         """
         insert into ops.generation_ledger (
@@ -218,7 +143,7 @@ def plan(
     conn.execute("drop table if exists ledger_plan").fetchall()
 
 
-def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
+def rows(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> dict[str, LedgerRow]:
     """The campaign's ledger rows for this prompt version and model, by unit id."""
     result = conn.execute(
         """
@@ -232,7 +157,7 @@ def rows(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str,
 
 
 def mark_submitted(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     custom_ids: Iterable[str],
     *,
     run_id: str,
@@ -246,7 +171,7 @@ def mark_submitted(
     ids = list(custom_ids)
     if not ids:
         return
-    temp_table(conn, "ledger_submit", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_submit", pd.DataFrame({"custom_id": ids}))
     conn.execute(
         """
         update ops.generation_ledger
@@ -266,7 +191,7 @@ def idempotency_key(row: LedgerRow) -> str:
     return f"{row.custom_id}-{max(attempt, 1)}"
 
 
-def set_batch(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], batch_id: str) -> None:
+def set_batch(conn: Warehouse, custom_ids: Iterable[str], batch_id: str) -> None:
     """Attach the vendor's batch id to units already marked submitted (re-attach point for retries)."""
     for cid in custom_ids:
         conn.execute(
@@ -275,7 +200,7 @@ def set_batch(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], batch_
 
 
 def record_success(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request: DraftRequest,
     result: DraftResult,
     *,
@@ -332,7 +257,7 @@ def record_success(
 
 
 def record_failure(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_custom_id: str,
     failure: DraftFailure,
     *,
@@ -352,7 +277,7 @@ def record_failure(
     ).fetchall()
 
 
-def mark_rejected(conn: duckdb.DuckDBPyConnection, campaign_id: str, unit_reasons: dict[str, str], **key: str) -> None:
+def mark_rejected(conn: Warehouse, campaign_id: str, unit_reasons: dict[str, str], **key: str) -> None:
     """The content gate rejected these units' drafts: drop the drafts and request them again next run.
 
     `key` holds prompt_version and model.
@@ -373,7 +298,7 @@ def mark_rejected(conn: duckdb.DuckDBPyConnection, campaign_id: str, unit_reason
         ).fetchall()
 
 
-def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str) -> dict[str, float]:
+def totals(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> dict[str, float]:
     """Counts by status and the money spent so far on this campaign version: for the summary."""
     by_status = dict(
         conn.execute(
@@ -401,7 +326,7 @@ def totals(conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: st
 # ==== in doubt, and shared requests ================================================================
 
 
-def mark_shared(conn: duckdb.DuckDBPyConnection, payer_custom_id: str, sharer_custom_ids: Iterable[str]) -> None:
+def mark_shared(conn: Warehouse, payer_custom_id: str, sharer_custom_ids: Iterable[str]) -> None:
     """One request is sent for these units (identical bodies): the payer's row pays, the others point to it."""
     sharers = [cid for cid in sharer_custom_ids if cid != payer_custom_id]
     conn.execute(
@@ -413,7 +338,7 @@ def mark_shared(conn: duckdb.DuckDBPyConnection, payer_custom_id: str, sharer_cu
         ).fetchall()
 
 
-def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], reason: str) -> int:
+def record_in_doubt(conn: Warehouse, custom_ids: Iterable[str], reason: str) -> int:
     """Sent, and no answer recorded: `in_doubt`, with the estimated cost of a possible second payment.
 
     Only rows still `submitted` change (an answer that was recorded wins). The estimated cost is
@@ -422,7 +347,7 @@ def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], 
     ids = list(custom_ids)
     if not ids:
         return 0
-    temp_table(conn, "ledger_in_doubt", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_in_doubt", pd.DataFrame({"custom_id": ids}))
     changed = conn.execute(
         """
         update ops.generation_ledger
@@ -439,7 +364,7 @@ def record_in_doubt(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str], 
     return len(changed)
 
 
-def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) -> None:
+def record_not_sent(conn: Warehouse, custom_ids: Iterable[str]) -> None:
     """Handed to the transport but never sent (the run stopped first): undo the submit.
 
     A unit that was in doubt before goes back to `in_doubt` (its next send is still the same attempt);
@@ -448,7 +373,7 @@ def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) 
     ids = list(custom_ids)
     if not ids:
         return
-    temp_table(conn, "ledger_not_sent", pd.DataFrame({"custom_id": ids}))
+    conn.temp_table("ledger_not_sent", pd.DataFrame({"custom_id": ids}))
     conn.execute(
         """
         update ops.generation_ledger
@@ -460,9 +385,7 @@ def record_not_sent(conn: duckdb.DuckDBPyConnection, custom_ids: Iterable[str]) 
     conn.execute("drop table if exists ledger_not_sent").fetchall()
 
 
-def record_crashed_sync_units(
-    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str, model: str
-) -> int:
+def record_crashed_sync_units(conn: Warehouse, campaign_id: str, prompt_version: str, model: str) -> int:
     """Sync units a previous run left `submitted` (it crashed or was killed mid-call): mark them in doubt.
 
     Batch units (a vendor batch id on the row) are not in doubt: the batch is re-attached.
@@ -480,7 +403,7 @@ def record_crashed_sync_units(
 
 
 def in_doubt_totals(
-    conn: duckdb.DuckDBPyConnection, campaign_id: str, prompt_version: str | None = None, model: str | None = None
+    conn: Warehouse, campaign_id: str, prompt_version: str | None = None, model: str | None = None
 ) -> dict[str, float]:
     """For the summary: units in doubt now, units ever in doubt, their estimated cost, units that shared a request."""
     row = conn.execute(

@@ -22,7 +22,7 @@ from governed_marketing.settings import get_settings
 
 def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
     """Load the CRM export (DAG param, else GMP_CRM_DIR) into the raw tables, and write what dbt needs
-    besides them: the governance tables (and on Postgres the keyed pseudonym function)."""
+    besides them: the governance tables and the keyed pseudonym function (warehouse.governance)."""
     from governed_marketing.crm.contract import check_export
 
     settings = get_settings()
@@ -31,7 +31,7 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
         raise ValueError("no CRM export given: pass crm_dir in the DAG run conf or set GMP_CRM_DIR")
     check_export(source)  # ExportUnreadable (missing, headers only) before any heavy import or work
     from governed_marketing.crm.ingest import ingest_export
-    from governed_marketing.governance_tables import write_governance_tables
+    from governed_marketing.warehouse.governance import prepare_for_dbt
 
     policy = load_policy()
     with warehouse.session(settings=settings) as conn:
@@ -40,7 +40,7 @@ def ingest(crm_dir: str | Path | None, *, run_id: str) -> dict:
         except Exception as exc:
             record_step(conn, run_id, "ingest", "crm", {"failed": str(exc)})
             raise
-        write_governance_tables(conn, policy)  # on Postgres also the pseudonym key function
+        prepare_for_dbt(conn, policy, settings.resolve_pseudonym_key()[0])
         counts = result.counts()
         record_step(conn, run_id, "ingest", "crm", counts)
         audit.record_step(conn, run_id, "ingest", "crm", counts)  # hash-chained, counts only

@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import duckdb
-
 from governed_marketing import warehouse
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
@@ -29,6 +27,8 @@ from governed_marketing.pseudonym import pseudonym
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
+
+    from governed_marketing.warehouse import Warehouse
 
 _RAW_TABLES = {("raw", "crm_contacts"), ("raw", "crm_consent_events"), ("raw", "crm_activity")}
 
@@ -63,7 +63,7 @@ def holds_data(data: dict[str, Any]) -> bool:
     return any(data.get(name) for name in _HELD)
 
 
-def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict[str, Any]]:
+def _rows(conn: Warehouse, sql: str, params: list) -> list[dict[str, Any]]:
     result = conn.execute(sql, params)
     names = [d[0] for d in result.description]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
@@ -121,7 +121,7 @@ def purposes_and_recipients(policy: Policy) -> tuple[list[dict[str, Any]], list[
 
 
 def collect(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     email: str,
     *,
     policy: Policy,
@@ -226,7 +226,7 @@ def collect(
     return data
 
 
-def _quarantined(conn: duckdb.DuckDBPyConnection, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
+def _quarantined(conn: Warehouse, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
     found = []
     for load_id, file_name, line, reason, raw_record in conn.execute(
         "select load_id, file_name, line_number, reason, raw_record from raw.quarantine "
@@ -331,7 +331,7 @@ def decrypt_export(directory: Path, key: bytes, out: Path) -> list[Path]:
 
 
 def export_subject(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_id: str,
     request_type: str,
     email: str,

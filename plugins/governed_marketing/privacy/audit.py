@@ -24,31 +24,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 
 GENESIS = "0" * 64
 ACTOR_CLI = "gmp-cli"
-
-AUDIT_DDL = """
-create schema if not exists ops;
-create table if not exists ops.audit_log (
-    seq bigint primary key,
-    recorded_at timestamp not null,
-    actor varchar not null,
-    action varchar not null,
-    purpose varchar not null,
-    counts_json varchar not null,
-    prev_hash varchar not null,
-    hash varchar not null
-);
-create table if not exists ops.audit_anchor (
-    seq bigint primary key,
-    hash varchar not null,
-    anchored_at timestamp not null
-);
-"""
 
 _EMAIL_LIKE = re.compile(r"[^\s@\"']+@[^\s@\"']+\.[a-z]{2,}", re.IGNORECASE)
 
@@ -81,10 +64,6 @@ class Verification:
             )
             return f"audit log intact: {self.rows} rows{head}; {self.heads_checked} recorded heads match{legacy}"
         return f"audit log broken at seq {self.broken_seq}: {self.reason}"
-
-
-def ensure_audit_log(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(AUDIT_DDL)
 
 
 def _canonical(seq: int, at: datetime, actor: str, action: str, purpose: str, counts_json: str, prev: str) -> bytes:
@@ -140,15 +119,12 @@ def heads_path(home: Path | None = None) -> Path:
     return _home(home) / "audit" / "heads.jsonl"
 
 
-def store_identity(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> str:
+def store_identity(conn: Warehouse, home: Path | None = None) -> str:
     """Which warehouse a head belongs to: the DuckDB file (relative to GMP_HOME when inside it) or the
     Postgres database, so heads of another warehouse sharing the home are never compared."""
-    if getattr(conn, "dialect", None) == "postgres":
-        return "postgres:" + str(conn.execute("select current_database()").fetchall()[0][0])
-    rows = conn.execute("select path from duckdb_databases() where database_name = current_database()").fetchall()
-    path = Path(rows[0][0]).resolve() if rows and rows[0][0] else None
+    path = conn.database_file()
     if path is None:
-        return "duckdb:memory"
+        return conn.label()
     try:
         return str(path.relative_to(_home(home).resolve()))
     except ValueError:
@@ -166,7 +142,7 @@ def _append_head(home: Path | None, line: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def head(conn: duckdb.DuckDBPyConnection, home: Path | None = None) -> dict[str, Any] | None:
+def head(conn: Warehouse, home: Path | None = None) -> dict[str, Any] | None:
     """The table's last row as {seq, hash, warehouse}: what reports copy out of the table."""
     from governed_marketing.warehouse import table_exists
 
@@ -227,7 +203,7 @@ def _recorded_heads(home: Path, identity: str) -> tuple[list[tuple[int, str, str
 
 
 def record(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     *,
     actor: str,
     action: str,
@@ -247,7 +223,6 @@ def record(
         if _EMAIL_LIKE.search(text):
             raise AuditError(f"audit entry {action!r} would hold an email address; pass ids and counts only")
     key = _key(key)
-    ensure_audit_log(conn)
     moment = (at or datetime.now(UTC)).replace(tzinfo=None)
     conn.execute("begin transaction")
     try:
@@ -279,7 +254,7 @@ def record(
     return seq
 
 
-def record_step(conn: duckdb.DuckDBPyConnection, run_id: str, step: str, subject: str, counts: dict) -> int:
+def record_step(conn: Warehouse, run_id: str, step: str, subject: str, counts: dict) -> int:
     """The pipeline's steps (ingest, generate) in the audit log, with the suppression door's counts for a load."""
     from governed_marketing.privacy.suppression import door_counts
 
@@ -297,7 +272,7 @@ def record_step(conn: duckdb.DuckDBPyConnection, run_id: str, step: str, subject
     )
 
 
-def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: Path | None = None) -> Verification:
+def verify(conn: Warehouse, *, key: bytes | None = None, home: Path | None = None) -> Verification:
     """Recompute the chain from the anchor (or genesis) under the audit key and name the first row that
     does not fit; then check it against every head recorded outside the table."""
     from governed_marketing.warehouse import table_exists
@@ -389,10 +364,9 @@ def verify(conn: duckdb.DuckDBPyConnection, *, key: bytes | None = None, home: P
     )
 
 
-def purge_before(conn: duckdb.DuckDBPyConnection, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
+def purge_before(conn: Warehouse, cutoff: datetime, *, dry_run: bool, home: Path | None = None) -> int:
     """Remove entries older than `cutoff` from the start of the chain, anchoring the last one removed
     (in ops.audit_anchor and in heads.jsonl, so verify can tell the cut from a planted anchor)."""
-    ensure_audit_log(conn)
     rows = conn.execute(
         "select seq, hash from ops.audit_log where recorded_at < ? order by seq", [cutoff.replace(tzinfo=None)]
     ).fetchall()

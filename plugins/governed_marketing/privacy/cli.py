@@ -339,10 +339,7 @@ def verify() -> None:
 
     settings = get_settings()
     if not warehouse.exists(settings):
-        where = (
-            f"Postgres database {settings.pg_database}" if warehouse.is_postgres(settings) else settings.warehouse_path
-        )
-        raise _fail(f"no warehouse at {where}")
+        raise _fail(f"no warehouse at {warehouse.describe(settings)}")
     try:
         with warehouse.session(read_only=True, settings=settings) as conn:
             result = verify_chain(conn)

@@ -18,15 +18,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy.periods import parse_period
 from governed_marketing.privacy.suppression import subject_ref
-from governed_marketing.warehouse import ensure_raw_layer
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 CHANNEL_CLI = "gmp_cli"
 
@@ -35,24 +35,6 @@ CHANNEL_CLI = "gmp_cli"
 CLOSED = ("done", "in_effect", "lifted", "rejected")
 #: Open statuses: the deadline runs. `needs_review` waits for a person (e.g. a rectification without details).
 OPEN = ("received", "needs_review", "failed")
-
-LEDGER_DDL = """
-create schema if not exists ops;
-create table if not exists ops.dsr_requests (
-    request_id varchar primary key,
-    request_type varchar not null,
-    channel varchar not null,
-    subject_ref varchar not null,
-    received_at timestamp not null,
-    due_date date not null,
-    extended_due_date date,
-    extension_reason varchar,
-    status varchar not null,
-    closed_at timestamp,
-    outcome_json varchar,
-    updated_at timestamp not null
-);
-"""
 
 
 class DsrError(ValueError):
@@ -136,11 +118,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
-def ensure_ledger(conn: duckdb.DuckDBPyConnection) -> None:
-    ensure_raw_layer(conn)
-    conn.execute(LEDGER_DDL)
-
-
 # ---- deadlines ---------------------------------------------------------------------------------
 
 
@@ -167,7 +144,7 @@ def new_request_id(now: datetime) -> str:
 
 
 def submit(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_type: str,
     email: str,
     details: dict[str, Any] | str | None = None,
@@ -199,7 +176,6 @@ def submit(
         raise DsrError('--details must be a JSON object, e.g. \'{"last_name": "..."}\'')
     moment = (now or _now()).replace(tzinfo=None)
     request_id = new_request_id(moment)
-    ensure_ledger(conn)
     conn.execute(
         "insert into raw.crm_dsr_requests values (?, ?, ?, ?, ?, ?, ?)",
         [request_id, normalized, kind, json.dumps(details or {}), moment, CHANNEL_CLI, CHANNEL_CLI],
@@ -209,7 +185,7 @@ def submit(
 
 
 def _register(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_id: str,
     kind: str,
     channel: str,
@@ -224,9 +200,8 @@ def _register(
     ).fetchall()
 
 
-def sync_ledger(conn: duckdb.DuckDBPyConnection, *, policy: Policy, key: bytes, as_of: datetime) -> int:
+def sync_ledger(conn: Warehouse, *, policy: Policy, key: bytes, as_of: datetime) -> int:
     """Register every raw request received by `as_of` that the ledger does not know yet (CRM intake)."""
-    ensure_ledger(conn)
     rows = conn.execute(
         """
         select r.request_id, r.request_type, r.channel, r.email_normalized, r.received_at
@@ -245,7 +220,7 @@ def sync_ledger(conn: duckdb.DuckDBPyConnection, *, policy: Policy, key: bytes, 
 # ---- status ------------------------------------------------------------------------------------
 
 
-def get(conn: duckdb.DuckDBPyConnection, request_id: str) -> RequestView:
+def get(conn: Warehouse, request_id: str) -> RequestView:
     rows = _select(conn, "where request_id = ?", [request_id])
     if not rows:
         raise DsrError(f"no request {request_id!r} in the ledger (see `gmp dsr list`)")
@@ -253,7 +228,7 @@ def get(conn: duckdb.DuckDBPyConnection, request_id: str) -> RequestView:
 
 
 def set_status(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_id: str,
     status: str,
     *,
@@ -273,9 +248,7 @@ def set_status(
     ).fetchall()
 
 
-def extend(
-    conn: duckdb.DuckDBPyConnection, request_id: str, reason: str, *, policy: Policy, now: datetime | None = None
-) -> date:
+def extend(conn: Warehouse, request_id: str, reason: str, *, policy: Policy, now: datetime | None = None) -> date:
     """Extend an open request by dsr.extension; only within the first deadline, and only with a reason.
 
     Returns:
@@ -301,7 +274,7 @@ def extend(
     return new_due
 
 
-def lift_restriction(conn: duckdb.DuckDBPyConnection, request_id: str, *, now: datetime | None = None) -> datetime:
+def lift_restriction(conn: Warehouse, request_id: str, *, now: datetime | None = None) -> datetime:
     """Lift a restriction: details.lifted_at is set, so the dbt suppression model lets the person back in."""
     request = get(conn, request_id)
     if request.request_type != "restriction":
@@ -325,7 +298,7 @@ def lift_restriction(conn: duckdb.DuckDBPyConnection, request_id: str, *, now: d
 
 
 def resolve_rectification(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     request_id: str,
     *,
     approve: dict[str, Any] | str | None = None,
@@ -406,7 +379,7 @@ def _write_refusal(home: Path, request: RequestView, reason: str, policy: Policy
     return path
 
 
-def _select(conn: duckdb.DuckDBPyConnection, where: str = "", params: list | None = None) -> list[RequestView]:
+def _select(conn: Warehouse, where: str = "", params: list | None = None) -> list[RequestView]:
     rows = conn.execute(
         f"""
         select request_id, request_type, channel, received_at, due_date, extended_due_date, extension_reason,
@@ -433,7 +406,7 @@ def _select(conn: duckdb.DuckDBPyConnection, where: str = "", params: list | Non
     ]
 
 
-def list_requests(conn: duckdb.DuckDBPyConnection, *, include_closed: bool = True) -> list[RequestView]:
+def list_requests(conn: Warehouse, *, include_closed: bool = True) -> list[RequestView]:
     from governed_marketing.warehouse import table_exists
 
     if not table_exists(conn, "ops", "dsr_requests"):
@@ -443,7 +416,7 @@ def list_requests(conn: duckdb.DuckDBPyConnection, *, include_closed: bool = Tru
     return _select(conn, "where status = any(cast(? as varchar[]))", [list(OPEN)])
 
 
-def overdue(conn: duckdb.DuckDBPyConnection, *, today: date) -> list[RequestView]:
+def overdue(conn: Warehouse, *, today: date) -> list[RequestView]:
     """Open requests past their (possibly extended) deadline."""
     return [r for r in list_requests(conn, include_closed=False) if r.overdue(today)]
 

@@ -33,18 +33,20 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
-from governed_marketing import dialect, warehouse
+from governed_marketing import warehouse
 from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, scan
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.privacy.suppression import rewrite_csv, subject_ref, suppress
 from governed_marketing.pseudonym import pseudonym
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 #: Directories under GMP_HOME that are not copies of a CRM export even when they hold a contacts.csv.
 _NOT_EXPORT_COPIES = ("outbox", "exports", "receipts", "reports", "airflow", "logs")
@@ -91,9 +93,7 @@ class ErasureResult:
 # ---- 1. identity -------------------------------------------------------------------------------
 
 
-def resolve_identities(
-    conn: duckdb.DuckDBPyConnection, requests: list[ErasureRequest], *, key: bytes
-) -> dict[str, scan.Identity]:
+def resolve_identities(conn: Warehouse, requests: list[ErasureRequest], *, key: bytes) -> dict[str, scan.Identity]:
     """Every identifier of each person, from the raw contacts and the quarantine."""
     identities = {
         r.request_id: scan.Identity(ref=r.request_id, emails={r.email}, pseudonym=pseudonym(key, r.email))
@@ -103,7 +103,7 @@ def resolve_identities(
     for r in requests:
         by_email[r.email].append(r.request_id)
     if warehouse.table_exists(conn, "raw", "crm_contacts"):
-        _register(conn, "erase_emails", pd.DataFrame({"email": list(by_email)}, dtype="string"))
+        conn.temp_table("erase_emails", pd.DataFrame({"email": list(by_email)}, dtype="string"))
         rows = conn.execute(
             """
             select c.email_normalized, c.contact_id, c.email, c.first_name, c.last_name, c.phone
@@ -123,13 +123,7 @@ def resolve_identities(
     return identities
 
 
-def _register(conn: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> None:
-    dialect.temp_table(conn, name, frame)
-
-
-def _quarantine_matches(
-    conn: duckdb.DuckDBPyConnection, identities: dict[str, scan.Identity]
-) -> list[tuple[tuple, str, dict]]:
+def _quarantine_matches(conn: Warehouse, identities: dict[str, scan.Identity]) -> list[tuple[tuple, str, dict]]:
     """Quarantined rows that are a person's own: by email (contacts, requests) or contact_id (events).
 
     Contact rows come first so a quarantined contact's id also catches its quarantined events.
@@ -328,7 +322,7 @@ _MATCH = {
 }
 
 
-def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[str, ErasureResult]) -> None:
+def _delete_relation(conn: Warehouse, relation, results: dict[str, ErasureResult]) -> None:
     """Delete the people's rows from one table (by its subject column, and by contact_id if it has one)."""
     conditions = [(relation.kind, relation.subject_column)]
     if relation.has_contact_id and relation.kind != "contact_id":
@@ -337,8 +331,8 @@ def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[st
     for kind, column in conditions:
         table, needle, expression = _MATCH[kind]
         value = expression.format(col=f'"{column}"')
-        rowid = "t.ctid" if dialect.is_postgres(conn) else "t.rowid"
-        selects.append(f"select {rowid} as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
+        rid = conn.row_id("t")
+        selects.append(f"select {rid} as rid, s.ref from {relation.sql} t join {table} s on {value} = s.{needle}")
         wheres.append(f"{value} in (select {needle} from {table})")
     counts = conn.execute(
         f"select ref, count(distinct rid) from ({' union '.join(selects)}) as matched group by ref"
@@ -351,7 +345,7 @@ def _delete_relation(conn: duckdb.DuckDBPyConnection, relation, results: dict[st
 
 
 def erase_warehouse(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     identities: dict[str, scan.Identity],
     results: dict[str, ErasureResult],
     *,
@@ -360,7 +354,7 @@ def erase_warehouse(
 ) -> list[str]:
     """Every row of these people in the warehouse, in one transaction. Returns notes for the receipts."""
     for name, frame in _subjects_frames(identities).items():
-        _register(conn, name, frame)
+        conn.temp_table(name, frame)
     relations, unstored, notes = personal_relations(conn, manifest_path)
     conn.execute("begin transaction")
     try:
@@ -370,7 +364,7 @@ def erase_warehouse(
             matches = _quarantine_matches(conn, identities)
             if matches:
                 keys = pd.DataFrame([k for k, _, _ in matches], columns=["load_id", "file_name", "line_number"])
-                _register(conn, "erase_quarantine", keys)
+                conn.temp_table("erase_quarantine", keys)
                 conn.execute(
                     """
                     delete from raw.quarantine q using erase_quarantine e
@@ -407,7 +401,7 @@ def erase_warehouse(
 
 
 def _pseudonymize_requests(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     identities: dict[str, scan.Identity],
     results: dict[str, ErasureResult],
     *,
@@ -427,47 +421,10 @@ def _pseudonymize_requests(
                 results[ref].pseudonymized["raw.crm_dsr_requests"] += int(n)
 
 
-def compact_warehouse(path: Path | None) -> None:
-    """Rewrite the DuckDB file so that deleted rows are physically gone, then swap it in.
-
-    CHECKPOINT alone leaves deleted rows in freed blocks of the file (measured: an erased email is
-    still readable with `grep -a` afterwards). COPY FROM DATABASE writes only live rows, with
-    constraints, views and comments, into a new file that replaces the old one.
-
-    `path` None: the configured warehouse; on Postgres that is VACUUM FULL (`dialect.vacuum_full`).
-    """
-    if path is None:
-        from governed_marketing.settings import get_settings
-
-        settings = get_settings()
-        if not warehouse.is_postgres(settings):
-            path = settings.warehouse_path
-        else:
-            with warehouse.session() as conn:
-                dialect.vacuum_full(conn)
-            return
-    compact = path.with_name(path.name + ".compact")
-    for leftover in (compact, compact.with_name(compact.name + ".wal")):
-        leftover.unlink(missing_ok=True)
-    with warehouse.session(path) as conn:
-        conn.execute("checkpoint").fetchall()
-        name = conn.execute("select current_database()").fetchall()[0][0]
-        conn.execute("attach ? as gmp_compact", [str(compact)]).fetchall()
-        conn.execute(f'copy from database "{name}" to gmp_compact').fetchall()
-        conn.execute("detach gmp_compact").fetchall()
-    os.replace(compact, path)
-    path.with_name(path.name + ".wal").unlink(missing_ok=True)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 # ---- the whole erasure -------------------------------------------------------------------------
 
 
-def own_request_ids(conn: duckdb.DuckDBPyConnection, identities: dict[str, scan.Identity]) -> dict[str, set[str]]:
+def own_request_ids(conn: Warehouse, identities: dict[str, scan.Identity]) -> dict[str, set[str]]:
     """The request ids a person made (their access exports are erased with them)."""
     owned: dict[str, set[str]] = defaultdict(set)
     if not warehouse.table_exists(conn, "raw", "crm_dsr_requests"):
@@ -532,10 +489,10 @@ def erase(
     # 3. the warehouse, 4. physically (the file rewritten)
     with warehouse.session(warehouse_path) as conn:
         notes = erase_warehouse(conn, identities, results, key=key, manifest_path=manifest_path)
-        dialect.checkpoint(conn)
+        conn.checkpoint()
     clock.lap("warehouse_delete")
     if compact:
-        compact_warehouse(warehouse_path)
+        warehouse.erase_physically(warehouse_path)
     clock.lap("warehouse_compact")
     # 5. the scan of every table: what it finds is a mention in someone else's row, redacted, rewritten again
     with warehouse.session(warehouse_path, read_only=True) as conn:
@@ -547,9 +504,9 @@ def erase(
                 for store, n in stores.items():
                     results[ref].redacted[store] += n
             tables.hits = scan.recheck(conn, matcher, tables.hits)  # only these rows changed since the scan
-            dialect.checkpoint(conn)
+            conn.checkpoint()
         if compact:
-            compact_warehouse(warehouse_path)
+            warehouse.erase_physically(warehouse_path)
         clock.lap("warehouse_redact_mentions")
 
     # 6. the scan of every file: text redacted in place, SQLite redacted and vacuumed, then scanned again

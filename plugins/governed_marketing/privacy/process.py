@@ -73,7 +73,6 @@ def process_pending(
     erasures: list[ErasureRequest] = []
     outbox_holds: dict[str, Identity] = {}
     with warehouse.session(settings=settings) as conn:
-        dsr.ensure_ledger(conn)
         registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=received_by)
         pending = conn.execute(
             """
@@ -241,7 +240,7 @@ def _erase(
     results = erase(
         email_requests,
         home=settings.home_dir,
-        warehouse_path=None if warehouse.is_postgres(settings) else settings.warehouse_path,
+        warehouse_path=warehouse.file_path(settings),
         policy=policy,
         key=key,
         manifest_path=manifest,

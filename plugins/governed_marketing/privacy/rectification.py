@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from governed_marketing.crm import contract
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 #: Contact fields a person may have corrected (identity and keys are not among them, except the email).
 RECTIFIABLE = tuple(c for c in contract.CONTACTS.columns if c not in ("contact_id", "created_at", "updated_at"))
@@ -65,9 +66,7 @@ def parse_details(details: str | dict | None) -> dict[str, Any]:
     return values
 
 
-def rectify(
-    conn: duckdb.DuckDBPyConnection, email: str, details: str | dict | None, *, now: datetime | None = None
-) -> Rectification:
+def rectify(conn: Warehouse, email: str, details: str | dict | None, *, now: datetime | None = None) -> Rectification:
     """Apply the corrections to every contact row of this person; returns counts and field names."""
     values = parse_details(details)
     outcome = Rectification(fields=sorted(values))

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-import duckdb
 from dateutil.relativedelta import relativedelta
 
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, dsr
 from governed_marketing.warehouse import table_exists
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 
 class PrivacyTable(TypedDict):
@@ -34,7 +36,7 @@ class PrivacySection(TypedDict, total=False):
 
 
 def report_section(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     policy: Policy,
     *,
     since: date | None = None,
@@ -117,7 +119,7 @@ def report_section(
     }
 
 
-def privacy_section(conn: duckdb.DuckDBPyConnection, *, policy: Policy, settings: Any = None) -> PrivacySection:
+def privacy_section(conn: Warehouse, *, policy: Policy, settings: Any = None) -> PrivacySection:
     """The section as `governed_marketing.report` renders it: status line, summary, tables, notes."""
     data = report_section(conn, policy)
     overdue = data["overdue"]

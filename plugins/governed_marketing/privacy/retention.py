@@ -21,38 +21,25 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 from dateutil.relativedelta import relativedelta
 
 from governed_marketing import warehouse
-from governed_marketing.dialect import temp_table
 from governed_marketing.policy import Policy, PolicyError, load_policy
 from governed_marketing.privacy import audit
 from governed_marketing.privacy.periods import at_least, parse_period
 from governed_marketing.privacy.stores import personal_relations
 from governed_marketing.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 PURPOSE = "storage_limitation"
 #: The audit log is kept at least this long, whatever governance.yml says (accountability, Art. 5(2)).
 AUDIT_LOG_FLOOR = relativedelta(years=6)
 RULES = ("raw_crm", "generated_content", "outbox", "exports", "audit_log", "inactive_contacts")
-
-RUNS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.retention_runs (
-    run_at timestamp not null,
-    actor varchar not null,
-    rule varchar not null,
-    store varchar not null,
-    period varchar not null,
-    cutoff timestamp not null,
-    dry_run boolean not null,
-    counts_json varchar not null
-);
-"""
 
 
 @dataclass
@@ -91,7 +78,7 @@ def _mtime(path: Path) -> datetime:
     return datetime.fromtimestamp(newest, UTC).replace(tzinfo=None)
 
 
-def _delete(conn: duckdb.DuckDBPyConnection, sql_from_where: str, params: list, *, dry_run: bool) -> int:
+def _delete(conn: Warehouse, sql_from_where: str, params: list, *, dry_run: bool) -> int:
     """Delete and count. A dry run deletes too, inside the transaction it then rolls back, so each rule
     sees what the rules before it would have left: the dry run's counts are the real run's counts."""
     n = conn.execute(f"select count(*) from {sql_from_where}", params).fetchall()[0][0]
@@ -100,7 +87,7 @@ def _delete(conn: duckdb.DuckDBPyConnection, sql_from_where: str, params: list, 
     return int(n)
 
 
-def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutcome) -> None:
+def purge_raw_crm(conn: Warehouse, home: Path, outcome: RuleOutcome) -> None:
     """Loads older than the cutoff: the landing archive and the raw rows still carrying their load_id."""
     if not warehouse.table_exists(conn, "ops", "crm_loads"):
         return
@@ -130,7 +117,7 @@ def purge_raw_crm(conn: duckdb.DuckDBPyConnection, home: Path, outcome: RuleOutc
             shutil.rmtree(directory)
 
 
-def purge_generated_content(conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome) -> None:
+def purge_generated_content(conn: Warehouse, outcome: RuleOutcome) -> None:
     """Drafts past retention. Their ledger rows stay (cost evidence) but say `purged`, so a later run
     of the campaign drafts them again instead of publishing without them."""
     if warehouse.table_exists(conn, "ops", "generated_content"):
@@ -162,9 +149,7 @@ def purge_files(root: Path, pattern: str, outcome: RuleOutcome, *, directories: 
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def purge_inactive_contacts(
-    conn: duckdb.DuckDBPyConnection, outcome: RuleOutcome, *, manifest_path: Path | None, key: bytes
-) -> None:
+def purge_inactive_contacts(conn: Warehouse, outcome: RuleOutcome, *, manifest_path: Path | None, key: bytes) -> None:
     """Contacts with no update, activity or consent grant since the cutoff, from every table holding them.
 
     A grant within the period is a fresh, deliberate choice to hear from us: that person is in the
@@ -202,7 +187,7 @@ def purge_inactive_contacts(
         "purge_pseudonyms": pd.DataFrame({"pseudonym": [pseudonym(key, e) for e in emails]}, dtype="string"),
     }
     for name, frame in frames.items():
-        temp_table(conn, name, frame)
+        conn.temp_table(name, frame)
     relations, _, _ = personal_relations(conn, manifest_path)
     for relation in relations:
         column = f'"{relation.subject_column}"'
@@ -254,7 +239,6 @@ def purge(
 
     manifest = dbt_manifest(settings)
     with warehouse.session(settings=settings) as conn:
-        warehouse.ensure_raw_layer(conn)
         conn.execute("begin transaction")
         try:
             if outcome := rule("raw_crm", "landing + raw tables"):
@@ -277,12 +261,8 @@ def purge(
     result = PurgeResult(now, dry_run, outcomes)
     removed = sum(o.total for o in outcomes)
     if compact and not dry_run and removed:
-        from governed_marketing.privacy.erasure import compact_warehouse
-
-        # Deleted rows physically gone: the DuckDB file rewritten, or VACUUM FULL on Postgres.
-        compact_warehouse(None if warehouse.is_postgres(settings) else settings.warehouse_path)
+        warehouse.erase_physically(settings=settings)  # deleted rows gone from the files too
     with warehouse.session(settings=settings) as conn:
-        conn.execute(RUNS_DDL)
         for o in outcomes:
             conn.execute(
                 "insert into ops.retention_runs values (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from governed_marketing.crm import contract
 
 if TYPE_CHECKING:  # imported where frames are built: `gmp dsr ...` starts without pandas
     import pandas as pd
+
+    from governed_marketing.warehouse import Warehouse
 
 REDACTED = "[erased]"
 
@@ -339,7 +339,7 @@ class TableScan:
         return stores
 
 
-def text_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[str]]:
+def text_columns(conn: Warehouse) -> dict[tuple[str, str], list[str]]:
     """Every base table's varchar and JSON columns."""
     rows = conn.execute(
         """
@@ -359,7 +359,7 @@ def text_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[
     return dict(columns)
 
 
-def _identity_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[str]]:
+def _identity_columns(conn: Warehouse) -> dict[tuple[str, str], list[str]]:
     """Columns that say whose row it is (any type), per table."""
     rows = conn.execute(
         """
@@ -375,34 +375,18 @@ def _identity_columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], 
     return found
 
 
-def is_postgres(conn) -> bool:
-    """governed_marketing.dialect's test, imported on use: it loads pandas, pyarrow and psycopg2."""
-    from governed_marketing import dialect
-
-    return dialect.is_postgres(conn)
-
-
-def _rowid(conn) -> str:
-    """The physical row id: DuckDB's rowid, Postgres' ctid (compared as text)."""
-    return "ctid::text" if is_postgres(conn) else "rowid"
-
-
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
+def scan_tables(conn: Warehouse, matcher: Matcher) -> TableScan:
     """Every row of every table that identifies one of the matcher's people."""
     result = TableScan()
     if not matcher.identities:
         return result
-    from governed_marketing.dialect import temp_table
-
     for name, frame in matcher.sql_needles().items():
-        temp_table(conn, name, frame)
-    if is_postgres(conn):
-        return _scan_tables_postgres(conn, matcher, result)
-    has_names = bool(matcher.by_name_key)
+        conn.temp_table(name, frame)
+    patterns = {"email": _SQL_EMAIL, "phone": _SQL_PHONE, "word": _SQL_WORD}
     identity_columns = _identity_columns(conn)
     for (schema, table), columns in text_columns(conn).items():
         if schema == "temp" or table.startswith("scan_"):
@@ -411,42 +395,9 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
         result.columns += len(columns)
         relation = f"{_quote(schema)}.{_quote(table)}"
         text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in columns) + "))"
-        names_cte = (
-            f"""
-            union
-            select w.rid from (select rid, unnest(regexp_extract_all(txt, '{_SQL_WORD}')) as tok from rows_) w
-            join scan_names n on w.tok = n.last_key
-            join rows_ r on r.rid = w.rid
-            where contains(r.txt, n.first_key)
-            """
-            if has_names
-            else ""
-        )
-        candidates = conn.execute(
-            f"""
-            with rows_ as materialized (select rowid as rid, {text} as txt from {relation}),
-            email_tokens as (
-                select rid, unnest(regexp_extract_all(txt, '{_SQL_EMAIL.replace("'", "''")}')) as tok from rows_
-            ),
-            phone_tokens as (
-                select rid, regexp_replace(unnest(regexp_extract_all(txt, '{_SQL_PHONE}')), '[^0-9]', '', 'g') as tok
-                from rows_
-            )
-            select rid from email_tokens where rtrim(tok, '.') in (select email from scan_emails)
-            union
-            select rid from phone_tokens
-            where (case when tok like '00%' then substr(tok, 3) else tok end) in (select digits from scan_phones)
-            {names_cte}
-            """
-        ).fetchall()
-        if not candidates:
-            continue
-        rowids = [row[0] for row in candidates]
         fetched = columns + [c for c in identity_columns.get((schema, table), []) if c not in columns]
         select = ", ".join(f"{_quote(c)}::varchar" for c in fetched)
-        rows = conn.execute(
-            f"select rowid, {select} from {relation} where rowid in (select unnest(?))", [rowids]
-        ).fetchall()
+        rows = conn.rows_mentioning(relation, text, select, patterns, names=bool(matcher.by_name_key))
         for rowid, *values in rows:
             refs, someone_elses = matcher.find_in_record(dict(zip(fetched, values, strict=True)))
             if refs:
@@ -456,45 +407,13 @@ def scan_tables(conn: duckdb.DuckDBPyConnection, matcher: Matcher) -> TableScan:
     return result
 
 
-def _scan_tables_postgres(conn, matcher: Matcher, result: TableScan) -> TableScan:
-    """Postgres: candidate rows by substring (strpos) of an email, a phone's digits or a last name,
-    then the same Python matcher decides, as on DuckDB. Row ids are ctids (valid until the row changes)."""
-    identity_columns = _identity_columns(conn)
-    for (schema, table), columns in text_columns(conn).items():
-        if table.startswith("scan_"):
-            continue
-        result.tables += 1
-        result.columns += len(columns)
-        relation = f"{_quote(schema)}.{_quote(table)}"
-        text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in columns) + "))"
-        fetched = columns + [c for c in identity_columns.get((schema, table), []) if c not in columns]
-        select = ", ".join(f"{_quote(c)}::varchar" for c in fetched)
-        rows = conn.execute(
-            f"""
-            with rows_ as (select ctid::text as rid, {text} as txt, {select} from {relation})
-            select * from rows_ r
-            where exists (select 1 from scan_emails e where strpos(r.txt, e.email) > 0)
-               or exists (select 1 from scan_phones p
-                          where strpos(regexp_replace(r.txt, '[^0-9]', '', 'g'), p.digits) > 0)
-               or exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)
-            """
-        ).fetchall()
-        for rowid, _txt, *values in rows:
-            refs, someone_elses = matcher.find_in_record(dict(zip(fetched, values, strict=True)))
-            if refs:
-                result.hits.append(TableHit(schema, table, rowid, dict(refs), someone_elses))
-    for name in ("scan_emails", "scan_phones", "scan_names"):
-        conn.execute(f"drop table if exists {name}").fetchall()
-    return result
-
-
-def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableHit]) -> list[TableHit]:
+def recheck(conn: Warehouse, matcher: Matcher, hits: list[TableHit]) -> list[TableHit]:
     """The hits still there after redaction, re-read row by row.
 
     Redaction changed only these rows, so a full scan's other rows need not be read again. On
     Postgres an UPDATE moves the row (new ctid), so the tables are scanned again instead.
     """
-    if is_postgres(conn):
+    if not conn.stable_row_ids:  # an updated row moved: its old row id finds nothing
         return scan_tables(conn, matcher).hits
     identity_columns = _identity_columns(conn)
     columns = text_columns(conn)
@@ -504,7 +423,7 @@ def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableH
         fetched = cols + [c for c in identity_columns.get((hit.schema, hit.table), []) if c not in cols]
         relation = f"{_quote(hit.schema)}.{_quote(hit.table)}"
         rows = conn.execute(
-            f"select {', '.join(_quote(c) + '::varchar' for c in fetched)} from {relation} where rowid = ?",
+            f"select {', '.join(_quote(c) + '::varchar' for c in fetched)} from {relation} where {conn.row_id()} = ?",
             [hit.rowid],
         ).fetchall()
         if rows:
@@ -514,7 +433,7 @@ def recheck(conn: duckdb.DuckDBPyConnection, matcher: Matcher, hits: list[TableH
     return still
 
 
-def live_values(conn: duckdb.DuckDBPyConnection, values: Iterable[str]) -> set[str]:
+def live_values(conn: Warehouse, values: Iterable[str]) -> set[str]:
     """Which of these strings a live row of some table holds (case-insensitive).
 
     A binary scan of the database file also finds values that are still, rightly, in someone
@@ -535,7 +454,7 @@ def live_values(conn: duckdb.DuckDBPyConnection, values: Iterable[str]) -> set[s
     return found
 
 
-def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: TableScan) -> dict[str, dict[str, int]]:
+def redact_table_hits(conn: Warehouse, matcher: Matcher, scan: TableScan) -> dict[str, dict[str, int]]:
     """Redact, in place, what the scan found in rows that are not the person's own (mentions).
 
     Returns:
@@ -547,7 +466,7 @@ def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: T
         cols = columns.get((hit.schema, hit.table), [])
         relation = f"{_quote(hit.schema)}.{_quote(hit.table)}"
         values = conn.execute(
-            f"select {', '.join(_quote(c) + '::varchar' for c in cols)} from {relation} where {_rowid(conn)} = ?",
+            f"select {', '.join(_quote(c) + '::varchar' for c in cols)} from {relation} where {conn.row_id()} = ?",
             [hit.rowid],
         ).fetchall()
         if not values:
@@ -562,7 +481,7 @@ def redact_table_hits(conn: duckdb.DuckDBPyConnection, matcher: Matcher, scan: T
             continue
         assignments = ", ".join(f"{_quote(c)} = ?" for c in changes)
         conn.execute(
-            f"update {relation} set {assignments} where {_rowid(conn)} = ?", [*changes.values(), hit.rowid]
+            f"update {relation} set {assignments} where {conn.row_id()} = ?", [*changes.values(), hit.rowid]
         ).fetchall()
         for ref in hit.refs:
             redacted[ref][f"{hit.schema}.{hit.table}"] += 1

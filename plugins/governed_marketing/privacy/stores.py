@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 
 #: subject column name -> how it identifies a person.
 SUBJECT_KINDS = {
@@ -62,7 +65,7 @@ class Unstored:
     materialized: str
 
 
-def _columns(conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], set[str]]:
+def _columns(conn: Warehouse) -> dict[tuple[str, str], set[str]]:
     rows = conn.execute(
         """
         select c.table_schema, c.table_name, c.column_name
@@ -87,9 +90,7 @@ def manifest_nodes(manifest_path: Path | None) -> list[dict]:
     return nodes + list(manifest.get("sources", {}).values())
 
 
-def personal_relations(
-    conn: duckdb.DuckDBPyConnection, manifest_path: Path | None
-) -> tuple[list[Relation], list[Unstored], list[str]]:
+def personal_relations(conn: Warehouse, manifest_path: Path | None) -> tuple[list[Relation], list[Unstored], list[str]]:
     """Tables holding people, models that hold people without storing rows, and notes for the receipt."""
     columns = _columns(conn)
     relations: dict[tuple[str, str], Relation] = {}

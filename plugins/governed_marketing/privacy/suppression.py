@@ -23,32 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from governed_marketing.crm import contract
 from governed_marketing.privacy.scan import EMAIL_TOKEN, REDACTED
 
 if TYPE_CHECKING:  # pandas only types the ingest's frames here; `gmp dsr ...` starts without it
     import pandas as pd
 
-SUPPRESSION_DDL = """
-create schema if not exists ops;
-create table if not exists ops.suppression (
-    subject_hmac varchar not null,
-    identifier varchar not null,
-    reason varchar not null,
-    request_id varchar,
-    added_at timestamp not null,
-    primary key (subject_hmac, identifier)
-);
-create table if not exists ops.suppression_door (
-    load_id varchar not null,
-    file_name varchar not null,
-    rows_dropped bigint not null,
-    recorded_at timestamp not null,
-    primary key (load_id, file_name)
-);
-"""
+    from governed_marketing.warehouse import Warehouse
 
 _EVENT_FILES = (contract.CONSENT_EVENTS.name, contract.ACTIVITY.name)
 _EMAIL_IN_TEXT = re.compile(EMAIL_TOKEN.pattern, re.IGNORECASE)
@@ -68,12 +49,8 @@ def contact_ref(key: bytes, contact_id: str) -> str:
     return _keyed(key, "gmp-contact", str(contact_id).strip())
 
 
-def ensure_suppression(conn: duckdb.DuckDBPyConnection) -> None:
-    conn.execute(SUPPRESSION_DDL)
-
-
 def suppress(
-    conn: duckdb.DuckDBPyConnection,
+    conn: Warehouse,
     *,
     key: bytes,
     email: str,
@@ -82,7 +59,6 @@ def suppress(
     request_id: str | None,
 ) -> int:
     """Add a person (their email and every contact_id they had) to the list; returns entries added."""
-    ensure_suppression(conn)
     now = datetime.now(UTC).replace(tzinfo=None)
     entries = [(subject_ref(key, email), "email")] + [(contact_ref(key, c), "contact_id") for c in set(contact_ids)]
     before = conn.execute("select count(*) from ops.suppression").fetchall()[0][0]
@@ -94,7 +70,7 @@ def suppress(
     return conn.execute("select count(*) from ops.suppression").fetchall()[0][0] - before
 
 
-def door_counts(conn: duckdb.DuckDBPyConnection, load_id: str) -> dict[str, int]:
+def door_counts(conn: Warehouse, load_id: str) -> dict[str, int]:
     """Rows the door dropped from one load, per file (counts only)."""
     from governed_marketing.warehouse import table_exists
 
@@ -115,7 +91,7 @@ class SuppressionDoor:
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection | None,
+        conn: Warehouse | None,
         load_id: str,
         key: bytes | None,
         emails: set[str],
@@ -133,7 +109,7 @@ class SuppressionDoor:
         self.mentions_redacted = 0
 
     @classmethod
-    def open(cls, conn: duckdb.DuckDBPyConnection, *, load_id: str) -> SuppressionDoor:
+    def open(cls, conn: Warehouse, *, load_id: str) -> SuppressionDoor:
         """The door for one load; a no-op (and no key needed) while the list is empty."""
         from governed_marketing.warehouse import table_exists
 
@@ -209,7 +185,6 @@ class SuppressionDoor:
 
     def _record(self, file_name: str, dropped: int) -> None:
         self.dropped[file_name] = dropped
-        ensure_suppression(self._conn)
         self._conn.execute(
             "insert or replace into ops.suppression_door values (?, ?, ?, ?)",
             [self._load_id, file_name, dropped, datetime.now(UTC).replace(tzinfo=None)],

@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import duckdb
 
 from governed_marketing import warehouse
 from governed_marketing.policy import Policy, load_policy
@@ -33,6 +31,9 @@ from governed_marketing.validation.classification import manifest_classes
 from governed_marketing.validation.evidence import latest_gate_results
 from governed_marketing.validation.gates import GateResult
 from governed_marketing.warehouse import table_exists
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def build_report(
     return reports / "index.html"
 
 
-def assessment_section(conn: duckdb.DuckDBPyConnection | None, policy: Policy) -> dict[str, Any]:
+def assessment_section(conn: Warehouse | None, policy: Policy) -> dict[str, Any]:
     """The "Regular assessment" section (assessment.py): latest findings, what is due next, the history."""
     from governed_marketing.assessment import report_section
 
@@ -183,13 +184,13 @@ def _write(path: Path, text: str) -> None:
 # ---- evidence from the warehouse -----------------------------------------------------------------
 
 
-def _rows(conn: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
+def _rows(conn: Warehouse, sql: str, params: list | None = None) -> list[dict]:
     cursor = conn.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
 
 
-def _collect(conn: duckdb.DuckDBPyConnection, policy: Policy) -> tuple[dict, list[tuple[str, GateResult]]]:
+def _collect(conn: Warehouse, policy: Policy) -> tuple[dict, list[tuple[str, GateResult]]]:
     """The latest pass: its ingest, its generation steps, its gates, the funnel and the quarantine."""
     evidence: dict[str, Any] = {"ingest": None, "generate": {}, "funnel": [], "quarantine": []}
     gates: list[tuple[str, GateResult]] = []

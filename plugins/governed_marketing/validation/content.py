@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 import pandas as pd
 
 from governed_marketing.generation.notices import objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation.gates import GateResult, run_gate
 from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
+
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 MIN_NAME_CHARS = 4
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -82,7 +85,7 @@ def common_words() -> frozenset[str]:
     return frozenset(word for text in texts for word in _WORD.findall(text))
 
 
-def audience_identifiers(conn: duckdb.DuckDBPyConnection, campaign_id: str) -> KnownIdentifiers:
+def audience_identifiers(conn: Warehouse, campaign_id: str) -> KnownIdentifiers:
     """The identifiers of every recipient of the campaign, read on our side only (never stored)."""
     rows = conn.execute(
         """

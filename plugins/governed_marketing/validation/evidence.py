@@ -7,32 +7,20 @@ counts and rules, never a raw value of a personal column.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from governed_marketing.validation.gates import GateResult
 from governed_marketing.warehouse import table_exists
 
-GATE_RESULTS_DDL = """
-create schema if not exists ops;
-create table if not exists ops.gate_results (
-    run_id varchar not null,
-    gate varchar not null,
-    subject varchar not null,
-    success boolean not null,
-    rows bigint not null,
-    result_json varchar not null,
-    validated_at timestamp not null
-);
-"""
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
 
 #: The order gates run in a pass, for the report.
 GATE_ORDER = ("raw_crm", "campaign_audience", "vendor_payload", "generated_content")
 
 
-def record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult) -> None:
+def record_gate(conn: Warehouse, run_id: str, result: GateResult) -> None:
     """Append one gate result (pass or fail) to ops.gate_results."""
-    conn.execute(GATE_RESULTS_DDL)
     conn.execute(
         "insert into ops.gate_results values (?, ?, ?, ?, ?, ?, ?)",
         [
@@ -47,9 +35,7 @@ def record_gate(conn: duckdb.DuckDBPyConnection, run_id: str, result: GateResult
     ).fetchall()
 
 
-def latest_gate_results(
-    conn: duckdb.DuckDBPyConnection, run_ids: list[str] | None = None
-) -> list[tuple[str, GateResult]]:
+def latest_gate_results(conn: Warehouse, run_ids: list[str] | None = None) -> list[tuple[str, GateResult]]:
     """The latest result of every (gate, subject), as (run_id, result), in pipeline order.
 
     Args:

@@ -7,17 +7,21 @@ broken) or one already loaded. Anything else is quarantined as "contact_id not i
 
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from governed_marketing.validation.classification import column_classes
 from governed_marketing.validation.gates import GateResult, run_gate
 from governed_marketing.warehouse import table_exists
 
+if TYPE_CHECKING:
+    from governed_marketing.warehouse import Warehouse
+
 ORPHAN_REASON = "contact_id not in contacts"
 
 
-def known_contact_ids(conn: duckdb.DuckDBPyConnection, exported: pd.Series) -> set[str]:
+def known_contact_ids(conn: Warehouse, exported: pd.Series) -> set[str]:
     """Contact ids of this export's contacts file (stripped, non-blank) and of raw.crm_contacts."""
     known = {str(v) for v in exported.dropna().str.strip() if v}
     if table_exists(conn, "raw", "crm_contacts"):

@@ -119,7 +119,6 @@ def test_a_planted_anchor_over_removed_rows_is_found(conn):
 
 def test_a_chain_from_before_keying_verifies_and_says_which_rows_predate_the_key(home):
     conn = connect(home / "warehouse.duckdb")
-    audit.ensure_audit_log(conn)
     prev = audit.GENESIS
     for seq in (1, 2, 3):  # as the unkeyed code wrote them
         at = datetime(2025, 1, seq)

@@ -93,10 +93,9 @@ def test_a_column_the_policy_no_longer_allows_fails_the_column_set(policy):
 @pytest.fixture
 def warehouse(tmp_path):
     """Raw CRM tables and the two marts the re-check reads: three recipients with both consents."""
-    from governed_marketing.warehouse import connect, ensure_raw_layer
+    from governed_marketing.warehouse import connect
 
     conn = connect(tmp_path / "w.duckdb")
-    ensure_raw_layer(conn)
     conn.execute("create schema marts")
     conn.execute(
         "create table marts.campaign_recipients (campaign_id varchar, recipient_pseudonym varchar, contact_id varchar)"

@@ -1,24 +1,16 @@
-"""Postgres as the warehouse: connections, and what `dbt build --target postgres` needs before it starts.
+"""The Postgres warehouse: a psycopg2 connection behind the Warehouse interface, and what
+`dbt build --target postgres` needs before it starts.
 
-With `GMP_WAREHOUSE=postgres` the whole pipeline works in Postgres through the same library
-functions as on DuckDB (`warehouse.session()` returns a `dialect.PostgresConnection`): the ingest
-COPYs validated rows straight into raw.*, its step also runs `install_pseudonym_key` and
-`write_governance_tables` (via `governance_tables.write_governance_tables`), and erasure and the
-purge end with VACUUM FULL (`dialect.vacuum_full`). `prepare` with `load_raw_from_duckdb` stays
-for mirroring an existing DuckDB warehouse into Postgres (migration, the dbt parity tests).
+The connection is in autocommit mode, so `begin transaction` / `commit` / `rollback` sent as SQL
+are the transaction boundaries exactly as on DuckDB. `?` (list) and `$name` (dict) placeholders
+become psycopg2's `%s` / `%(name)s` outside quoted text (`translate`); like DuckDB, an
+INSERT/UPDATE/DELETE returns one row with its count. A registered frame is a TEMP table loaded by
+COPY (CSV rendered from Arrow batches, the bulk path).
 
-dbt-duckdb runs `governed_marketing.dbt_duckdb_plugin` on every connection; dbt-postgres has no
-such hook, so the same duties are done here, once, before dbt runs (`prepare`):
-
-- the governance tables, from the same `governance_tables.governance_frames` the DuckDB plugin
-  writes, so policy keeps one source (governance.yml);
-- the keyed pseudonym as a SQL function `gmp_private.pseudonym(text)` (see `install_pseudonym_key`
-  for why it is a SECURITY DEFINER function over a private key table and not a setting);
-- the raw CRM tables the staging models read, bulk-copied (COPY ... FROM STDIN, CSV from Arrow
-  batches) from the DuckDB warehouse. The DuckDB-side ingest, with its validation, quarantine and
-  suppression door, stays the one ingest path; Postgres mirrors its result.
-
-Nothing here logs row values or the key. Importable without Airflow.
+dbt-postgres has no plugin hook like dbt-duckdb's, so the keyed pseudonym function is installed
+here (`install_pseudonym_key`) and persists in the database. `prepare` with `duckdb_path` mirrors an
+existing DuckDB warehouse's raw tables into Postgres (migration, the dbt parity tests).
+Nothing here logs parameters, rows or the key. Importable without Airflow.
 """
 
 from __future__ import annotations
@@ -27,33 +19,271 @@ import csv
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg2 import sql
+from psycopg2.extensions import AsIs, register_adapter
 from psycopg2.extensions import connection as PgConnection
 
-from governed_marketing.governance_tables import governance_frames
 from governed_marketing.policy import Policy
 from governed_marketing.settings import Settings, get_settings
+from governed_marketing.warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
+
+# numpy scalars reach parameters from pandas frames; psycopg2 does not adapt them by default.
+register_adapter(np.int64, lambda v: AsIs(int(v)))
+register_adapter(np.int32, lambda v: AsIs(int(v)))
+register_adapter(np.float64, lambda v: AsIs(repr(float(v))))
+register_adapter(np.bool_, lambda v: AsIs(bool(v)))
 
 #: The raw tables dbt_project/models/staging/crm/_crm__sources.yml declares (source `crm`).
 RAW_TABLES: tuple[str, ...] = ("crm_contacts", "crm_consent_events", "crm_activity", "crm_dsr_requests")
 RAW_SCHEMA = "raw"
-GOVERNANCE_SCHEMA = "governance"
 #: Holds the pseudonym key table and the function; no role but its owner may read the table.
 PRIVATE_SCHEMA = "gmp_private"
 PSEUDONYM_FUNCTION = f"{PRIVATE_SCHEMA}.pseudonym"
 
 _BATCH_ROWS = 50_000
+
+
+# ---- the connection behind the interface -------------------------------------------------------
+
+
+class PostgresResult:
+    """Rows fetched eagerly (like DuckDB's materialized results), with the column names."""
+
+    def __init__(self, rows: list[tuple], columns: list[str]) -> None:
+        self._rows = rows
+        self._position = 0
+        self.columns = columns
+
+    @property
+    def description(self) -> list[tuple]:
+        return [(c, None, None, None, None, None, None) for c in self.columns]
+
+    def fetchall(self) -> list[tuple]:
+        rows, self._position = self._rows[self._position :], len(self._rows)
+        return rows
+
+    def fetchone(self) -> tuple | None:
+        if self._position >= len(self._rows):
+            return None
+        row = self._rows[self._position]
+        self._position += 1
+        return row
+
+    def df(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.fetchall(), columns=self.columns)
+
+
+_DML = re.compile(r"^\s*(insert|update|delete)\b", re.IGNORECASE)
+_RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
+
+
+def translate(query: str, params: Any) -> str:
+    """DuckDB placeholders to psycopg2's, outside quoted literals and identifiers; `%` escaped."""
+    if params is None or (isinstance(params, (list, tuple)) and not params and "?" not in query):
+        return query
+    out: list[str] = []
+    i, n = 0, len(query)
+    while i < n:
+        ch = query[i]
+        if ch in ("'", '"'):
+            end = i + 1
+            while end < n:
+                if query[end] == ch:
+                    if end + 1 < n and query[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(query[i : end + 1].replace("%", "%%"))
+            i = end + 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        elif ch == "?" and not isinstance(params, dict):
+            out.append("%s")
+            i += 1
+        elif ch == "$" and isinstance(params, dict):
+            match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)", query[i:])
+            if match and match.group(1) in params:
+                out.append(f"%({match.group(1)})s")
+                i += match.end()
+            else:
+                out.append(ch)
+                i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _arrow_pg_type(kind: pa.DataType) -> str:
+    if pa.types.is_boolean(kind):
+        return "boolean"
+    if pa.types.is_integer(kind):
+        return "bigint"
+    if pa.types.is_floating(kind):
+        return "double precision"
+    if pa.types.is_decimal(kind):
+        return f"numeric({kind.precision}, {kind.scale})"
+    if pa.types.is_timestamp(kind):
+        return "timestamptz" if kind.tz else "timestamp"
+    if pa.types.is_date(kind):
+        return "date"
+    return "varchar"
+
+
+class PostgresWarehouse(Warehouse):
+    engine = "postgres"
+    stable_row_ids = False  # an UPDATE writes a new tuple: the row gets a new ctid
+
+    def __init__(self, raw: PgConnection) -> None:
+        raw.autocommit = True
+        self.raw = raw
+
+    def execute(self, query: str, params: Sequence | Mapping | None = None) -> PostgresResult:
+        if isinstance(params, Mapping):
+            params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}
+        elif params is not None:
+            params = [list(v) if isinstance(v, tuple) else v for v in params]
+        with self.raw.cursor() as cur:
+            cur.execute(translate(query, params), params if params else None)
+            if cur.description is not None:
+                return PostgresResult(cur.fetchall(), [d[0] for d in cur.description])
+            if _DML.match(query) and not _RETURNING.search(query):
+                return PostgresResult([(max(cur.rowcount, 0),)], ["Count"])
+            return PostgresResult([], [])
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        """The frame as a TEMP table `name`, bulk-loaded with COPY (replaces an earlier one)."""
+        self.unregister(name)
+        self._create_and_copy(sql.Identifier(name), frame, temporary=True)
+
+    def unregister(self, name: str) -> None:
+        with self.raw.cursor() as cur:
+            cur.execute(sql.SQL("drop table if exists pg_temp.{}").format(sql.Identifier(name)))
+
+    def cursor(self):
+        return self.raw.cursor()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def temp_table(self, name: str, frame: pd.DataFrame) -> None:
+        self.register(name, frame)  # already a session-local table
+
+    def replace_table(self, schema: str, name: str, frame: pd.DataFrame) -> int:
+        """No CASCADE: a view built on the table makes this fail loudly rather than vanish."""
+        target = sql.Identifier(schema, name)
+        with self.raw.cursor() as cur:
+            cur.execute(sql.SQL("drop table if exists {}").format(target))
+        return self._create_and_copy(target, frame, temporary=False)
+
+    def _create_and_copy(self, target: sql.Identifier, frame: pd.DataFrame, *, temporary: bool) -> int:
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        columns = [str(c) for c in table.column_names]
+        definition = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_arrow_pg_type(f.type)))
+            for c, f in zip(columns, table.schema, strict=True)
+        )
+        create = "create temp table {} ({})" if temporary else "create table {} ({})"
+        with self.raw.cursor() as cur:
+            cur.execute(sql.SQL(create).format(target, definition))
+            return copy_batches(cur, target, columns, table.to_batches()) if table.num_rows else 0
+
+    def row_id(self, alias: str = "") -> str:
+        return f"{alias}.ctid::text" if alias else "ctid::text"  # as text: comparable to a parameter
+
+    def rows_mentioning(
+        self, relation: str, text_sql: str, select_sql: str, patterns: Mapping[str, str], *, names: bool
+    ) -> list[tuple]:
+        """Candidates by substring (strpos) of an email, a phone's digits or a last name: Postgres has
+        no set-returning regexp_extract_all to join tokens on. Row ids are ctids as text."""
+        rows = self.execute(
+            f"""
+            with rows_ as (select ctid::text as rid, {text_sql} as txt, {select_sql} from {relation})
+            select * from rows_ r
+            where exists (select 1 from scan_emails e where strpos(r.txt, e.email) > 0)
+               or exists (select 1 from scan_phones p
+                          where strpos(regexp_replace(r.txt, '[^0-9]', '', 'g'), p.digits) > 0)
+               {"or exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)" if names else ""}
+            """
+        ).fetchall()
+        return [(rid, *values) for rid, _txt, *values in rows]
+
+    def checkpoint(self) -> None:
+        """Nothing: Postgres' checkpoints are the server's job."""
+
+    def sqlalchemy_url(self) -> str | None:
+        """A SQLAlchemy URL to the database `conn` is connected to, for GX's SQL datasource.
+
+        The psycopg2 driver is named explicitly (`postgresql+psycopg2`): with SQLAlchemy 2.1 a bare
+        `postgresql://` may mean psycopg 3. Holds the password when there is one: never log it.
+        """
+        from sqlalchemy.engine import URL
+
+        info = self.raw.info
+        query = {"application_name": "governed_marketing_gx", "options": "-c TimeZone=UTC"}
+        host: str | None = info.host
+        if host and host.startswith("/"):  # a Unix socket directory
+            query["host"], host = host, None
+        url = URL.create(
+            "postgresql+psycopg2",
+            username=info.user,
+            password=info.password or None,
+            host=host,
+            port=info.port,
+            database=info.dbname,
+            query=query,
+        )
+        return url.render_as_string(hide_password=False)
+
+    def install_pseudonym_key(self, key: bytes) -> None:
+        self.raw.autocommit = False
+        try:
+            install_pseudonym_key(self.raw, key)
+        finally:
+            self.raw.autocommit = True
+
+    def database_file(self) -> Path | None:
+        return None
+
+    def label(self) -> str:
+        return "postgres:" + str(self.execute("select current_database()").fetchall()[0][0])
+
+    def vacuum_full(self, schemas: Sequence[str] | None = None) -> list[str]:
+        """Postgres' physical erasure: VACUUM (FULL, ANALYZE) rewrites each table into a new file and
+        unlinks the old one, so deleted tuples are in no file of the database any more.
+
+        Every base table outside the system schemas (or in `schemas`); it takes an ACCESS EXCLUSIVE
+        lock per table while it rewrites, which is why erasures and purges are batched. Returns the
+        tables vacuumed. (WAL and base backups keep old rows until they expire: backup retention.)
+        """
+        rows = self.execute(
+            "select table_schema, table_name from information_schema.tables"
+            " where table_type = 'BASE TABLE' and table_catalog = current_database()"
+            " and table_schema not in ('pg_catalog', 'information_schema')"
+            " order by table_schema, table_name"
+        ).fetchall()
+        done = []
+        for schema, table in rows:
+            if schemas is not None and schema not in schemas:
+                continue
+            self.execute(sql.SQL("vacuum (full, analyze) {}").format(sql.Identifier(schema, table)).as_string(self.raw))
+            done.append(f"{schema}.{table}")
+        return done
 
 
 # ---- connections ---------------------------------------------------------------------------
@@ -169,41 +399,7 @@ def copy_batches(cur, table: sql.Composable, columns: Sequence[str], batches: It
     return stream.rows
 
 
-# ---- governance tables ---------------------------------------------------------------------
-
-
-def _pandas_pg_type(series: pd.Series) -> str:
-    """The Postgres type DuckDB would give the same pandas column when it registers the frame."""
-    if pd.api.types.is_bool_dtype(series):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(series):
-        return "bigint"
-    if pd.api.types.is_float_dtype(series):
-        return "double precision"
-    return "varchar"
-
-
-def write_governance_tables(conn: PgConnection, policy: Policy) -> dict[str, int]:
-    """Rewrite the governance schema from governance.yml in one transaction (no CASCADE: a view
-    built on a policy table makes this fail loudly rather than vanish)."""
-    counts: dict[str, int] = {}
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(GOVERNANCE_SCHEMA)))
-        for name, frame in governance_frames(policy).items():
-            table = sql.Identifier(GOVERNANCE_SCHEMA, name)
-            cur.execute(sql.SQL("drop table if exists {}").format(table))
-            columns = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(str(c)), sql.SQL(_pandas_pg_type(frame[c])))
-                for c in frame.columns
-            )
-            cur.execute(sql.SQL("create table {} ({})").format(table, columns))
-            arrow = pa.Table.from_pandas(frame, preserve_index=False)
-            counts[name] = copy_batches(cur, table, [str(c) for c in frame.columns], arrow.to_batches())
-    conn.commit()
-    return counts
-
-
-# ---- the pseudonym key ---------------------------------------------------------------------
+# ---- the pseudonym key --------------------------------------------------------------------
 
 
 def install_pseudonym_key(conn: PgConnection, key: bytes, *, grant_to: Sequence[str] = ()) -> None:
@@ -252,7 +448,7 @@ def install_pseudonym_key(conn: PgConnection, key: bytes, *, grant_to: Sequence[
                 begin
                     select k.key into secret from {key_table} as k;
                     if secret is null then
-                        raise exception 'no pseudonym key in %: run warehouse_postgres.prepare', {schema_text};
+                        raise exception 'no pseudonym key in %: run warehouse.postgres.prepare', {schema_text};
                     end if;
                     return encode({crypto}.hmac(convert_to(normalized_email, 'UTF8'), secret, 'sha256'), 'hex');
                 end
@@ -278,7 +474,7 @@ def install_pseudonym_key(conn: PgConnection, key: bytes, *, grant_to: Sequence[
     conn.commit()
 
 
-# ---- raw tables from DuckDB ----------------------------------------------------------------
+# ---- raw tables from DuckDB ---------------------------------------------------------------
 
 _DUCKDB_TYPES = {
     "VARCHAR": "varchar",
@@ -369,7 +565,7 @@ def load_raw_from_duckdb(
     return counts
 
 
-# ---- all of it -----------------------------------------------------------------------------
+# ---- all of it ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -392,6 +588,7 @@ def prepare(
     """Everything `dbt build --target postgres` needs, before it runs: the key function, the
     governance tables and (when `duckdb_path` is given) the raw tables mirrored from DuckDB."""
     from governed_marketing.policy import load_policy
+    from governed_marketing.warehouse.governance import write_governance_tables
 
     settings = settings or get_settings()
     policy = policy or load_policy(settings.policy_path)
@@ -399,155 +596,9 @@ def prepare(
     key, _source = settings.resolve_pseudonym_key()
     with session(settings) as conn:
         install_pseudonym_key(conn, key, grant_to=grant_to)
-        governance = write_governance_tables(conn, policy)
         raw = load_raw_from_duckdb(conn, duckdb_path) if duckdb_path is not None else {}
+    with closing(PostgresWarehouse(connect(settings))) as warehouse:
+        governance = write_governance_tables(warehouse, policy)
     log.info("postgres warehouse %s prepared: %d raw rows, %d policy tables",
              settings.pg_database, sum(raw.values()), len(governance))  # fmt: skip
     return PrepareResult(created, governance, raw)
-
-
-# ---- erasure -------------------------------------------------------------------------------
-
-
-@dataclass
-class ErasureSubjects:
-    """The identifiers of the people to erase (in memory only; never logged)."""
-
-    emails: set[str] = field(default_factory=set)  # normalized: trimmed, lower case
-    contact_ids: set[str] = field(default_factory=set)
-    pseudonyms: set[str] = field(default_factory=set)  # more are derived from `emails` in Postgres
-
-
-@dataclass
-class PostgresErasureResult:
-    """Counts and relation names only: safe for receipts and logs."""
-
-    removed: dict[str, int] = field(default_factory=dict)  # schema.table -> rows deleted
-    vacuumed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # relation: why
-
-
-_ERASE_MATCH = {
-    "email": ("lower(trim({col}::text)) = any(%(emails)s)", "emails"),
-    "contact_id": ("trim({col}::text) = any(%(contact_ids)s)", "contact_ids"),
-    "pseudonym": ("{col}::text = any(%(pseudonyms)s)", "pseudonyms"),
-}
-
-
-@dataclass(frozen=True)
-class SubjectTable:
-    schema: str
-    table: str
-    subject_column: str
-    kind: str  # email | contact_id | pseudonym (privacy.stores.SUBJECT_KINDS)
-    has_contact_id: bool  # rows are also matched by contact_id, as the DuckDB erasure does
-
-
-def subject_relations(conn: PgConnection, manifest_path: Path) -> tuple[list[SubjectTable], list[str]]:
-    """Every Postgres base table whose dbt model or source declares `meta.subject_column`
-    (privacy.stores' rules, so DuckDB and Postgres erase the same set), and notes on what was left out."""
-    from governed_marketing.privacy.stores import _STORING, SPECIAL, SUBJECT_KINDS, manifest_nodes
-
-    with conn.cursor() as cur:
-        cur.execute(
-            "select c.table_schema, c.table_name, c.column_name from information_schema.columns c"
-            " join information_schema.tables t using (table_catalog, table_schema, table_name)"
-            " where t.table_type = 'BASE TABLE' and c.table_schema not in ('pg_catalog', 'information_schema')"
-        )
-        columns: dict[tuple[str, str], set[str]] = {}
-        for schema, table, column in cur.fetchall():
-            columns.setdefault((schema, table), set()).add(column)
-    relations: dict[tuple[str, str], SubjectTable] = {}
-    notes: list[str] = []
-    for node in manifest_nodes(manifest_path):
-        meta = {**(node.get("config", {}).get("meta") or {}), **(node.get("meta") or {})}
-        subject = meta.get("subject_column")
-        if not subject:
-            continue
-        is_source = node.get("resource_type") == "source"
-        materialized = "source" if is_source else (node.get("config", {}).get("materialized") or "view")
-        if materialized not in _STORING:
-            continue  # a view stores nothing
-        key = (node.get("schema"), node.get("identifier") if is_source else (node.get("alias") or node["name"]))
-        if key in SPECIAL:
-            notes.append(f"{key[0]}.{key[1]}: handled by the privacy code on DuckDB (mirror it again)")
-        elif key not in columns:
-            notes.append(f"{key[0]}.{key[1]}: not built in this database")
-        elif SUBJECT_KINDS.get(subject) is None or subject not in columns[key]:
-            notes.append(f"{key[0]}.{key[1]}: meta.subject_column {subject!r} is not an identity column here")
-        else:
-            relations[key] = SubjectTable(*key, subject, SUBJECT_KINDS[subject], "contact_id" in columns[key])
-    return sorted(relations.values(), key=lambda r: (r.schema, r.table)), notes
-
-
-def erase_subjects(
-    conn: PgConnection,
-    subjects: ErasureSubjects,
-    manifest_path: Path,
-    *,
-    vacuum: str = "full",
-) -> PostgresErasureResult:
-    """Delete these people from every table that declares `meta.subject_column`, then VACUUM them.
-
-    The deletes run in one transaction (all tables or none). Pseudonyms are also derived from the
-    emails with `gmp_private.pseudonym`, so the marts keyed by pseudonym are reached without the key
-    leaving Postgres. Then each touched table is vacuumed outside the transaction:
-
-    - "full" (default): VACUUM FULL rewrites the table into a new file and unlinks the old one, so
-      the deleted tuples are no longer in any file of the database (DESIGN.md: erasure must be
-      physical). It takes an ACCESS EXCLUSIVE lock while it rewrites: fine for dbt-built tables that
-      dbt rewrites anyway, and erasures are batched hourly.
-    - "plain": VACUUM only marks the dead tuples' space reusable; their bytes stay in the page until
-      overwritten. Cheaper and non-blocking, but not a physical erasure.
-
-    WAL segments and base backups still hold the rows until they are recycled or expire; that is the
-    backup retention's job, not this function's. raw.* is a mirror of DuckDB: erase there
-    (governed_marketing.privacy) and mirror again (TRUNCATE + COPY leaves no dead tuples).
-    """
-    if vacuum not in ("full", "plain"):
-        raise ValueError("vacuum must be 'full' or 'plain'")
-    result = PostgresErasureResult()
-    relations, result.skipped = subject_relations(conn, manifest_path)
-    params = {
-        "emails": sorted({e.strip().lower() for e in subjects.emails if e and e.strip()}),
-        "contact_ids": sorted({c.strip() for c in subjects.contact_ids if c and c.strip()}),
-        "pseudonyms": sorted(subjects.pseudonyms),
-    }
-    try:
-        with conn.cursor() as cur:
-            cur.execute("select to_regprocedure(%s) is not null", [f"{PSEUDONYM_FUNCTION}(text)"])
-            if cur.fetchone()[0] and params["emails"]:
-                cur.execute(f"select {PSEUDONYM_FUNCTION}(e) from unnest(%(emails)s::text[]) as e", params)
-                params["pseudonyms"] = sorted(set(params["pseudonyms"]) | {row[0] for row in cur.fetchall()})
-            for relation in relations:
-                matches = [(relation.kind, relation.subject_column)]
-                if relation.has_contact_id and relation.kind != "contact_id":
-                    matches.append(("contact_id", "contact_id"))
-                conditions = []
-                for kind, column in matches:
-                    template, needle = _ERASE_MATCH[kind]
-                    if params[needle]:
-                        conditions.append(template.format(col=sql.Identifier(column).as_string(cur)))
-                if not conditions:
-                    continue
-                delete = sql.SQL("delete from {} where ").format(sql.Identifier(relation.schema, relation.table))
-                cur.execute(delete.as_string(cur) + " or ".join(conditions), params)
-                if cur.rowcount:
-                    result.removed[f"{relation.schema}.{relation.table}"] = cur.rowcount
-        conn.commit()
-    except Exception:
-        conn.rollback()
-        raise
-    previous, conn.autocommit = conn.autocommit, True  # VACUUM cannot run inside a transaction
-    try:
-        with conn.cursor() as cur:
-            for qualified in sorted(result.removed):
-                schema, table = qualified.split(".", 1)
-                command = "vacuum (full, analyze) {}" if vacuum == "full" else "vacuum (analyze) {}"
-                cur.execute(sql.SQL(command).format(sql.Identifier(schema, table)))
-                result.vacuumed.append(qualified)
-    finally:
-        conn.autocommit = previous
-    log.info("postgres erasure: %d rows from %d tables, %s vacuum", sum(result.removed.values()),
-             len(result.removed), vacuum)  # fmt: skip
-    return result

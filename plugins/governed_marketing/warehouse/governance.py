@@ -1,14 +1,22 @@
 """governance.yml as tables in the warehouse, so dbt models join policy instead of copying it.
 
-The tables are derived, never edited: they are rewritten from governance.yml before every dbt
-run (by the DuckDB plugin dbt loads, and by the pipeline), so a threshold lives in one place only.
+The tables are derived, never edited. They are rewritten when the policy they show changed: the
+hash of their content is stored beside them, so opening a dbt connection or ingesting an export
+with the same policy writes nothing (it used to rewrite nine tables on every dbt connection).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 
 from governed_marketing.policy import Policy
+from governed_marketing.warehouse.base import Warehouse
+
+SCHEMA = "governance"
+#: One row: the sha256 of the frames the governance tables were last written from.
+VERSION_TABLE = "policy_version"
 
 
 def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
@@ -70,34 +78,43 @@ def governance_frames(policy: Policy) -> dict[str, pd.DataFrame]:
     }
 
 
-def write_governance_tables(conn, policy: Policy) -> None:
-    """Rewrite the governance schema in one transaction.
+def frames_sha256(frames: dict[str, pd.DataFrame]) -> str:
+    """Content and column types: a changed threshold, a new column or a new dtype all change it."""
+    digest = hashlib.sha256()
+    for name in sorted(frames):
+        frame = frames[name]
+        digest.update(f"{name}\x1f{dict(frame.dtypes.astype(str))}\x1f".encode())
+        digest.update(frame.to_csv(index=False).encode())
+    return digest.hexdigest()
 
-    On Postgres (a `dialect.PostgresConnection`) this is `warehouse_postgres.write_governance_tables`
-    plus the keyed pseudonym function the models call (dbt-postgres has no plugin hook to do it).
-    """
-    from governed_marketing.dialect import is_postgres
 
-    if is_postgres(conn):
-        from governed_marketing import warehouse_postgres
-        from governed_marketing.settings import get_settings
+def _written_sha256(conn: Warehouse) -> str | None:
+    found = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [SCHEMA, VERSION_TABLE],
+    ).fetchall()[0][0]
+    if not found:
+        return None
+    rows = conn.execute(f"select sha256 from {SCHEMA}.{VERSION_TABLE}").fetchall()
+    return rows[0][0] if rows else None
 
-        key, _ = get_settings().resolve_pseudonym_key()
-        conn.raw.autocommit = False
-        try:
-            warehouse_postgres.install_pseudonym_key(conn.raw, key)
-            warehouse_postgres.write_governance_tables(conn.raw, policy)
-        finally:
-            conn.raw.autocommit = True
-        return
-    conn.execute("create schema if not exists governance")
-    conn.execute("begin transaction")
-    try:
-        for name, frame in governance_frames(policy).items():
-            conn.register("policy_frame", frame)
-            conn.execute(f"create or replace table governance.{name} as select * from policy_frame")
-            conn.unregister("policy_frame")
-        conn.execute("commit")
-    except Exception:
-        conn.execute("rollback")
-        raise
+
+def write_governance_tables(conn: Warehouse, policy: Policy) -> dict[str, int]:
+    """Rewrite the governance schema in one transaction when the policy changed; rows per table."""
+    frames = governance_frames(policy)
+    counts = {name: len(frame) for name, frame in frames.items()}
+    sha256 = frames_sha256(frames)
+    if _written_sha256(conn) == sha256:
+        return counts
+    conn.execute(f"create schema if not exists {SCHEMA}").fetchall()
+    with conn.transaction():
+        for name, frame in frames.items():
+            conn.replace_table(SCHEMA, name, frame)
+        conn.replace_table(SCHEMA, VERSION_TABLE, pd.DataFrame({"sha256": [sha256]}, dtype="string"))
+    return counts
+
+
+def prepare_for_dbt(conn: Warehouse, policy: Policy, key: bytes) -> None:
+    """What dbt's models need from the warehouse besides the raw tables: the policy and the pseudonym."""
+    conn.install_pseudonym_key(key)
+    write_governance_tables(conn, policy)

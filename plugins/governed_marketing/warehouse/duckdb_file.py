@@ -1,0 +1,160 @@
+"""The DuckDB warehouse: one file under GMP_HOME, one writer at a time.
+
+Every writer opens, works and closes (the DAGs also serialize writers with a one-slot Airflow
+pool), so dbt and the library never hold the file at the same time. Anything of DuckDB's own
+connection API the interface does not name (`sql`, `fetchall` on the connection...) passes through.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from governed_marketing.warehouse.base import Warehouse
+
+
+class DuckDBWarehouse(Warehouse):
+    engine = "duckdb"
+    stable_row_ids = True
+
+    def __init__(self, raw: duckdb.DuckDBPyConnection, *, owned: bool = True) -> None:
+        self.raw = raw
+        self._owned = owned  # a connection dbt opened is dbt's to close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def execute(self, query: str, params: Sequence | Mapping | None = None) -> duckdb.DuckDBPyConnection:
+        return self.raw.execute(query, params)
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        self.raw.register(name, frame)
+
+    def unregister(self, name: str) -> None:
+        self.raw.unregister(name)
+
+    def close(self) -> None:
+        if self._owned:
+            self.raw.close()
+
+    def temp_table(self, name: str, frame: pd.DataFrame) -> None:
+        # DuckDB 2 refuses `register` while an earlier result is only partly fetched (a `fetchone()`);
+        # a finished statement first closes whatever is pending.
+        self.raw.execute("select 1").fetchall()
+        self.raw.register(f"{name}_frame", frame)
+        self.raw.execute(f"create or replace temp table {name} as select * from {name}_frame").fetchall()
+        self.raw.unregister(f"{name}_frame")
+
+    def replace_table(self, schema: str, name: str, frame: pd.DataFrame) -> int:
+        self.raw.register("replace_table_frame", frame)
+        try:
+            self.raw.execute(f'create or replace table "{schema}"."{name}" as select * from replace_table_frame')
+        finally:
+            self.raw.unregister("replace_table_frame")
+        return len(frame)
+
+    def row_id(self, alias: str = "") -> str:
+        return f"{alias}.rowid" if alias else "rowid"
+
+    def rows_mentioning(
+        self, relation: str, text_sql: str, select_sql: str, patterns: Mapping[str, str], *, names: bool
+    ) -> list[tuple]:
+        """Tokens cut out with regexp_extract_all and joined to the needles: one pass, no per-needle scan."""
+        names_cte = (
+            f"""
+            union
+            select w.rid from (select rid, unnest(regexp_extract_all(txt, '{patterns["word"]}')) as tok from rows_) w
+            join scan_names n on w.tok = n.last_key
+            join rows_ r on r.rid = w.rid
+            where contains(r.txt, n.first_key)
+            """
+            if names
+            else ""
+        )
+        candidates = self.raw.execute(
+            f"""
+            with rows_ as materialized (select rowid as rid, {text_sql} as txt from {relation}),
+            email_tokens as (
+                select rid, unnest(regexp_extract_all(txt, '{patterns["email"].replace("'", "''")}')) as tok from rows_
+            ),
+            phone_tokens as (
+                select rid, regexp_replace(unnest(regexp_extract_all(txt, '{patterns["phone"]}')), '[^0-9]', '', 'g')
+                    as tok
+                from rows_
+            )
+            select rid from email_tokens where rtrim(tok, '.') in (select email from scan_emails)
+            union
+            select rid from phone_tokens
+            where (case when tok like '00%' then substr(tok, 3) else tok end) in (select digits from scan_phones)
+            {names_cte}
+            """
+        ).fetchall()
+        if not candidates:
+            return []
+        rowids = [row[0] for row in candidates]
+        return self.raw.execute(
+            f"select rowid, {select_sql} from {relation} where rowid in (select unnest(?))", [rowids]
+        ).fetchall()
+
+    def checkpoint(self) -> None:
+        self.raw.execute("checkpoint").fetchall()
+
+    def sqlalchemy_url(self) -> str | None:
+        return None  # the file is held by this connection: GX validates a frame of it
+
+    def install_pseudonym_key(self, key: bytes) -> None:
+        """`gmp_pseudonym(email)` as a function of this connection: the key stays in this process."""
+        from governed_marketing.pseudonym import pseudonym
+
+        def gmp_pseudonym(normalized_email: str | None) -> str | None:
+            return None if normalized_email is None else pseudonym(key, normalized_email)
+
+        self.raw.create_function("gmp_pseudonym", gmp_pseudonym, ["VARCHAR"], "VARCHAR", null_handling="special")
+
+    def database_file(self) -> Path | None:
+        rows = self.raw.execute(
+            "select path from duckdb_databases() where database_name = current_database()"
+        ).fetchall()
+        return Path(rows[0][0]).resolve() if rows and rows[0][0] else None
+
+    def label(self) -> str:
+        file = self.database_file()
+        return str(file) if file else "duckdb:memory"
+
+
+def connect(path: Path, *, read_only: bool = False) -> DuckDBWarehouse:
+    """Open the warehouse file in UTC (timestamps in the contract are UTC when zone-less)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = duckdb.connect(str(path), read_only=read_only)
+    raw.execute("set TimeZone = 'UTC'")
+    return DuckDBWarehouse(raw)
+
+
+def rewrite_file(path: Path) -> None:
+    """Rewrite the DuckDB file so that deleted rows are physically gone, then swap it in.
+
+    CHECKPOINT alone leaves deleted rows in freed blocks of the file (measured: an erased email is
+    still readable with `grep -a` afterwards). COPY FROM DATABASE writes only live rows, with
+    constraints, views and comments, into a new file that replaces the old one.
+    """
+    compact = path.with_name(path.name + ".compact")
+    for leftover in (compact, compact.with_name(compact.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    with connect(path) as conn:
+        conn.checkpoint()
+        name = conn.execute("select current_database()").fetchall()[0][0]
+        conn.execute("attach ? as gmp_compact", [str(compact)]).fetchall()
+        conn.execute(f'copy from database "{name}" to gmp_compact').fetchall()
+        conn.execute("detach gmp_compact").fetchall()
+    os.replace(compact, path)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
