@@ -348,7 +348,10 @@ def test_a_stop_request_mid_drafting_records_the_units_in_flight_as_in_doubt(con
 
         statuses = _statuses(conn)
         assert "submitted" not in statuses, "nothing is left looking merely submitted"
-        assert statuses["in_doubt"] >= 4 and sum(statuses.values()) == _units(conn)
+        # Every request out when the stop came is either answered (the vendor replied before the flag was
+        # seen: on a loaded machine the first 3 s answer can beat the fourth request) or in doubt.
+        assert statuses.get("in_doubt", 0) >= 1 and sum(statuses.values()) == _units(conn)
+        assert statuses.get("in_doubt", 0) + statuses.get("succeeded", 0) >= 4
         sent_keys = {r.headers["idempotency-key"] for r in slow.chat_requests()}
         rows = conn.execute(
             "select status, custom_id, attempts, in_doubt_attempts, in_doubt_cost_usd, shared_request_of, "
