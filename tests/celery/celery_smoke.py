@@ -272,7 +272,17 @@ class Api:
         self.client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def call(self, method: str, path: str, **kwargs) -> dict:
-        response = self.client.request(method, path, **kwargs)
+        # A read is retried when the api-server is too busy to answer in time (seen at load 19: a GET of a run's
+        # state timed out after 30 s and failed the smoke test); a write is not, as it may have been applied.
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.client.request(method, path, **kwargs)
+                break
+            except httpx.TimeoutException:
+                if attempt == attempts:
+                    raise
+                progress(f"  {method} {path}: no answer in {self.client.timeout.read:.0f} s; asking again")
         if response.status_code >= 400:
             raise SmokeFailed(f"{method} {path} -> HTTP {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else {}
