@@ -68,6 +68,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # Hand out files in collection order (dags/, dbt/, e2e/, integration/, postgres/, then the many short
+    # unit files), not xdist's default of most tests first, which leaves the long few-test e2e and DAG
+    # files to the end where one worker runs them while the other idles.
+    config.option.loadscopereorder = False
+
     class FileScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
