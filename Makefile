@@ -39,8 +39,12 @@ dbt-parse: $(VENV)/.synced  ## Write dbt_project/target/manifest.json (Cosmos re
 demo: $(VENV)/.synced  ## Generate a sample CRM export and run the governed pipeline through Airflow
 	$(RUN) gmp demo
 
+# `make test` runs the test files on TEST_WORKERS processes (pytest-xdist; a file's tests stay on one
+# worker, see tests/conftest.py). TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.synced  ## The whole test suite on real components (Airflow, dbt, GX, DuckDB, openai SDK)
-	$(RUN) pytest -m "not benchmark" $(PYTEST_ARGS)
+	$(RUN) pytest -m "not benchmark" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.synced  ## Unit tests only
 	$(RUN) pytest tests/unit $(PYTEST_ARGS)

@@ -40,3 +40,56 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"GMP_REQUIRE_POSTGRES=1 but this postgres test was skipped: {reason}"
+
+
+# ---- pytest-xdist (`make test` runs `-n 2 --dist loadfile`) ----------------------------------------
+# A test file is one unit of work: its module-scoped fixtures (a real dbt build, a whole `gmp run`) are
+# made once, on one worker. Files that read one session-wide result (memoised across modules) are one
+# unit too, so that result is made once rather than once per worker.
+SHARED_WORK = {
+    # tests/e2e/report_runs.py: one successful `gmp run` through the openai provider, read by both.
+    "tests/e2e/test_gates_and_report.py": "e2e-successful-run",
+    "tests/e2e/test_report_browser.py": "e2e-successful-run",
+}
+
+
+def _distributed(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and config.getoption("dist", "no") != "no"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`, with the files of SHARED_WORK sent to one worker together.
+
+    (xdist's own `loadgroup` cannot do this here: it renames items through `item._nodeid`, which
+    pytest 9 no longer reads, so `xdist_group` marks are silently ignored.)
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    # Hand out files in collection order (dags/, dbt/, e2e/, integration/, postgres/, then the many short
+    # unit files), not xdist's default of most tests first, which leaves the long few-test e2e and DAG
+    # files to the end where one worker runs them while the other idles.
+    config.option.loadscopereorder = False
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORK.get(path, path)
+
+    return FileScheduling(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before the workers start: write dbt_project/target/manifest.json once.
+
+    Every `gmp run`, report and classification check calls ensure_manifest(), which runs `dbt parse`
+    into dbt_project/target when the manifest is missing (a fresh clone) or older than a model file.
+    Two workers doing that at once would write the same files; after this, they only read them.
+    """
+    if hasattr(config, "workerinput") or not _distributed(config):
+        return
+    from governed_marketing.dbt import ensure_manifest
+
+    ensure_manifest()
