@@ -24,7 +24,7 @@ from governed_marketing.generation.campaign import (
     run_campaign,
 )
 from governed_marketing.generation.cost import BudgetExceeded
-from governed_marketing.generation.providers import OpenAIProvider
+from governed_marketing.generation.transports.sync import OpenAIProvider
 from governed_marketing.policy import Policy, load_policy
 from governed_marketing.warehouse import connect as warehouse_connect
 

@@ -18,10 +18,11 @@ from typing import Any
 import duckdb
 import openai
 import pytest
-from governed_marketing.generation import batch, ledger
+from governed_marketing.generation import ledger
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, DraftRequest
 from governed_marketing.generation.campaign import COHORT_ATTRIBUTES
-from governed_marketing.generation.providers import completion_body
+from governed_marketing.generation.request import completion_body
+from governed_marketing.generation.transports import batch
 from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.openai_batch_api import BatchAPI

@@ -5,7 +5,7 @@ Three stages (three DAG tasks; `run_campaign` runs them back to back), each fail
    check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only where
    governance.yml allows it), the intent recorded in the generation ledger with a cost estimate,
    and the budget check. A failure here sends nothing.
-2. `draft_sync` (or the Batch API, generation/batch.py): the vendor-payload gate over exactly what
+2. `draft_sync` (or the Batch API, generation/batch_flow.py): the vendor-payload gate over exactly what
    leaves, then only the units the ledger says are still to do; each draft is stored the moment it
    arrives, so a crash or a retry pays for nothing twice.
 3. `publish_campaign`: the consent check again, the greeting composed locally from the language
@@ -276,7 +276,8 @@ def check_payload(
     )
 
 
-def _outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+def campaign_outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+    """The counts every stage reports (sync and batch alike), before this stage adds its own."""
     campaign = policy.campaigns[work.campaign_id]
     outcome = CampaignOutcome(work.campaign_id, work.provider, work.model, work.version)
     outcome.mode, outcome.transport, outcome.approval = work.mode, transport, campaign.approval
@@ -288,7 +289,8 @@ def _outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str
     return outcome
 
 
-def _add_ledger_totals(conn: Warehouse, outcome: CampaignOutcome) -> None:
+def add_ledger_totals(conn: Warehouse, outcome: CampaignOutcome) -> None:
+    """What the ledger says this campaign version has cost and left failed, across every run."""
     totals = conn.execute(
         """
         select coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
@@ -323,7 +325,8 @@ def prepare_campaign(
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
-    from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
+    from governed_marketing.generation.cost import check_budget, pricing_for
+    from governed_marketing.generation.request import body_options, completion_body
     from governed_marketing.validation import audience as audience_gate
 
     campaign = policy.campaigns[campaign_id]
@@ -343,7 +346,8 @@ def prepare_campaign(
     to_request, _ = units_to_request(conn, work)
     pricing = pricing_for(policy, provider, model, transport=transport)
     estimates = {
-        r.unit_id: pricing.estimate(request_body_for_estimate(r, model=model, policy=policy)) for r in to_request
+        r.unit_id: pricing.estimate(completion_body(r, model=model, **body_options(policy, provider)))
+        for r in to_request
     }
     unit_kind = "cohort" if work.mode == "cohort" else "recipient"
     ledger.plan(
@@ -370,9 +374,9 @@ def prepare_campaign(
         estimated_usd=estimated,
         units=len(to_request),
     )
-    outcome = _outcome(conn, policy, work, transport)
+    outcome = campaign_outcome(conn, policy, work, transport)
     outcome.reused_drafts = len(work.requests) - len(to_request)
-    _add_ledger_totals(conn, outcome)
+    add_ledger_totals(conn, outcome)
     outcome.estimated_cost_usd = round(estimated, 8)
     return outcome
 
@@ -396,14 +400,14 @@ def draft_sync(
     """
     from governed_marketing import stopping
     from governed_marketing.generation.cost import pricing_for
-    from governed_marketing.generation.providers import DraftingInterrupted
+    from governed_marketing.generation.errors import DraftingInterrupted
 
     work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
     crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
     if crashed:
         log.warning("%s: %d unit(s) left in flight by an earlier run are in doubt; sent again", campaign_id, crashed)
     to_request, _ = units_to_request(conn, work)
-    outcome = _outcome(conn, policy, work, transport)
+    outcome = campaign_outcome(conn, policy, work, transport)
     outcome.reused_drafts = len(work.requests) - len(to_request)
     if to_request and stopping.stop_requested():
         raise stopping.RunInterrupted(f"{campaign_id}: not drafted, the run is stopping ({stopping.stop_reason()})")
@@ -478,7 +482,7 @@ def draft_sync(
         outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(failures)
         outcome.shared_requests = 0 if provider.name == "offline" else shared
         if failures:
-            _add_ledger_totals(conn, outcome)
+            add_ledger_totals(conn, outcome)
             kinds = sorted({f.kind for f in failures.values()})
             retryable = all(f.retryable for f in failures.values())
             raise UnitsFailed(
@@ -487,7 +491,7 @@ def draft_sync(
                 + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
                 retryable=retryable,
             )
-    _add_ledger_totals(conn, outcome)
+    add_ledger_totals(conn, outcome)
     return outcome
 
 
@@ -557,13 +561,13 @@ def publish_campaign(
     from governed_marketing.validation import content as content_gate
 
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
-    outcome = _outcome(conn, policy, work, transport)
+    outcome = campaign_outcome(conn, policy, work, transport)
     # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
     # would otherwise drop its recipients from the outbox without a word.
     stored = ledger.rows(conn, campaign_id, work.version, model)
     missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
     if missing:
-        _add_ledger_totals(conn, outcome)
+        add_ledger_totals(conn, outcome)
         raise UnitsFailed(
             f"{len(missing)} of {len(work.requests)} unit(s) of {campaign_id} have no accepted draft yet; "
             "nothing was written to the outbox (see ops.generation_ledger)"
@@ -641,7 +645,7 @@ def publish_campaign(
     _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)
     outcome.outbox_file = str(outbox_file)
-    _add_ledger_totals(conn, outcome)
+    add_ledger_totals(conn, outcome)
     log.info(
         "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
     )

@@ -76,12 +76,11 @@ def _strings(value: object) -> list[str]:
 
 def common_words() -> frozenset[str]:
     """Every word of our own offline templates, greetings and right-to-object notices, in every language."""
-    from dataclasses import astuple
+    from dataclasses import asdict
 
     from governed_marketing.generation.notices import LANGUAGES
-    from governed_marketing.generation.providers import _PHRASES
 
-    texts = _strings(_PHRASES) + [text for entry in LANGUAGES.values() for text in astuple(entry)]
+    texts = [text for entry in LANGUAGES.values() for text in _strings(asdict(entry))]
     return frozenset(word for text in texts for word in _WORD.findall(text))
 
 

@@ -3,7 +3,7 @@
 Every step is written to the generation ledger before the next one starts, so a crash or a task
 retry anywhere re-attaches to what was already sent and nothing is paid for twice:
 
-1. `submit` builds one line per unit with `completion_body` (the body the sync path sends), marks
+1. `submit` builds one line per unit with `request.completion_body` (the body the sync path sends), marks
    the units submitted under `pending:<submission id>`, uploads `gmp-<submission id>.jsonl`, creates
    the batch with metadata `{"gmp_submission": <submission id>, "gmp_campaign": <campaign id>}` (ids
    only, never personal data) and then puts the batch id on the units.
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from governed_marketing.generation import ledger
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.providers import completion_body, parse_draft, reask_history
+from governed_marketing.generation.request import completion_body, parse_draft, reask_history
+from governed_marketing.generation.vendor import TERMINAL_BATCH_STATUSES
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import; only callers that use the vendor need it
     import openai
@@ -41,14 +42,13 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 PENDING_PREFIX = "pending:"
 SUBMISSION_KEY = "gmp_submission"
 CAMPAIGN_KEY = "gmp_campaign"
 #: How far before the pending submit a batch may look created (clock skew between us and the vendor).
 LIST_MARGIN_S = 3600
 
-#: The re-ask turn, worded as the sync provider words it, so both transports re-ask alike.
+#: (input_tokens, output_tokens) -> USD.
 CostOf = Callable[[int, int], float]
 History = list[dict[str, str]]
 
@@ -194,7 +194,7 @@ def reattach(conn: Warehouse, client: openai.OpenAI, campaign_id: str, prompt_ve
             ledger.set_batch(conn, custom_ids, matches[0].id)
             batch_ids.append(matches[0].id)
             for duplicate in matches[1:]:
-                if duplicate.status not in TERMINAL_STATUSES:
+                if duplicate.status not in TERMINAL_BATCH_STATUSES:
                     client.batches.cancel(duplicate.id)
             log.info(
                 "campaign %s: re-attached %d units to batch %s (submission %s; %d duplicate batches)",
@@ -237,7 +237,7 @@ class BatchStatus:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_BATCH_STATUSES
 
 
 def status(client: openai.OpenAI, batch_id: str) -> BatchStatus:
@@ -492,7 +492,7 @@ def collect(
     import openai
 
     batch = client.batches.retrieve(batch_id)
-    if batch.status not in TERMINAL_STATUSES:
+    if batch.status not in TERMINAL_BATCH_STATUSES:
         raise BatchError(f"batch {batch_id} is still {batch.status}; collect it once it is terminal")
     pending = _pending_in(conn, batch_id)
     unknown = sorted(pending - set(requests_by_custom_id))
