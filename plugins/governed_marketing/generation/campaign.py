@@ -511,33 +511,6 @@ def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
     return outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
 
 
-def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
-    """Drafts (by unit) whose own text breaks a content rule: they are dropped and drafted again.
-
-    Only the vendor's text is judged here, through the draft_* columns computed on the draft before
-    any name is merged: a recipient's name, a missing notice or a language mismatch is our own doing
-    (or our data) and would not be fixed by asking the vendor again.
-    """
-    from expectations.generated_content import MAX_SUBJECT_CHARS
-
-    reasons: dict[str, str] = {}
-    for row in content.itertuples(index=False):
-        problems = []
-        if row.draft_has_template_syntax:
-            problems.append("contains template syntax")
-        if row.draft_has_contact_shape:
-            problems.append("contains an email address, phone number or URL outside content.allowed_urls")
-        if not 1 <= row.draft_body_length <= policy.content.max_body_chars:
-            problems.append("body length outside content.max_body_chars")
-        if row.draft_has_known_identifier:
-            problems.append("contains a known identifier of an audience member")
-        if not 1 <= len(row.subject or "") <= MAX_SUBJECT_CHARS:
-            problems.append("subject length")
-        if problems and row.cohort_id not in reasons:
-            reasons[row.cohort_id] = "; ".join(sorted(set(problems)))
-    return reasons
-
-
 def publish_campaign(
     campaign_id: str,
     *,
@@ -632,7 +605,7 @@ def publish_campaign(
     result = content_gate.content_gate(content, policy=policy, campaign_id=campaign_id)
     record_gate(conn, run_id, result)
     if not result.success:
-        rejected = _rejected_drafts(content, policy)
+        rejected = content_gate.rejected_drafts(content, policy)
         if rejected:
             ledger.mark_rejected(conn, campaign_id, rejected, prompt_version=work.version, model=model)
         note = (
