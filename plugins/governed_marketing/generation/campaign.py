@@ -22,10 +22,10 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -36,6 +36,7 @@ from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
 
 if TYPE_CHECKING:
+    from governed_marketing.generation.cost import Pricing
     from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,6 @@ def draft_sync(
     """
     from governed_marketing import stopping
     from governed_marketing.generation.cost import pricing_for
-    from governed_marketing.generation.errors import DraftingInterrupted
 
     work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
     crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
@@ -413,86 +413,120 @@ def draft_sync(
         raise stopping.RunInterrupted(f"{campaign_id}: not drafted, the run is stopping ({stopping.stop_reason()})")
     if to_request:
         check_payload(conn, run_id, policy, work, to_request)
-        pricing = pricing_for(policy, provider.name, provider.model, transport=transport)
-        unit_kind = "cohort" if work.mode == "cohort" else "recipient"
         ledger.plan(
             conn,
             to_request,
             model=provider.model,
             provider=provider.name,
             transport=transport,
-            unit_kind=unit_kind,
+            unit_kind="cohort" if work.mode == "cohort" else "recipient",
             run_id=run_id,
         )
         rows = ledger.rows(conn, campaign_id, work.version, provider.model)
         to_request = [replace(r, idempotency_key=ledger.idempotency_key(rows[r.unit_id])) for r in to_request]
-        failures: dict[str, DraftFailure] = {}
-
-        def submitted(group: list[DraftRequest]) -> None:
-            # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
-            ledger.mark_submitted(conn, [r.custom_id for r in group], run_id=run_id)
-            if len(group) > 1:
-                ledger.mark_shared(conn, group[0].custom_id, [r.custom_id for r in group[1:]])
-
-        def stored(request: DraftRequest, result: DraftResult) -> None:
-            cost = pricing.cost_of(result.input_tokens, result.output_tokens)
-            ledger.record_success(conn, request, result, provider=provider.name, model=provider.model, cost_usd=cost)
-            outcome.run_input_tokens += result.input_tokens
-            outcome.run_output_tokens += result.output_tokens
-            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
-
-        def failed(request: DraftRequest, failure: DraftFailure) -> None:
-            failures[request.unit_id] = failure
-            # A failed unit's paid attempts (a rejected answer and its re-ask) are spent all the same.
-            cost = pricing.cost_of(failure.input_tokens, failure.output_tokens)
-            ledger.record_failure(
-                conn,
-                request.custom_id,
-                failure,
-                input_tokens=failure.input_tokens,
-                output_tokens=failure.output_tokens,
-                cost_usd=cost,
-            )
-            outcome.run_input_tokens += failure.input_tokens
-            outcome.run_output_tokens += failure.output_tokens
-            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
-
-        try:
-            with stopping.stops_by_itself():
-                try:
-                    results = provider.draft_many(to_request, on_result=stored, on_failure=failed, on_submit=submitted)
-                except DraftingInterrupted as exc:
-                    reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
-                    in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)
-                    ledger.record_not_sent(conn, [r.custom_id for r in exc.not_sent])
-                    raise stopping.RunInterrupted(
-                        f"{campaign_id}: {exc}; {in_doubt} unit(s) recorded as in doubt in ops.generation_ledger"
-                    ) from exc
-        except stopping.RunInterrupted:
-            raise
-        except Exception as exc:
-            # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
-            stored_rows = ledger.rows(conn, campaign_id, work.version, provider.model)
-            for request in to_request:
-                if stored_rows[request.unit_id].status == "submitted":
-                    reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
-                    ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
-            raise
+        recorder = _SyncRecorder(
+            conn, run_id, provider, pricing_for(policy, provider.name, provider.model, transport=transport), outcome
+        )
+        results = _draft_recorded(conn, work, provider, to_request, recorder)
         shared = sum(1 for r in results.values() if "shared_request_of" in r.extra)
-        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(failures)
+        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(recorder.failures)
         outcome.shared_requests = 0 if provider.name == "offline" else shared
-        if failures:
+        if recorder.failures:
             add_ledger_totals(conn, outcome)
-            kinds = sorted({f.kind for f in failures.values()})
-            retryable = all(f.retryable for f in failures.values())
-            raise UnitsFailed(
-                f"{len(failures)} of {len(to_request)} unit(s) of {campaign_id} could not be drafted "
-                f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
-                + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
-                retryable=retryable,
-            )
+            raise _units_failed(campaign_id, recorder.failures, len(to_request))
     add_ledger_totals(conn, outcome)
     return outcome
+
+
+@dataclass
+class _SyncRecorder:
+    """The ledger side of sync drafting: the provider's callbacks, on the calling thread, in order."""
+
+    conn: Warehouse
+    run_id: str
+    provider: ContentProvider
+    pricing: Pricing
+    outcome: CampaignOutcome
+    failures: dict[str, DraftFailure] = field(default_factory=dict)
+
+    def submitted(self, group: list[DraftRequest]) -> None:
+        # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
+        ledger.mark_submitted(self.conn, [r.custom_id for r in group], run_id=self.run_id)
+        if len(group) > 1:
+            ledger.mark_shared(self.conn, group[0].custom_id, [r.custom_id for r in group[1:]])
+
+    def stored(self, request: DraftRequest, result: DraftResult) -> None:
+        cost = self.pricing.cost_of(result.input_tokens, result.output_tokens)
+        ledger.record_success(
+            self.conn, request, result, provider=self.provider.name, model=self.provider.model, cost_usd=cost
+        )
+        self._spent(result.input_tokens, result.output_tokens, cost)
+
+    def failed(self, request: DraftRequest, failure: DraftFailure) -> None:
+        self.failures[request.unit_id] = failure
+        # A failed unit's paid attempts (a rejected answer and its re-ask) are spent all the same.
+        cost = self.pricing.cost_of(failure.input_tokens, failure.output_tokens)
+        ledger.record_failure(
+            self.conn,
+            request.custom_id,
+            failure,
+            input_tokens=failure.input_tokens,
+            output_tokens=failure.output_tokens,
+            cost_usd=cost,
+        )
+        self._spent(failure.input_tokens, failure.output_tokens, cost)
+
+    def _spent(self, input_tokens: int, output_tokens: int, cost: float) -> None:
+        self.outcome.run_input_tokens += input_tokens
+        self.outcome.run_output_tokens += output_tokens
+        self.outcome.run_cost_usd = round(self.outcome.run_cost_usd + cost, 8)
+
+
+def _draft_recorded(
+    conn: Warehouse,
+    work: CampaignWork,
+    provider: ContentProvider,
+    to_request: list[DraftRequest],
+    recorder: _SyncRecorder,
+) -> dict[str, DraftResult]:
+    """The provider's drafts, every one in the ledger; a stop or an error leaves no unit `submitted` unsaid."""
+    from governed_marketing import stopping
+    from governed_marketing.generation.errors import DraftingInterrupted
+
+    try:
+        with stopping.stops_by_itself():
+            try:
+                return provider.draft_many(
+                    to_request, on_result=recorder.stored, on_failure=recorder.failed, on_submit=recorder.submitted
+                )
+            except DraftingInterrupted as exc:
+                reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
+                in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)
+                ledger.record_not_sent(conn, [r.custom_id for r in exc.not_sent])
+                raise stopping.RunInterrupted(
+                    f"{work.campaign_id}: {exc}; {in_doubt} unit(s) recorded as in doubt in ops.generation_ledger"
+                ) from exc
+    except stopping.RunInterrupted:
+        raise
+    except Exception as exc:
+        # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
+        stored_rows = ledger.rows(conn, work.campaign_id, work.version, provider.model)
+        for request in to_request:
+            if stored_rows[request.unit_id].status == "submitted":
+                reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
+                ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
+        raise
+
+
+def _units_failed(campaign_id: str, failures: dict[str, DraftFailure], requested: int) -> UnitsFailed:
+    kinds = sorted({f.kind for f in failures.values()})
+    retryable = all(f.retryable for f in failures.values())
+    return UnitsFailed(
+        f"{len(failures)} of {requested} unit(s) of {campaign_id} could not be drafted "
+        f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
+        + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
+        retryable=retryable,
+    )
 
 
 def _write_outbox(path: Path, rows: list[dict]) -> None:
@@ -531,27 +565,46 @@ def publish_campaign(
             a rule are marked rejected in the ledger and drafted again on the next run.
     """
     from governed_marketing.consent import still_eligible
-    from governed_marketing.validation import content as content_gate
 
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     outcome = campaign_outcome(conn, policy, work, transport)
-    # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
-    # would otherwise drop its recipients from the outbox without a word.
-    stored = ledger.rows(conn, campaign_id, work.version, model)
-    missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
-    if missing:
-        add_ledger_totals(conn, outcome)
-        raise UnitsFailed(
-            f"{len(missing)} of {len(work.requests)} unit(s) of {campaign_id} have no accepted draft yet; "
-            "nothing was written to the outbox (see ops.generation_ledger)"
-        )
-
+    _require_every_draft(conn, work, model, outcome)
     # Consent again, just before names are merged and the outbox is written.
     allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
     final = work.sendable[work.sendable["recipient_pseudonym"].isin(allowed)]
     outcome.dropped_before_outbox = len(work.sendable) - len(final)
+    messages = _drafted_messages(conn, work, model)
+    messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
+    rows = [_outbox_row(message, policy, work) for message in messages.itertuples(index=False)]
+    _check_content(conn, run_id, policy, work, model, final, messages, rows)
+    outbox_file = outbox_path(outbox_root, campaign_id, work.version)
+    _write_outbox(outbox_file, rows)
+    outcome.messages = len(rows)
+    outcome.outbox_file = str(outbox_file)
+    add_ledger_totals(conn, outcome)
+    log.info(
+        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
+    )
+    return outcome
+
+
+def _require_every_draft(conn: Warehouse, work: CampaignWork, model: str, outcome: CampaignOutcome) -> None:
+    """Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
+    would otherwise drop its recipients from the outbox without a word."""
+    stored = ledger.rows(conn, work.campaign_id, work.version, model)
+    missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
+    if missing:
+        add_ledger_totals(conn, outcome)
+        raise UnitsFailed(
+            f"{len(missing)} of {len(work.requests)} unit(s) of {work.campaign_id} have no accepted draft yet; "
+            "nothing was written to the outbox (see ops.generation_ledger)"
+        )
+
+
+def _drafted_messages(conn: Warehouse, work: CampaignWork, model: str) -> pd.DataFrame:
+    """One row per recipient of the campaign with the draft of its unit (read on our side only)."""
     unit_column = "a.cohort_id" if work.mode == "cohort" else "a.recipient_pseudonym"
-    messages = conn.execute(
+    return conn.execute(
         f"""
         select r.recipient_pseudonym, c.contact_id, c.email_normalized as email, c.first_name,
                g.language, g.subject, g.preheader, g.body, g.model, g.generated_at,
@@ -566,32 +619,44 @@ def publish_campaign(
         where r.campaign_id = ?
         order by c.contact_id
         """,
-        [work.version, model, campaign_id],
+        [work.version, model, work.campaign_id],
     ).df()
-    messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
-    rows = []
-    for message in messages.itertuples(index=False):
-        # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
-        # greeting, and a value that does not read as a name gets the greeting without a name.
-        body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
-        notice = objection_notice(
-            message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url
-        )
-        rows.append(
-            {
-                "campaign_id": campaign_id,
-                "contact_id": message.contact_id,
-                "email": message.email,
-                "language": message.language,
-                "subject": message.subject,
-                "body": f"{body.rstrip()}\n\n--\n{notice}",
-                "prompt_version": work.version,
-                "model": message.model,
-                "cohort_id": message.audience_cohort_id,
-                "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
-            }
-        )
-    identifiers = content_gate.audience_identifiers(conn, campaign_id)
+
+
+def _outbox_row(message: Any, policy: Policy, work: CampaignWork) -> dict:
+    """One outbox line: our greeting, the vendor's body, our notice (the format the delivery reads)."""
+    # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
+    # greeting, and a value that does not read as a name gets the greeting without a name.
+    body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
+    notice = objection_notice(message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
+    return {
+        "campaign_id": work.campaign_id,
+        "contact_id": message.contact_id,
+        "email": message.email,
+        "language": message.language,
+        "subject": message.subject,
+        "body": f"{body.rstrip()}\n\n--\n{notice}",
+        "prompt_version": work.version,
+        "model": message.model,
+        "cohort_id": message.audience_cohort_id,
+        "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
+    }
+
+
+def _check_content(
+    conn: Warehouse,
+    run_id: str,
+    policy: Policy,
+    work: CampaignWork,
+    model: str,
+    final: pd.DataFrame,
+    messages: pd.DataFrame,
+    rows: list[dict],
+) -> None:
+    """The generated-content gate over the rows about to be written; drafts it rejects are drafted again."""
+    from governed_marketing.validation import content as content_gate
+
+    identifiers = content_gate.audience_identifiers(conn, work.campaign_id)
     if work.mode == "cohort":
         expected = content_gate.expected_languages(final, work.cohorts, policy)
     else:
@@ -602,27 +667,18 @@ def publish_campaign(
     content = content_gate.content_frame(
         messages, rows, expected_language=expected, identifiers=identifiers, policy=policy
     )
-    result = content_gate.content_gate(content, policy=policy, campaign_id=campaign_id)
+    result = content_gate.content_gate(content, policy=policy, campaign_id=work.campaign_id)
     record_gate(conn, run_id, result)
     if not result.success:
         rejected = content_gate.rejected_drafts(content, policy)
         if rejected:
-            ledger.mark_rejected(conn, campaign_id, rejected, prompt_version=work.version, model=model)
+            ledger.mark_rejected(conn, work.campaign_id, rejected, prompt_version=work.version, model=model)
         note = (
             f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run"
             if rejected
             else "no draft's own text broke a rule; the merged messages did (nothing was rejected)"
         )
         raise GateFailed(result, note=note)
-    outbox_file = outbox_path(outbox_root, campaign_id, work.version)
-    _write_outbox(outbox_file, rows)
-    outcome.messages = len(rows)
-    outcome.outbox_file = str(outbox_file)
-    add_ledger_totals(conn, outcome)
-    log.info(
-        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
-    )
-    return outcome
 
 
 def run_campaign(

@@ -489,8 +489,6 @@ def collect(
     (in neither file: resubmit, unless the batch was cancelled). Paid answers keep their tokens and
     cost, whatever their fate. Collecting again is harmless: units already recorded are skipped.
     """
-    import openai
-
     batch = client.batches.retrieve(batch_id)
     if batch.status not in TERMINAL_BATCH_STATUSES:
         raise BatchError(f"batch {batch_id} is still {batch.status}; collect it once it is terminal")
@@ -506,36 +504,8 @@ def collect(
     recorder = _Recorder(
         conn, outcome, requests_by_custom_id, provider=provider, model=model, cost_of=cost_of, reasked=reasked
     )
-    seen: set[str] = set()
-    for file_id in (batch.output_file_id, batch.error_file_id) if pending else ():
-        if not file_id:
-            continue
-        try:
-            lines, unreadable = _read_jsonl(client, file_id)
-        except openai.NotFoundError:  # deleted already: its units are recorded as missing below
-            log.warning("batch %s: result file %s is gone at the vendor", batch_id, file_id)
-            continue
-        outcome.unreadable_lines += unreadable
-        for line in lines:
-            cid = line["custom_id"]
-            if cid not in pending or cid in seen:
-                outcome.already_recorded += 1
-                continue
-            seen.add(cid)
-            recorder.line(line)
-
-    summary = _summary(batch)
-    for cid in sorted(pending - seen):
-        if batch.status == "failed":
-            codes = ", ".join(summary.errors) or "no reason given"
-            recorder.failure(cid, "client", f"batch {batch_id} failed validation: {codes}", retryable=False)
-        elif batch.status == "cancelled":
-            recorder.failure(cid, "missing", f"batch {batch_id} was cancelled before this request ran", retryable=False)
-        elif batch.status == "expired":
-            recorder.failure(cid, "expired", "the batch expired before this request ran", retryable=True)
-        else:
-            recorder.failure(cid, "missing", f"batch {batch_id} returned no result for this request", retryable=True)
-
+    seen = _record_result_files(client, batch, pending, recorder) if pending else set()
+    _record_unanswered(batch, pending - seen, recorder)
     for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
         if file_id and _delete_file(client, file_id):
             outcome.deleted_files.append(file_id)
@@ -550,3 +520,42 @@ def collect(
         len(outcome.deleted_files),
     )
     return outcome
+
+
+def _record_result_files(client: openai.OpenAI, batch: Any, pending: set[str], recorder: _Recorder) -> set[str]:
+    """Record every line of the output and error files for a unit still pending; return the units seen."""
+    import openai
+
+    seen: set[str] = set()
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        try:
+            lines, unreadable = _read_jsonl(client, file_id)
+        except openai.NotFoundError:  # deleted already: its units are recorded as missing
+            log.warning("batch %s: result file %s is gone at the vendor", recorder.outcome.batch_id, file_id)
+            continue
+        recorder.outcome.unreadable_lines += unreadable
+        for line in lines:
+            cid = line["custom_id"]
+            if cid not in pending or cid in seen:
+                recorder.outcome.already_recorded += 1
+                continue
+            seen.add(cid)
+            recorder.line(line)
+    return seen
+
+
+def _record_unanswered(batch: Any, unanswered: set[str], recorder: _Recorder) -> None:
+    """Units in neither file: why, from the batch's status (a failed validation, a cancel, the window)."""
+    summary, batch_id = _summary(batch), recorder.outcome.batch_id
+    for cid in sorted(unanswered):
+        if batch.status == "failed":
+            codes = ", ".join(summary.errors) or "no reason given"
+            recorder.failure(cid, "client", f"batch {batch_id} failed validation: {codes}", retryable=False)
+        elif batch.status == "cancelled":
+            recorder.failure(cid, "missing", f"batch {batch_id} was cancelled before this request ran", retryable=False)
+        elif batch.status == "expired":
+            recorder.failure(cid, "expired", "the batch expired before this request ran", retryable=True)
+        else:
+            recorder.failure(cid, "missing", f"batch {batch_id} returned no result for this request", retryable=True)

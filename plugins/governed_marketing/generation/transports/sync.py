@@ -351,126 +351,30 @@ class OpenAIProvider:
             user_message(request)
         if not requests:
             return {}
-        groups = self._identical_requests(requests)
-        results: dict[str, DraftResult] = {}
-        failures: dict[str, str] = {}
-        run = _Run(stop=threading.Event(), halt_on_failure=on_failure is None)
-        fatal: BaseException | None = None
-        rate_limited_before = self.limiter.rate_limited_count
-        workers = min(self.concurrency, len(groups))
-        finished: queue.Queue[tuple[int, DraftResult | BaseException]] = queue.Queue()
-        waiting = deque(range(len(groups)))
-        out: set[int] = set()  # groups handed to a worker and not yet answered
-
-        def work(index: int) -> None:
-            try:
-                outcome: DraftResult | BaseException = self._draft_unit(groups[index][0], run)
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-                outcome = exc
-            finished.put((index, outcome))
-
-        def halt(error: BaseException) -> None:
-            nonlocal fatal
-            if fatal is None:
-                fatal = error
-            run.stop.set()
-            self.limiter.wake()
-
+        drafting = _Drafting(self, self._identical_requests(requests), on_result, on_failure, on_submit)
         try:
-            while waiting or out:
+            while drafting.waiting or drafting.out:
                 if stopping.stop_requested():
                     raise KeyboardInterrupt
-                while waiting and len(out) < workers and not run.stop.is_set():
-                    index = waiting.popleft()
-                    if on_submit is not None:
-                        on_submit(groups[index])
-                    out.add(index)
-                    threading.Thread(target=work, args=(index,), name="gmp-openai", daemon=True).start()
-                if not out:
+                drafting.hand_over()
+                if not drafting.out:
                     break  # stopped with nothing in flight: what is left was never handed over
                 try:
-                    index, outcome = finished.get(timeout=_POLL_S)
+                    index, outcome = drafting.finished.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
-                out.discard(index)
-                leader, *sharers = groups[index]
-                if isinstance(outcome, LimiterStopped):
-                    continue
-                if isinstance(outcome, _UnitFailed):
-                    for request in groups[index]:
-                        failures[request.unit_id] = outcome.failure.kind
-                        if on_failure is None:
-                            halt(ProviderError(f"unit {request.unit_id}: {outcome.failure.reason}"))
-                        else:  # the paid attempts' tokens are the leader's; a sharer paid nothing
-                            paid = request is leader
-                            on_failure(
-                                request,
-                                replace(
-                                    outcome.failure,
-                                    unit_id=request.unit_id,
-                                    input_tokens=outcome.failure.input_tokens if paid else 0,
-                                    output_tokens=outcome.failure.output_tokens if paid else 0,
-                                ),
-                            )
-                    continue
-                if isinstance(outcome, ProviderError):
-                    halt(outcome)
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                results[leader.unit_id] = outcome
-                if on_result is not None:
-                    on_result(leader, outcome)
-                for request in sharers:
-                    shared = replace(
-                        outcome,
-                        input_tokens=0,
-                        output_tokens=0,
-                        extra={**outcome.extra, "shared_request_of": leader.custom_id or leader.unit_id},
-                    )
-                    results[request.unit_id] = shared
-                    if on_result is not None:
-                        on_result(request, shared)
+                drafting.receive(index, outcome)
         except BaseException as exc:
-            with run.lock:  # from here no worker sends: the split below is final
-                run.stop.set()
+            with drafting.run.lock:  # from here no worker sends: the split below is final
+                drafting.run.stop.set()
             self.limiter.wake()
             if isinstance(exc, KeyboardInterrupt) or stopping.stop_requested():
-                handed = [groups[i] for i in sorted(out)]
-                in_flight = [r for group in handed if group[0].unit_id in run.sent for r in group]
-                not_sent = [r for group in handed if group[0].unit_id not in run.sent for r in group]
-                log.warning(
-                    "drafting stopped (%s): %d unit(s) in flight left in doubt, %d never sent",
-                    stopping.stop_reason() if stopping.stop_requested() else "interrupted",
-                    len(in_flight),
-                    len(not_sent),
-                )
-                raise DraftingInterrupted(
-                    f"drafting stopped by {stopping.stop_reason()}: {len(in_flight)} unit(s) were with the vendor "
-                    f"without an answer, {len(not_sent)} handed over but never sent",
-                    in_flight=in_flight,
-                    not_sent=not_sent,
-                ) from exc
+                raise drafting.interrupted() from exc
             raise
-        by_kind: dict[str, int] = {}
-        for kind in failures.values():
-            by_kind[kind] = by_kind.get(kind, 0) + 1
-        log.info(
-            "drafted %d units with openai model %s in %d requests (%d re-asked; %d failed %s; %d rate-limit "
-            "waits; %d input, %d cached and %d output tokens)",
-            len(results),
-            self.model,
-            len(groups),
-            sum(1 for result in results.values() if result.extra.get("attempts") != "1"),
-            len(failures),
-            by_kind or "",
-            self.limiter.rate_limited_count - rate_limited_before,
-            sum(r.input_tokens for r in results.values()),
-            sum(int(r.extra.get("cached_input_tokens", 0)) for r in results.values()),
-            sum(r.output_tokens for r in results.values()),
-        )
-        if fatal is not None:
-            raise fatal
+        drafting.log_summary()
+        if drafting.fatal is not None:
+            raise drafting.fatal
+        results = drafting.results
         return {request.unit_id: results[request.unit_id] for request in requests if request.unit_id in results}
 
     def _body(self, request: DraftRequest, history: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -492,3 +396,145 @@ class OpenAIProvider:
             digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
             groups.setdefault(digest, []).append(request)
         return list(groups.values())
+
+
+class _Drafting:
+    """One `draft_many` call on the calling thread: hands groups to workers and takes their outcomes.
+
+    A group is the requests with one identical body (sent once, its leader pays). `out` holds the
+    groups handed to a worker and not answered yet; callbacks run here, never on a worker.
+    """
+
+    def __init__(
+        self,
+        provider: OpenAIProvider,
+        groups: list[list[DraftRequest]],
+        on_result: ResultCallback | None,
+        on_failure: FailureCallback | None,
+        on_submit: SubmitCallback | None,
+    ) -> None:
+        self.provider = provider
+        self.groups = groups
+        self.on_result = on_result
+        self.on_failure = on_failure
+        self.on_submit = on_submit
+        self.run = _Run(stop=threading.Event(), halt_on_failure=on_failure is None)
+        self.results: dict[str, DraftResult] = {}
+        self.failures: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+        self.rate_limited_before = provider.limiter.rate_limited_count
+        self.workers = min(provider.concurrency, len(groups))
+        self.finished: queue.Queue[tuple[int, DraftResult | BaseException]] = queue.Queue()
+        self.waiting = deque(range(len(groups)))
+        self.out: set[int] = set()
+
+    def _work(self, index: int) -> None:
+        try:
+            outcome: DraftResult | BaseException = self.provider._draft_unit(self.groups[index][0], self.run)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            outcome = exc
+        self.finished.put((index, outcome))
+
+    def hand_over(self) -> None:
+        """Start a worker for each waiting group while fewer than `workers` are out and nothing stopped."""
+        while self.waiting and len(self.out) < self.workers and not self.run.stop.is_set():
+            index = self.waiting.popleft()
+            if self.on_submit is not None:
+                self.on_submit(self.groups[index])
+            self.out.add(index)
+            threading.Thread(target=self._work, args=(index,), name="gmp-openai", daemon=True).start()
+
+    def halt(self, error: BaseException) -> None:
+        """Stop new calls; the first such error is raised once the calls in flight are answered."""
+        if self.fatal is None:
+            self.fatal = error
+        self.run.stop.set()
+        self.provider.limiter.wake()
+
+    def receive(self, index: int, outcome: DraftResult | BaseException) -> None:
+        """One group's outcome: its draft to every member, its failure to every member, or a halt."""
+        self.out.discard(index)
+        if isinstance(outcome, LimiterStopped):
+            return
+        if isinstance(outcome, _UnitFailed):
+            self._failed(self.groups[index], outcome.failure)
+        elif isinstance(outcome, ProviderError):
+            self.halt(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            self._drafted(self.groups[index], outcome)
+
+    def _failed(self, group: list[DraftRequest], failure: DraftFailure) -> None:
+        leader = group[0]
+        for request in group:
+            self.failures[request.unit_id] = failure.kind
+            if self.on_failure is None:
+                self.halt(ProviderError(f"unit {request.unit_id}: {failure.reason}"))
+            else:  # the paid attempts' tokens are the leader's; a sharer paid nothing
+                paid = request is leader
+                self.on_failure(
+                    request,
+                    replace(
+                        failure,
+                        unit_id=request.unit_id,
+                        input_tokens=failure.input_tokens if paid else 0,
+                        output_tokens=failure.output_tokens if paid else 0,
+                    ),
+                )
+
+    def _drafted(self, group: list[DraftRequest], result: DraftResult) -> None:
+        leader, *sharers = group
+        self.results[leader.unit_id] = result
+        if self.on_result is not None:
+            self.on_result(leader, result)
+        for request in sharers:
+            shared = replace(
+                result,
+                input_tokens=0,
+                output_tokens=0,
+                extra={**result.extra, "shared_request_of": leader.custom_id or leader.unit_id},
+            )
+            self.results[request.unit_id] = shared
+            if self.on_result is not None:
+                self.on_result(request, shared)
+
+    def interrupted(self) -> DraftingInterrupted:
+        """The stop, split into units with the vendor (in doubt) and units handed over but never sent."""
+        from governed_marketing import stopping
+
+        handed = [self.groups[i] for i in sorted(self.out)]
+        in_flight = [r for group in handed if group[0].unit_id in self.run.sent for r in group]
+        not_sent = [r for group in handed if group[0].unit_id not in self.run.sent for r in group]
+        log.warning(
+            "drafting stopped (%s): %d unit(s) in flight left in doubt, %d never sent",
+            stopping.stop_reason() if stopping.stop_requested() else "interrupted",
+            len(in_flight),
+            len(not_sent),
+        )
+        return DraftingInterrupted(
+            f"drafting stopped by {stopping.stop_reason()}: {len(in_flight)} unit(s) were with the vendor "
+            f"without an answer, {len(not_sent)} handed over but never sent",
+            in_flight=in_flight,
+            not_sent=not_sent,
+        )
+
+    def log_summary(self) -> None:
+        by_kind: dict[str, int] = {}
+        for kind in self.failures.values():
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+        results = self.results.values()
+        log.info(
+            "drafted %d units with openai model %s in %d requests (%d re-asked; %d failed %s; %d rate-limit "
+            "waits; %d input, %d cached and %d output tokens)",
+            len(self.results),
+            self.provider.model,
+            len(self.groups),
+            sum(1 for result in results if result.extra.get("attempts") != "1"),
+            len(self.failures),
+            by_kind or "",
+            self.provider.limiter.rate_limited_count - self.rate_limited_before,
+            sum(r.input_tokens for r in results),
+            sum(int(r.extra.get("cached_input_tokens", 0)) for r in results),
+            sum(r.output_tokens for r in results),
+        )
