@@ -1,42 +1,35 @@
 """Generate a campaign's content and write its outbox, with nothing personal sent to the vendor.
 
 Three stages (three DAG tasks; `run_campaign` runs them back to back), each failing closed:
-1. `prepare_campaign`: the campaign-audience gate (Great Expectations), the last-moment consent
-   check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only where
-   governance.yml allows it), the intent recorded in the generation ledger with a cost estimate,
-   and the budget check. A failure here sends nothing.
-2. `draft_sync` (or the Batch API, generation/batch_flow.py): the vendor-payload gate over exactly what
-   leaves, then only the units the ledger says are still to do; each draft is stored the moment it
-   arrives, so a crash or a retry pays for nothing twice.
-3. `publish_campaign`: the consent check again, the greeting composed locally from the language
-   table and the recipient's first name (a name that does not read as a name gets the greeting
-   without a name), the right-to-object notice appended, the generated-content gate, and the outbox
-   file rewritten atomically. Drafts whose own text the gate rejects are marked in the ledger and
-   drafted again; a recipient's name never rejects a draft.
+1. `prepare_campaign` (here): the campaign-audience gate (Great Expectations), the last-moment
+   consent check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only
+   where governance.yml allows it), the intent recorded in the generation ledger with a cost
+   estimate, and the budget check. A failure here sends nothing.
+2. `sync_flow.draft_sync` or `batch_flow` (the Batch API): the units still to do are drafted.
+3. `publish.publish_campaign`: consent again, names merged locally, the content gate, the outbox.
+
+What every stage shares lives here: the campaign's work rebuilt from the warehouse (XCom carries
+counts, never rows), which units are still to request, the payload gate, and the counts reported.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from governed_marketing.generation import ledger
-from governed_marketing.generation.base import ContentProvider, DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.notices import greeting, objection_notice
+from governed_marketing.generation.base import ContentProvider, DraftRequest
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
 
 if TYPE_CHECKING:
-    from governed_marketing.generation.cost import Pricing
     from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -382,305 +375,6 @@ def prepare_campaign(
     return outcome
 
 
-def draft_sync(
-    campaign_id: str,
-    *,
-    conn: Warehouse,
-    policy: Policy,
-    provider: ContentProvider,
-    transport: str,
-    as_of: datetime,
-    run_id: str,
-) -> CampaignOutcome:
-    """Draft every unit still to request, one call each; each draft is stored the moment it arrives.
-
-    Raises:
-        GateFailed: the vendor-payload gate failed (nothing is sent).
-        UnitsFailed: some units failed after the SDK's retries; they are recorded as failed and the
-            next run (or task retry) requests only them.
-    """
-    from governed_marketing import stopping
-    from governed_marketing.generation.cost import pricing_for
-
-    work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
-    crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
-    if crashed:
-        log.warning("%s: %d unit(s) left in flight by an earlier run are in doubt; sent again", campaign_id, crashed)
-    to_request, _ = units_to_request(conn, work)
-    outcome = campaign_outcome(conn, policy, work, transport)
-    outcome.reused_drafts = len(work.requests) - len(to_request)
-    if to_request and stopping.stop_requested():
-        raise stopping.RunInterrupted(f"{campaign_id}: not drafted, the run is stopping ({stopping.stop_reason()})")
-    if to_request:
-        check_payload(conn, run_id, policy, work, to_request)
-        ledger.plan(
-            conn,
-            to_request,
-            model=provider.model,
-            provider=provider.name,
-            transport=transport,
-            unit_kind="cohort" if work.mode == "cohort" else "recipient",
-            run_id=run_id,
-        )
-        rows = ledger.rows(conn, campaign_id, work.version, provider.model)
-        to_request = [replace(r, idempotency_key=ledger.idempotency_key(rows[r.unit_id])) for r in to_request]
-        recorder = _SyncRecorder(
-            conn, run_id, provider, pricing_for(policy, provider.name, provider.model, transport=transport), outcome
-        )
-        results = _draft_recorded(conn, work, provider, to_request, recorder)
-        shared = sum(1 for r in results.values() if "shared_request_of" in r.extra)
-        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(recorder.failures)
-        outcome.shared_requests = 0 if provider.name == "offline" else shared
-        if recorder.failures:
-            add_ledger_totals(conn, outcome)
-            raise _units_failed(campaign_id, recorder.failures, len(to_request))
-    add_ledger_totals(conn, outcome)
-    return outcome
-
-
-@dataclass
-class _SyncRecorder:
-    """The ledger side of sync drafting: the provider's callbacks, on the calling thread, in order."""
-
-    conn: Warehouse
-    run_id: str
-    provider: ContentProvider
-    pricing: Pricing
-    outcome: CampaignOutcome
-    failures: dict[str, DraftFailure] = field(default_factory=dict)
-
-    def submitted(self, group: list[DraftRequest]) -> None:
-        # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
-        ledger.mark_submitted(self.conn, [r.custom_id for r in group], run_id=self.run_id)
-        if len(group) > 1:
-            ledger.mark_shared(self.conn, group[0].custom_id, [r.custom_id for r in group[1:]])
-
-    def stored(self, request: DraftRequest, result: DraftResult) -> None:
-        cost = self.pricing.cost_of(result.input_tokens, result.output_tokens)
-        ledger.record_success(
-            self.conn, request, result, provider=self.provider.name, model=self.provider.model, cost_usd=cost
-        )
-        self._spent(result.input_tokens, result.output_tokens, cost)
-
-    def failed(self, request: DraftRequest, failure: DraftFailure) -> None:
-        self.failures[request.unit_id] = failure
-        # A failed unit's paid attempts (a rejected answer and its re-ask) are spent all the same.
-        cost = self.pricing.cost_of(failure.input_tokens, failure.output_tokens)
-        ledger.record_failure(
-            self.conn,
-            request.custom_id,
-            failure,
-            input_tokens=failure.input_tokens,
-            output_tokens=failure.output_tokens,
-            cost_usd=cost,
-        )
-        self._spent(failure.input_tokens, failure.output_tokens, cost)
-
-    def _spent(self, input_tokens: int, output_tokens: int, cost: float) -> None:
-        self.outcome.run_input_tokens += input_tokens
-        self.outcome.run_output_tokens += output_tokens
-        self.outcome.run_cost_usd = round(self.outcome.run_cost_usd + cost, 8)
-
-
-def _draft_recorded(
-    conn: Warehouse,
-    work: CampaignWork,
-    provider: ContentProvider,
-    to_request: list[DraftRequest],
-    recorder: _SyncRecorder,
-) -> dict[str, DraftResult]:
-    """The provider's drafts, every one in the ledger; a stop or an error leaves no unit `submitted` unsaid."""
-    from governed_marketing import stopping
-    from governed_marketing.generation.errors import DraftingInterrupted
-
-    try:
-        with stopping.stops_by_itself():
-            try:
-                return provider.draft_many(
-                    to_request, on_result=recorder.stored, on_failure=recorder.failed, on_submit=recorder.submitted
-                )
-            except DraftingInterrupted as exc:
-                reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
-                in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)
-                ledger.record_not_sent(conn, [r.custom_id for r in exc.not_sent])
-                raise stopping.RunInterrupted(
-                    f"{work.campaign_id}: {exc}; {in_doubt} unit(s) recorded as in doubt in ops.generation_ledger"
-                ) from exc
-    except stopping.RunInterrupted:
-        raise
-    except Exception as exc:
-        # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
-        stored_rows = ledger.rows(conn, work.campaign_id, work.version, provider.model)
-        for request in to_request:
-            if stored_rows[request.unit_id].status == "submitted":
-                reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
-                ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
-        raise
-
-
-def _units_failed(campaign_id: str, failures: dict[str, DraftFailure], requested: int) -> UnitsFailed:
-    kinds = sorted({f.kind for f in failures.values()})
-    retryable = all(f.retryable for f in failures.values())
-    return UnitsFailed(
-        f"{len(failures)} of {requested} unit(s) of {campaign_id} could not be drafted "
-        f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
-        + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
-        retryable=retryable,
-    )
-
-
-def _write_outbox(path: Path, rows: list[dict]) -> None:
-    """Rewrite the campaign's outbox file atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".jsonl.partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-
-
-def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
-    return outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
-
-
-def publish_campaign(
-    campaign_id: str,
-    *,
-    conn: Warehouse,
-    policy: Policy,
-    provider: str,
-    model: str,
-    transport: str,
-    as_of: datetime,
-    run_id: str,
-    outbox_root: Path,
-) -> CampaignOutcome:
-    """Consent again, names merged locally, the content gate, then the outbox (rewritten atomically).
-
-    Raises:
-        UnitsFailed: some units have no draft yet (failed or still in flight): nothing is written.
-        GateFailed: the generated-content gate failed: nothing is written; drafts whose own text broke
-            a rule are marked rejected in the ledger and drafted again on the next run.
-    """
-    from governed_marketing.consent import still_eligible
-
-    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
-    outcome = campaign_outcome(conn, policy, work, transport)
-    _require_every_draft(conn, work, model, outcome)
-    # Consent again, just before names are merged and the outbox is written.
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    final = work.sendable[work.sendable["recipient_pseudonym"].isin(allowed)]
-    outcome.dropped_before_outbox = len(work.sendable) - len(final)
-    messages = _drafted_messages(conn, work, model)
-    messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
-    rows = [_outbox_row(message, policy, work) for message in messages.itertuples(index=False)]
-    _check_content(conn, run_id, policy, work, model, final, messages, rows)
-    outbox_file = outbox_path(outbox_root, campaign_id, work.version)
-    _write_outbox(outbox_file, rows)
-    outcome.messages = len(rows)
-    outcome.outbox_file = str(outbox_file)
-    add_ledger_totals(conn, outcome)
-    log.info(
-        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
-    )
-    return outcome
-
-
-def _require_every_draft(conn: Warehouse, work: CampaignWork, model: str, outcome: CampaignOutcome) -> None:
-    """Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
-    would otherwise drop its recipients from the outbox without a word."""
-    stored = ledger.rows(conn, work.campaign_id, work.version, model)
-    missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
-    if missing:
-        add_ledger_totals(conn, outcome)
-        raise UnitsFailed(
-            f"{len(missing)} of {len(work.requests)} unit(s) of {work.campaign_id} have no accepted draft yet; "
-            "nothing was written to the outbox (see ops.generation_ledger)"
-        )
-
-
-def _drafted_messages(conn: Warehouse, work: CampaignWork, model: str) -> pd.DataFrame:
-    """One row per recipient of the campaign with the draft of its unit (read on our side only)."""
-    unit_column = "a.cohort_id" if work.mode == "cohort" else "a.recipient_pseudonym"
-    return conn.execute(
-        f"""
-        select r.recipient_pseudonym, c.contact_id, c.email_normalized as email, c.first_name,
-               g.language, g.subject, g.preheader, g.body, g.model, g.generated_at,
-               a.cohort_id as audience_cohort_id, g.unit_id as cohort_id
-        from marts.campaign_recipients r
-        join raw.crm_contacts c using (contact_id)
-        join marts.campaign_audience a
-          on a.campaign_id = r.campaign_id and a.recipient_pseudonym = r.recipient_pseudonym
-        join ops.generated_content g
-          on g.campaign_id = r.campaign_id and g.unit_id = {unit_column}
-         and g.prompt_version = ? and g.model = ?
-        where r.campaign_id = ?
-        order by c.contact_id
-        """,
-        [work.version, model, work.campaign_id],
-    ).df()
-
-
-def _outbox_row(message: Any, policy: Policy, work: CampaignWork) -> dict:
-    """One outbox line: our greeting, the vendor's body, our notice (the format the delivery reads)."""
-    # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
-    # greeting, and a value that does not read as a name gets the greeting without a name.
-    body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
-    notice = objection_notice(message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
-    return {
-        "campaign_id": work.campaign_id,
-        "contact_id": message.contact_id,
-        "email": message.email,
-        "language": message.language,
-        "subject": message.subject,
-        "body": f"{body.rstrip()}\n\n--\n{notice}",
-        "prompt_version": work.version,
-        "model": message.model,
-        "cohort_id": message.audience_cohort_id,
-        "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
-    }
-
-
-def _check_content(
-    conn: Warehouse,
-    run_id: str,
-    policy: Policy,
-    work: CampaignWork,
-    model: str,
-    final: pd.DataFrame,
-    messages: pd.DataFrame,
-    rows: list[dict],
-) -> None:
-    """The generated-content gate over the rows about to be written; drafts it rejects are drafted again."""
-    from governed_marketing.validation import content as content_gate
-
-    identifiers = content_gate.audience_identifiers(conn, work.campaign_id)
-    if work.mode == "cohort":
-        expected = content_gate.expected_languages(final, work.cohorts, policy)
-    else:
-        expected = pd.Series(
-            final["language"].fillna(policy.content.default_language).to_numpy(),
-            index=final["recipient_pseudonym"].to_numpy(),
-        )
-    content = content_gate.content_frame(
-        messages, rows, expected_language=expected, identifiers=identifiers, policy=policy
-    )
-    result = content_gate.content_gate(content, policy=policy, campaign_id=work.campaign_id)
-    record_gate(conn, run_id, result)
-    if not result.success:
-        rejected = content_gate.rejected_drafts(content, policy)
-        if rejected:
-            ledger.mark_rejected(conn, work.campaign_id, rejected, prompt_version=work.version, model=model)
-        note = (
-            f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run"
-            if rejected
-            else "no draft's own text broke a rule; the merged messages did (nothing was rejected)"
-        )
-        raise GateFailed(result, note=note)
-
-
 def run_campaign(
     campaign_id: str,
     *,
@@ -693,6 +387,9 @@ def run_campaign(
     transport: str | None = None,
 ) -> CampaignOutcome:
     """Prepare, draft (sync) and publish one campaign in one go: the three DAG steps back to back."""
+    from governed_marketing.generation.publish import publish_campaign
+    from governed_marketing.generation.sync_flow import draft_sync
+
     transport = transport or ("offline" if provider.name == "offline" else "sync")
     common = {"conn": conn, "policy": policy, "as_of": as_of, "run_id": run_id}
     prepared = prepare_campaign(
