@@ -1,6 +1,6 @@
 """The Batch API transport through the real `openai` SDK, against the local server's Files and Batch API.
 
-Each test drives the library (`generation.batch`) with a DuckDB ledger in tmp_path, exactly as the
+Each test drives the library (`generation.transports.batch`) with a DuckDB ledger in tmp_path, exactly as the
 deferrable operator will: submit, poll, collect, resubmit; the vendor is the emulation in
 tests/support/openai_batch_api.py.
 """
