@@ -28,8 +28,9 @@ import openai
 import pytest
 from governed_marketing.generation.base import DraftFailure, DraftRequest
 from governed_marketing.generation.ledger import custom_id
-from governed_marketing.generation.providers import OpenAIProvider, completion_body
-from governed_marketing.generation.ratelimit import estimate_tokens
+from governed_marketing.generation.request import completion_body
+from governed_marketing.generation.tokens import estimate_tokens
+from governed_marketing.generation.transports.sync import OpenAIProvider
 
 from tests.benchmarks.conftest import REPEATS, record
 from tests.support.openai_server import LocalOpenAIServer

@@ -1,6 +1,6 @@
 """The Batch API transport through the real `openai` SDK, against the local server's Files and Batch API.
 
-Each test drives the library (`generation.batch`) with a DuckDB ledger in tmp_path, exactly as the
+Each test drives the library (`generation.transports.batch`) with a DuckDB ledger in tmp_path, exactly as the
 deferrable operator will: submit, poll, collect, resubmit; the vendor is the emulation in
 tests/support/openai_batch_api.py.
 """
@@ -18,10 +18,11 @@ from typing import Any
 import duckdb
 import openai
 import pytest
-from governed_marketing.generation import batch, ledger
+from governed_marketing.generation import ledger
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, DraftRequest
 from governed_marketing.generation.campaign import COHORT_ATTRIBUTES
-from governed_marketing.generation.providers import completion_body
+from governed_marketing.generation.request import completion_body
+from governed_marketing.generation.transports import batch
 from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.openai_batch_api import BatchAPI

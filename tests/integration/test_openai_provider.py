@@ -10,12 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, Draft, DraftRequest
-from governed_marketing.generation.providers import (
-    OpenAIProvider,
-    ProviderError,
-    build_provider,
-    provider_description,
-)
+from governed_marketing.generation.errors import ProviderError
+from governed_marketing.generation.providers import build_provider, provider_description
+from governed_marketing.generation.transports.sync import OpenAIProvider
 from governed_marketing.policy import Policy, parse_policy
 from governed_marketing.settings import Settings
 

@@ -12,13 +12,9 @@ from collections.abc import Iterator
 import openai
 import pytest
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
+from governed_marketing.generation.errors import ProviderError, VendorAuthRejected, VendorQuotaExhausted
 from governed_marketing.generation.ledger import custom_id
-from governed_marketing.generation.providers import (
-    OpenAIProvider,
-    ProviderError,
-    VendorAuthRejected,
-    VendorQuotaExhausted,
-)
+from governed_marketing.generation.transports.sync import OpenAIProvider
 
 from tests.support.openai_server import LocalOpenAIServer
 

@@ -1,7 +1,7 @@
 """Batch mode for one campaign: what the draft task submits, re-attaches to and collects.
 
 The campaign side (which units, the payload gate, prices) joins the transport side
-(generation/batch.py) here, so the Airflow operator only calls two functions and passes batch ids.
+(generation/transports/batch.py) here, so the Airflow operator only calls two functions and passes batch ids.
 """
 
 from __future__ import annotations
@@ -9,36 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from governed_marketing.generation import batch, ledger
+from governed_marketing.generation import ledger
 from governed_marketing.generation.base import DraftRequest
 from governed_marketing.generation.campaign import (
     CampaignWork,
     UnitsFailed,
-    _add_ledger_totals,
-    _outcome,
+    add_ledger_totals,
+    campaign_outcome,
     check_payload,
     load_work,
     units_to_request,
 )
 from governed_marketing.generation.cost import pricing_for
+from governed_marketing.generation.request import body_options
+from governed_marketing.generation.transports import batch
+from governed_marketing.generation.vendor import openai_client
 from governed_marketing.policy import Policy
 
 if TYPE_CHECKING:
     from governed_marketing.warehouse import Warehouse
-
-
-def _client() -> Any:
-    import openai
-
-    return openai.OpenAI(max_retries=3, timeout=60)  # OPENAI_API_KEY and OPENAI_BASE_URL from the env
-
-
-def _body_kwargs(policy: Policy, provider: str) -> dict[str, Any]:
-    vendor = policy.vendors.get(provider)
-    return {
-        "max_body_chars": policy.content.max_body_chars,
-        "max_output_tokens": vendor.max_output_tokens if vendor else None,
-    }
 
 
 def _submit(
@@ -71,7 +60,7 @@ def _submit(
         campaign_id=work.campaign_id,
         model=work.model,
         run_id=run_id,
-        body_kwargs=_body_kwargs(policy, work.provider),
+        body_kwargs=body_options(policy, work.provider),
         histories=histories,
     )
 
@@ -108,15 +97,15 @@ def submit_campaign_batch(
 
     Returns counts with `batch_ids`: every batch the task must wait for (none when all is done).
     """
-    client = client or _client()
+    client = client or openai_client()
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     in_flight = batch.reattach(conn, client, campaign_id, work.version, model)
     to_request, _ = units_to_request(conn, work)
-    outcome = _outcome(conn, policy, work, "batch")
+    outcome = campaign_outcome(conn, policy, work, "batch")
     outcome.reused_drafts = len(work.requests) - len(to_request)
     submitted = _submit(conn, client, policy, work, to_request, run_id=run_id)
     outcome.vendor_calls = len(to_request)
-    _add_ledger_totals(conn, outcome)
+    add_ledger_totals(conn, outcome)
     batch_ids = sorted({*in_flight, *([submitted] if submitted else [])})
     return {**outcome.counts(), "batch_ids": batch_ids, "reattached_batches": len(in_flight)}
 
@@ -136,7 +125,7 @@ def collect_campaign_batches(
     """Read finished batches into the ledger (vendor files deleted), and send in one new batch what came
     back missing, expired or failed at the server, and each rejected answer's one re-ask (with its
     history: the rejected answer and the reason)."""
-    client = client or _client()
+    client = client or openai_client()
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     by_custom_id = {r.custom_id: r for r in work.requests.values()}
     pricing = pricing_for(policy, provider, model, transport="batch")
@@ -166,8 +155,8 @@ def collect_campaign_batches(
     again = [by_custom_id[cid] for cid in dict.fromkeys([*resubmit, *reasks]) if cid in by_custom_id]
     histories = {cid: history for cid, history in reasks.items() if cid in by_custom_id}
     new_batch = _submit(conn, client, policy, work, again, run_id=run_id, histories=histories)
-    outcome = _outcome(conn, policy, work, "batch")
-    _add_ledger_totals(conn, outcome)
+    outcome = campaign_outcome(conn, policy, work, "batch")
+    add_ledger_totals(conn, outcome)
     final_failures = 0 if new_batch else _content_failures(conn, work, run_id)
     if final_failures:
         raise UnitsFailed(

@@ -1,28 +1,23 @@
 """Generate a campaign's content and write its outbox, with nothing personal sent to the vendor.
 
 Three stages (three DAG tasks; `run_campaign` runs them back to back), each failing closed:
-1. `prepare_campaign`: the campaign-audience gate (Great Expectations), the last-moment consent
-   check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only where
-   governance.yml allows it), the intent recorded in the generation ledger with a cost estimate,
-   and the budget check. A failure here sends nothing.
-2. `draft_sync` (or the Batch API, generation/batch.py): the vendor-payload gate over exactly what
-   leaves, then only the units the ledger says are still to do; each draft is stored the moment it
-   arrives, so a crash or a retry pays for nothing twice.
-3. `publish_campaign`: the consent check again, the greeting composed locally from the language
-   table and the recipient's first name (a name that does not read as a name gets the greeting
-   without a name), the right-to-object notice appended, the generated-content gate, and the outbox
-   file rewritten atomically. Drafts whose own text the gate rejects are marked in the ledger and
-   drafted again; a recipient's name never rejects a draft.
+1. `prepare_campaign` (here): the campaign-audience gate (Great Expectations), the last-moment
+   consent check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only
+   where governance.yml allows it), the intent recorded in the generation ledger with a cost
+   estimate, and the budget check. A failure here sends nothing.
+2. `sync_flow.draft_sync` or `batch_flow` (the Batch API): the units still to do are drafted.
+3. `publish.publish_campaign`: consent again, names merged locally, the content gate, the outbox.
+
+What every stage shares lives here: the campaign's work rebuilt from the warehouse (XCom carries
+counts, never rows), which units are still to request, the payload gate, and the counts reported.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,8 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from governed_marketing.generation import ledger
-from governed_marketing.generation.base import ContentProvider, DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.notices import greeting, objection_notice
+from governed_marketing.generation.base import ContentProvider, DraftRequest
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
 
@@ -276,7 +270,8 @@ def check_payload(
     )
 
 
-def _outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+def campaign_outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str) -> CampaignOutcome:
+    """The counts every stage reports (sync and batch alike), before this stage adds its own."""
     campaign = policy.campaigns[work.campaign_id]
     outcome = CampaignOutcome(work.campaign_id, work.provider, work.model, work.version)
     outcome.mode, outcome.transport, outcome.approval = work.mode, transport, campaign.approval
@@ -288,7 +283,8 @@ def _outcome(conn: Warehouse, policy: Policy, work: CampaignWork, transport: str
     return outcome
 
 
-def _add_ledger_totals(conn: Warehouse, outcome: CampaignOutcome) -> None:
+def add_ledger_totals(conn: Warehouse, outcome: CampaignOutcome) -> None:
+    """What the ledger says this campaign version has cost and left failed, across every run."""
     totals = conn.execute(
         """
         select coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
@@ -323,7 +319,8 @@ def prepare_campaign(
         GateFailed: the campaign-audience gate failed (nothing is sent, nothing written).
         BudgetExceeded: spent + estimate would exceed the campaign's budget_usd (nothing is sent).
     """
-    from governed_marketing.generation.cost import check_budget, pricing_for, request_body_for_estimate
+    from governed_marketing.generation.cost import check_budget, pricing_for
+    from governed_marketing.generation.request import body_options, completion_body
     from governed_marketing.validation import audience as audience_gate
 
     campaign = policy.campaigns[campaign_id]
@@ -343,7 +340,8 @@ def prepare_campaign(
     to_request, _ = units_to_request(conn, work)
     pricing = pricing_for(policy, provider, model, transport=transport)
     estimates = {
-        r.unit_id: pricing.estimate(request_body_for_estimate(r, model=model, policy=policy)) for r in to_request
+        r.unit_id: pricing.estimate(completion_body(r, model=model, **body_options(policy, provider)))
+        for r in to_request
     }
     unit_kind = "cohort" if work.mode == "cohort" else "recipient"
     ledger.plan(
@@ -370,281 +368,10 @@ def prepare_campaign(
         estimated_usd=estimated,
         units=len(to_request),
     )
-    outcome = _outcome(conn, policy, work, transport)
+    outcome = campaign_outcome(conn, policy, work, transport)
     outcome.reused_drafts = len(work.requests) - len(to_request)
-    _add_ledger_totals(conn, outcome)
+    add_ledger_totals(conn, outcome)
     outcome.estimated_cost_usd = round(estimated, 8)
-    return outcome
-
-
-def draft_sync(
-    campaign_id: str,
-    *,
-    conn: Warehouse,
-    policy: Policy,
-    provider: ContentProvider,
-    transport: str,
-    as_of: datetime,
-    run_id: str,
-) -> CampaignOutcome:
-    """Draft every unit still to request, one call each; each draft is stored the moment it arrives.
-
-    Raises:
-        GateFailed: the vendor-payload gate failed (nothing is sent).
-        UnitsFailed: some units failed after the SDK's retries; they are recorded as failed and the
-            next run (or task retry) requests only them.
-    """
-    from governed_marketing import stopping
-    from governed_marketing.generation.cost import pricing_for
-    from governed_marketing.generation.providers import DraftingInterrupted
-
-    work = load_work(conn, policy, campaign_id, provider=provider.name, model=provider.model, as_of=as_of)
-    crashed = ledger.record_crashed_sync_units(conn, campaign_id, work.version, provider.model)
-    if crashed:
-        log.warning("%s: %d unit(s) left in flight by an earlier run are in doubt; sent again", campaign_id, crashed)
-    to_request, _ = units_to_request(conn, work)
-    outcome = _outcome(conn, policy, work, transport)
-    outcome.reused_drafts = len(work.requests) - len(to_request)
-    if to_request and stopping.stop_requested():
-        raise stopping.RunInterrupted(f"{campaign_id}: not drafted, the run is stopping ({stopping.stop_reason()})")
-    if to_request:
-        check_payload(conn, run_id, policy, work, to_request)
-        pricing = pricing_for(policy, provider.name, provider.model, transport=transport)
-        unit_kind = "cohort" if work.mode == "cohort" else "recipient"
-        ledger.plan(
-            conn,
-            to_request,
-            model=provider.model,
-            provider=provider.name,
-            transport=transport,
-            unit_kind=unit_kind,
-            run_id=run_id,
-        )
-        rows = ledger.rows(conn, campaign_id, work.version, provider.model)
-        to_request = [replace(r, idempotency_key=ledger.idempotency_key(rows[r.unit_id])) for r in to_request]
-        failures: dict[str, DraftFailure] = {}
-
-        def submitted(group: list[DraftRequest]) -> None:
-            # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
-            ledger.mark_submitted(conn, [r.custom_id for r in group], run_id=run_id)
-            if len(group) > 1:
-                ledger.mark_shared(conn, group[0].custom_id, [r.custom_id for r in group[1:]])
-
-        def stored(request: DraftRequest, result: DraftResult) -> None:
-            cost = pricing.cost_of(result.input_tokens, result.output_tokens)
-            ledger.record_success(conn, request, result, provider=provider.name, model=provider.model, cost_usd=cost)
-            outcome.run_input_tokens += result.input_tokens
-            outcome.run_output_tokens += result.output_tokens
-            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
-
-        def failed(request: DraftRequest, failure: DraftFailure) -> None:
-            failures[request.unit_id] = failure
-            # A failed unit's paid attempts (a rejected answer and its re-ask) are spent all the same.
-            cost = pricing.cost_of(failure.input_tokens, failure.output_tokens)
-            ledger.record_failure(
-                conn,
-                request.custom_id,
-                failure,
-                input_tokens=failure.input_tokens,
-                output_tokens=failure.output_tokens,
-                cost_usd=cost,
-            )
-            outcome.run_input_tokens += failure.input_tokens
-            outcome.run_output_tokens += failure.output_tokens
-            outcome.run_cost_usd = round(outcome.run_cost_usd + cost, 8)
-
-        try:
-            with stopping.stops_by_itself():
-                try:
-                    results = provider.draft_many(to_request, on_result=stored, on_failure=failed, on_submit=submitted)
-                except DraftingInterrupted as exc:
-                    reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
-                    in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)
-                    ledger.record_not_sent(conn, [r.custom_id for r in exc.not_sent])
-                    raise stopping.RunInterrupted(
-                        f"{campaign_id}: {exc}; {in_doubt} unit(s) recorded as in doubt in ops.generation_ledger"
-                    ) from exc
-        except stopping.RunInterrupted:
-            raise
-        except Exception as exc:
-            # Quota, credentials or an unexpected error: whatever was not stored is failed, not lost.
-            stored_rows = ledger.rows(conn, campaign_id, work.version, provider.model)
-            for request in to_request:
-                if stored_rows[request.unit_id].status == "submitted":
-                    reason = f"{type(exc).__name__}: the run stopped before this unit was drafted"
-                    ledger.record_failure(conn, request.custom_id, DraftFailure(request.unit_id, "client", reason))
-            raise
-        shared = sum(1 for r in results.values() if "shared_request_of" in r.extra)
-        outcome.vendor_calls = 0 if provider.name == "offline" else len(results) - shared + len(failures)
-        outcome.shared_requests = 0 if provider.name == "offline" else shared
-        if failures:
-            _add_ledger_totals(conn, outcome)
-            kinds = sorted({f.kind for f in failures.values()})
-            retryable = all(f.retryable for f in failures.values())
-            raise UnitsFailed(
-                f"{len(failures)} of {len(to_request)} unit(s) of {campaign_id} could not be drafted "
-                f"({', '.join(kinds)}); they are recorded as failed in ops.generation_ledger and will be "
-                + ("requested again on the next run or task retry" if retryable else "requested again on the next run"),
-                retryable=retryable,
-            )
-    _add_ledger_totals(conn, outcome)
-    return outcome
-
-
-def _write_outbox(path: Path, rows: list[dict]) -> None:
-    """Rewrite the campaign's outbox file atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".jsonl.partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-
-
-def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
-    return outbox_root / campaign_id / f"{version.replace('@', '-')}.jsonl"
-
-
-def _rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
-    """Drafts (by unit) whose own text breaks a content rule: they are dropped and drafted again.
-
-    Only the vendor's text is judged here, through the draft_* columns computed on the draft before
-    any name is merged: a recipient's name, a missing notice or a language mismatch is our own doing
-    (or our data) and would not be fixed by asking the vendor again.
-    """
-    from expectations.generated_content import MAX_SUBJECT_CHARS
-
-    reasons: dict[str, str] = {}
-    for row in content.itertuples(index=False):
-        problems = []
-        if row.draft_has_template_syntax:
-            problems.append("contains template syntax")
-        if row.draft_has_contact_shape:
-            problems.append("contains an email address, phone number or URL outside content.allowed_urls")
-        if not 1 <= row.draft_body_length <= policy.content.max_body_chars:
-            problems.append("body length outside content.max_body_chars")
-        if row.draft_has_known_identifier:
-            problems.append("contains a known identifier of an audience member")
-        if not 1 <= len(row.subject or "") <= MAX_SUBJECT_CHARS:
-            problems.append("subject length")
-        if problems and row.cohort_id not in reasons:
-            reasons[row.cohort_id] = "; ".join(sorted(set(problems)))
-    return reasons
-
-
-def publish_campaign(
-    campaign_id: str,
-    *,
-    conn: Warehouse,
-    policy: Policy,
-    provider: str,
-    model: str,
-    transport: str,
-    as_of: datetime,
-    run_id: str,
-    outbox_root: Path,
-) -> CampaignOutcome:
-    """Consent again, names merged locally, the content gate, then the outbox (rewritten atomically).
-
-    Raises:
-        UnitsFailed: some units have no draft yet (failed or still in flight): nothing is written.
-        GateFailed: the generated-content gate failed: nothing is written; drafts whose own text broke
-            a rule are marked rejected in the ledger and drafted again on the next run.
-    """
-    from governed_marketing.consent import still_eligible
-    from governed_marketing.validation import content as content_gate
-
-    work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
-    outcome = _outcome(conn, policy, work, transport)
-    # Every unit must have an accepted draft: a unit still in a vendor batch, failed or never drafted
-    # would otherwise drop its recipients from the outbox without a word.
-    stored = ledger.rows(conn, campaign_id, work.version, model)
-    missing = [r for r in work.requests.values() if r.unit_id not in stored or stored[r.unit_id].status != "succeeded"]
-    if missing:
-        _add_ledger_totals(conn, outcome)
-        raise UnitsFailed(
-            f"{len(missing)} of {len(work.requests)} unit(s) of {campaign_id} have no accepted draft yet; "
-            "nothing was written to the outbox (see ops.generation_ledger)"
-        )
-
-    # Consent again, just before names are merged and the outbox is written.
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    final = work.sendable[work.sendable["recipient_pseudonym"].isin(allowed)]
-    outcome.dropped_before_outbox = len(work.sendable) - len(final)
-    unit_column = "a.cohort_id" if work.mode == "cohort" else "a.recipient_pseudonym"
-    messages = conn.execute(
-        f"""
-        select r.recipient_pseudonym, c.contact_id, c.email_normalized as email, c.first_name,
-               g.language, g.subject, g.preheader, g.body, g.model, g.generated_at,
-               a.cohort_id as audience_cohort_id, g.unit_id as cohort_id
-        from marts.campaign_recipients r
-        join raw.crm_contacts c using (contact_id)
-        join marts.campaign_audience a
-          on a.campaign_id = r.campaign_id and a.recipient_pseudonym = r.recipient_pseudonym
-        join ops.generated_content g
-          on g.campaign_id = r.campaign_id and g.unit_id = {unit_column}
-         and g.prompt_version = ? and g.model = ?
-        where r.campaign_id = ?
-        order by c.contact_id
-        """,
-        [work.version, model, campaign_id],
-    ).df()
-    messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
-    rows = []
-    for message in messages.itertuples(index=False):
-        # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
-        # greeting, and a value that does not read as a name gets the greeting without a name.
-        body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
-        notice = objection_notice(
-            message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url
-        )
-        rows.append(
-            {
-                "campaign_id": campaign_id,
-                "contact_id": message.contact_id,
-                "email": message.email,
-                "language": message.language,
-                "subject": message.subject,
-                "body": f"{body.rstrip()}\n\n--\n{notice}",
-                "prompt_version": work.version,
-                "model": message.model,
-                "cohort_id": message.audience_cohort_id,
-                "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
-            }
-        )
-    identifiers = content_gate.audience_identifiers(conn, campaign_id)
-    if work.mode == "cohort":
-        expected = content_gate.expected_languages(final, work.cohorts, policy)
-    else:
-        expected = pd.Series(
-            final["language"].fillna(policy.content.default_language).to_numpy(),
-            index=final["recipient_pseudonym"].to_numpy(),
-        )
-    content = content_gate.content_frame(
-        messages, rows, expected_language=expected, identifiers=identifiers, policy=policy
-    )
-    result = content_gate.content_gate(content, policy=policy, campaign_id=campaign_id)
-    record_gate(conn, run_id, result)
-    if not result.success:
-        rejected = _rejected_drafts(content, policy)
-        if rejected:
-            ledger.mark_rejected(conn, campaign_id, rejected, prompt_version=work.version, model=model)
-        note = (
-            f"{len(rejected)} draft(s) rejected; they will be drafted again on the next run"
-            if rejected
-            else "no draft's own text broke a rule; the merged messages did (nothing was rejected)"
-        )
-        raise GateFailed(result, note=note)
-    outbox_file = outbox_path(outbox_root, campaign_id, work.version)
-    _write_outbox(outbox_file, rows)
-    outcome.messages = len(rows)
-    outcome.outbox_file = str(outbox_file)
-    _add_ledger_totals(conn, outcome)
-    log.info(
-        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
-    )
     return outcome
 
 
@@ -660,6 +387,9 @@ def run_campaign(
     transport: str | None = None,
 ) -> CampaignOutcome:
     """Prepare, draft (sync) and publish one campaign in one go: the three DAG steps back to back."""
+    from governed_marketing.generation.publish import publish_campaign
+    from governed_marketing.generation.sync_flow import draft_sync
+
     transport = transport or ("offline" if provider.name == "offline" else "sync")
     common = {"conn": conn, "policy": policy, "as_of": as_of, "run_id": run_id}
     prepared = prepare_campaign(

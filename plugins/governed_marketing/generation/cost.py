@@ -1,37 +1,22 @@
-"""Tokens and money: the estimate before anything is submitted, the price of what came back.
+"""Money: the estimate before anything is submitted, the price of what came back.
 
-There is no tokenizer here: tiktoken downloads its encodings at first use and this product must
-run without the internet. The estimate is therefore deliberately pessimistic: one token per three
-characters of the request (OpenAI's rule of thumb is four for English) plus a per-message overhead,
-and the full `max_output_tokens` cap for the answer. A budget check against this estimate errs
-towards refusing; the ledger records the actual usage the vendor reports, and the summary shows
-both so the gap is visible.
+The estimate takes the one token estimate (generation/tokens.py: deliberately pessimistic) for the
+input and the full `max_output_tokens` cap for the answer. A budget check against it errs towards
+refusing; the ledger records the actual usage the vendor reports, and the summary shows both so
+the gap is visible.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 
-from governed_marketing.generation.base import DraftRequest
 from governed_marketing.generation.ledger import UnitEstimate
+from governed_marketing.generation.tokens import estimate_input_tokens
 from governed_marketing.policy import ModelPrice, Policy
-
-CHARS_PER_TOKEN = 3.0
-TOKENS_PER_MESSAGE = 4  # role and separators per chat message, plus the reply primer
 
 
 class BudgetExceeded(RuntimeError):
     """Submitting would take the campaign over its budget_usd; nothing was sent."""
-
-
-def estimate_tokens(body: dict) -> int:
-    """A pessimistic input-token count for a chat.completions body (messages and response schema)."""
-    messages = body.get("messages") or []
-    text = "".join(str(m.get("content") or "") for m in messages)
-    schema = json.dumps(body.get("response_format") or {}, separators=(",", ":"))
-    return math.ceil((len(text) + len(schema)) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * (len(messages) + 1)
 
 
 def usd(price: ModelPrice | None, input_tokens: int, output_tokens: int, *, discount: float = 1.0) -> float:
@@ -53,7 +38,7 @@ class Pricing:
         return usd(self.price, input_tokens, output_tokens, discount=self.discount)
 
     def estimate(self, body: dict) -> UnitEstimate:
-        tokens_in = estimate_tokens(body)
+        tokens_in = estimate_input_tokens(body)
         return UnitEstimate(tokens_in, self.max_output_tokens, self.cost_of(tokens_in, self.max_output_tokens))
 
 
@@ -98,10 +83,3 @@ def check_budget(
             f"campaign {campaign_id}: {units} unit(s) estimated at ${estimated_usd:.4f} on top of ${spent_usd:.4f} "
             f"already spent would exceed campaigns.{campaign_id}.budget_usd ${budget:.2f}; nothing was sent"
         )
-
-
-def request_body_for_estimate(request: DraftRequest, *, model: str, policy: Policy) -> dict:
-    """The body the estimate is taken over: the same builder the transports send."""
-    from governed_marketing.generation.providers import completion_body
-
-    return completion_body(request, model=model, max_body_chars=policy.content.max_body_chars)

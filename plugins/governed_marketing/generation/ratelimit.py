@@ -10,8 +10,9 @@ The budget refills continuously (at 60 rpm, one request sent leaves `remaining 5
 `RateLimiter` keeps one bucket a resource: its capacity is the limit, its refill rate is learned from
 (limit - remaining) / reset (a lower bound of it; never below limit per minute), and its level is set from
 `remaining` on every response, minus what is still in flight. Each call reserves one request and
-its estimated tokens (`estimate_tokens`: characters / 4 of the messages plus `max_completion_tokens`,
-as the vendor counts before answering) before it is sent, and waits while either bucket is short.
+its estimated tokens (`generation.tokens.estimate_tokens`: the one input estimate plus
+`max_completion_tokens`, as the vendor counts before answering) before it is sent, and waits while
+either bucket is short.
 Answers arrive out of order and the vendor may admit concurrent calls in another order than they were
 sent, so a response's `remaining` is trusted only less every call that overlapped it.
 Until the first response has arrived only one call is in flight (a probe).
@@ -39,7 +40,6 @@ retry budget. So no 429 is retried twice by two layers.
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import re
 import threading
@@ -47,7 +47,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 #: Refuse to wait longer than this for a shared cool-down: the unit fails as `rate_limit` instead.
 DEFAULT_MAX_WAIT_S = 120.0
@@ -166,17 +165,6 @@ class RateLimitHeaders:
             if remaining is not None and remaining < 1 and reset is not None
         ]
         return max(waits) if waits else None
-
-
-def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """Tokens the vendor will count against the limit before answering: chars / 4 of the messages + max output.
-
-    A deliberate over-estimate (the JSON punctuation is counted too); the level is corrected from the
-    vendor's `remaining` on every response, so the estimate only matters for calls in flight.
-    """
-    messages = json.dumps(body.get("messages") or [], ensure_ascii=False)
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    return len(messages) // 4 + 1 + int(output)
 
 
 class RateLimitWaitTooLong(Exception):

@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})  # as in generation.batch
+from governed_marketing.generation.vendor import TERMINAL_BATCH_STATUSES, async_openai_client
 
 
 class OpenAIBatchTrigger(BaseTrigger):
@@ -57,11 +57,11 @@ class OpenAIBatchTrigger(BaseTrigger):
 
         deadline = time.monotonic() + self.timeout_s
         statuses: dict[str, str] = {}
-        client = openai.AsyncOpenAI(max_retries=3, timeout=60)  # OPENAI_API_KEY / OPENAI_BASE_URL from the env
+        client = async_openai_client()  # OPENAI_API_KEY / OPENAI_BASE_URL from the triggerer's env
         try:
             while True:
                 for batch_id in self.batch_ids:
-                    if statuses.get(batch_id) in TERMINAL_STATUSES:
+                    if statuses.get(batch_id) in TERMINAL_BATCH_STATUSES:
                         continue
                     try:
                         batch = await client.batches.retrieve(batch_id)
@@ -75,7 +75,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                         self.log.warning("batch %s: poll failed (%s); polling on", batch_id, type(exc).__name__)
                         continue
                     statuses[batch_id] = batch.status
-                done = sum(1 for b in self.batch_ids if statuses.get(b) in TERMINAL_STATUSES)
+                done = sum(1 for b in self.batch_ids if statuses.get(b) in TERMINAL_BATCH_STATUSES)
                 self.log.info("%d of %d batches terminal: %s", done, len(self.batch_ids), statuses)
                 if done == len(self.batch_ids):
                     yield self._event("done", statuses)

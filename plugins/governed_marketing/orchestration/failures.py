@@ -27,7 +27,7 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
     from governed_marketing.assessment import GenerationBlocked
     from governed_marketing.generation.campaign import ModeRefused
     from governed_marketing.generation.cost import BudgetExceeded
-    from governed_marketing.generation.providers import VendorAuthRejected, VendorQuotaExhausted
+    from governed_marketing.generation.errors import VendorAuthRejected, VendorQuotaExhausted
     from governed_marketing.policy import PolicyError
     from governed_marketing.privacy.dsr import OverdueRequests
     from governed_marketing.validation.gates import GateFailed

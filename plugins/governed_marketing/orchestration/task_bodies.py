@@ -139,7 +139,7 @@ def draft_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | N
     Returns counts; in batch mode they include `batch_ids` to wait for (possibly re-attached ones).
     """
     from governed_marketing.generation.batch_flow import submit_campaign_batch
-    from governed_marketing.generation.campaign import draft_sync
+    from governed_marketing.generation.sync_flow import draft_sync
 
     setup = _generation_setup(campaign_id)
     if setup.transport == "batch":  # re-attach to batches in flight, submit what is still to do
@@ -181,7 +181,7 @@ def collect_batches(campaign_id: str, batch_ids: list[str], *, run_id: str, as_o
 
 def publish_generation(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> dict:
     """Consent re-check, names merged locally, content gate, outbox."""
-    from governed_marketing.generation.campaign import publish_campaign
+    from governed_marketing.generation.publish import publish_campaign
 
     setup = _generation_setup(campaign_id)
     return _stage(

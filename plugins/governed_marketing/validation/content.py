@@ -76,12 +76,11 @@ def _strings(value: object) -> list[str]:
 
 def common_words() -> frozenset[str]:
     """Every word of our own offline templates, greetings and right-to-object notices, in every language."""
-    from dataclasses import astuple
+    from dataclasses import asdict
 
     from governed_marketing.generation.notices import LANGUAGES
-    from governed_marketing.generation.providers import _PHRASES
 
-    texts = _strings(_PHRASES) + [text for entry in LANGUAGES.values() for text in astuple(entry)]
+    texts = [text for entry in LANGUAGES.values() for text in _strings(asdict(entry))]
     return frozenset(word for text in texts for word in _WORD.findall(text))
 
 
@@ -183,6 +182,24 @@ def content_frame(
         isinstance(row["body"], str) and notices[row["language"]] in row["body"] for row in rows
     ]
     return frame
+
+
+def rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
+    """Drafts (by unit) whose own text breaks a content rule: they are dropped and drafted again.
+
+    The rules are the suite's (`CONTENT_RULES` with `judges_draft`), read on the draft_* columns
+    computed before any name is merged: a recipient's name, a missing notice or a language mismatch
+    is our own doing (or our data) and would not be fixed by asking the vendor again.
+    """
+    from expectations.generated_content import CONTENT_RULES
+
+    rules = [rule for rule in CONTENT_RULES if rule.judges_draft]
+    reasons: dict[str, str] = {}
+    for row in content.to_dict("records"):
+        problems = {rule.problem for rule in rules if rule.broken(row[rule.column], policy)}
+        if problems and row["cohort_id"] not in reasons:
+            reasons[row["cohort_id"]] = "; ".join(sorted(problems))
+    return reasons
 
 
 def content_gate(frame: pd.DataFrame, *, policy: Policy, campaign_id: str) -> GateResult:

@@ -13,7 +13,7 @@ from governed_marketing.generation.notices import (
     greeting,
     objection_notice,
 )
-from governed_marketing.generation.providers import OFFLINE_LANGUAGES
+from governed_marketing.generation.transports.offline import OFFLINE_LANGUAGES
 from governed_marketing.policy import load_policy
 from governed_marketing.sample_data.crm_export import _COUNTRIES
 

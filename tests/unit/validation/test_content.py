@@ -11,6 +11,7 @@ from governed_marketing.validation.content import (
     content_frame,
     content_gate,
     expected_languages,
+    rejected_drafts,
 )
 
 from tests.unit.validation.conftest import CAMPAIGN, covered, failed, stored
@@ -180,3 +181,45 @@ def test_a_recipient_whose_cohort_dropped_the_language_expects_the_fallback(poli
 def test_no_messages_pass(policy):
     empty = messages().iloc[0:0]
     assert check(policy, empty, built=[]).success
+
+
+#: One draft-only violation per rule that judges drafts: the suite and the per-draft verdict must agree.
+DRAFT_VIOLATIONS = {
+    "subject": {"subject": "x" * 201},
+    "draft_has_known_identifier": {"body": DRAFT["body"] + " Greetings from Annabel Quist."},
+    "draft_has_template_syntax": {"body": "Hi {{ first_name }}, a greeting the shop adds itself."},
+    "draft_has_contact_shape": {"preheader": "Our sale at https://shop.test"},
+    "draft_body_length": {"body": DRAFT["body"] + " more" * 2000},
+}
+
+
+def _table(policy, frame: pd.DataFrame, built: list[dict] | None = None) -> pd.DataFrame:
+    built = rows(frame, policy) if built is None else built
+    return content_frame(frame, built, expected_language=expected(policy), identifiers=IDENTIFIERS, policy=policy)
+
+
+def test_every_rule_that_judges_drafts_has_a_draft_violation() -> None:
+    from expectations.generated_content import CONTENT_RULES
+
+    assert {rule.column for rule in CONTENT_RULES if rule.judges_draft} == set(DRAFT_VIOLATIONS)
+
+
+@pytest.mark.parametrize("column", sorted(DRAFT_VIOLATIONS))
+def test_the_suite_and_the_per_draft_verdict_read_the_same_rule(policy, column):
+    from expectations.generated_content import CONTENT_RULES
+
+    table = _table(policy, _draft(**DRAFT_VIOLATIONS[column]))
+    rule = next(rule for rule in CONTENT_RULES if rule.column == column)
+
+    result = content_gate(table, policy=policy, campaign_id=CAMPAIGN)
+    assert any(column == failed_column for _, failed_column in failed(result)), result.one_line()
+    verdict = rejected_drafts(table, policy)
+    assert set(verdict) == {"cohort-en"}  # only the broken draft, never the German one
+    assert rule.problem in verdict["cohort-en"].split("; ")
+
+
+def test_a_merged_message_problem_rejects_no_draft(policy):
+    table = _table(policy, messages(), rows(messages(), policy, notice=False))
+
+    assert not content_gate(table, policy=policy, campaign_id=CAMPAIGN).success
+    assert rejected_drafts(table, policy) == {}

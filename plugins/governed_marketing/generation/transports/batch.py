@@ -3,7 +3,7 @@
 Every step is written to the generation ledger before the next one starts, so a crash or a task
 retry anywhere re-attaches to what was already sent and nothing is paid for twice:
 
-1. `submit` builds one line per unit with `completion_body` (the body the sync path sends), marks
+1. `submit` builds one line per unit with `request.completion_body` (the body the sync path sends), marks
    the units submitted under `pending:<submission id>`, uploads `gmp-<submission id>.jsonl`, creates
    the batch with metadata `{"gmp_submission": <submission id>, "gmp_campaign": <campaign id>}` (ids
    only, never personal data) and then puts the batch id on the units.
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from governed_marketing.generation import ledger
 from governed_marketing.generation.base import DraftFailure, DraftRequest, DraftResult
-from governed_marketing.generation.providers import completion_body, parse_draft, reask_history
+from governed_marketing.generation.request import completion_body, parse_draft, reask_history
+from governed_marketing.generation.vendor import TERMINAL_BATCH_STATUSES
 
 if TYPE_CHECKING:  # the SDK takes most of a second to import; only callers that use the vendor need it
     import openai
@@ -41,14 +42,13 @@ log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 PENDING_PREFIX = "pending:"
 SUBMISSION_KEY = "gmp_submission"
 CAMPAIGN_KEY = "gmp_campaign"
 #: How far before the pending submit a batch may look created (clock skew between us and the vendor).
 LIST_MARGIN_S = 3600
 
-#: The re-ask turn, worded as the sync provider words it, so both transports re-ask alike.
+#: (input_tokens, output_tokens) -> USD.
 CostOf = Callable[[int, int], float]
 History = list[dict[str, str]]
 
@@ -194,7 +194,7 @@ def reattach(conn: Warehouse, client: openai.OpenAI, campaign_id: str, prompt_ve
             ledger.set_batch(conn, custom_ids, matches[0].id)
             batch_ids.append(matches[0].id)
             for duplicate in matches[1:]:
-                if duplicate.status not in TERMINAL_STATUSES:
+                if duplicate.status not in TERMINAL_BATCH_STATUSES:
                     client.batches.cancel(duplicate.id)
             log.info(
                 "campaign %s: re-attached %d units to batch %s (submission %s; %d duplicate batches)",
@@ -237,7 +237,7 @@ class BatchStatus:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_BATCH_STATUSES
 
 
 def status(client: openai.OpenAI, batch_id: str) -> BatchStatus:
@@ -489,10 +489,8 @@ def collect(
     (in neither file: resubmit, unless the batch was cancelled). Paid answers keep their tokens and
     cost, whatever their fate. Collecting again is harmless: units already recorded are skipped.
     """
-    import openai
-
     batch = client.batches.retrieve(batch_id)
-    if batch.status not in TERMINAL_STATUSES:
+    if batch.status not in TERMINAL_BATCH_STATUSES:
         raise BatchError(f"batch {batch_id} is still {batch.status}; collect it once it is terminal")
     pending = _pending_in(conn, batch_id)
     unknown = sorted(pending - set(requests_by_custom_id))
@@ -506,36 +504,8 @@ def collect(
     recorder = _Recorder(
         conn, outcome, requests_by_custom_id, provider=provider, model=model, cost_of=cost_of, reasked=reasked
     )
-    seen: set[str] = set()
-    for file_id in (batch.output_file_id, batch.error_file_id) if pending else ():
-        if not file_id:
-            continue
-        try:
-            lines, unreadable = _read_jsonl(client, file_id)
-        except openai.NotFoundError:  # deleted already: its units are recorded as missing below
-            log.warning("batch %s: result file %s is gone at the vendor", batch_id, file_id)
-            continue
-        outcome.unreadable_lines += unreadable
-        for line in lines:
-            cid = line["custom_id"]
-            if cid not in pending or cid in seen:
-                outcome.already_recorded += 1
-                continue
-            seen.add(cid)
-            recorder.line(line)
-
-    summary = _summary(batch)
-    for cid in sorted(pending - seen):
-        if batch.status == "failed":
-            codes = ", ".join(summary.errors) or "no reason given"
-            recorder.failure(cid, "client", f"batch {batch_id} failed validation: {codes}", retryable=False)
-        elif batch.status == "cancelled":
-            recorder.failure(cid, "missing", f"batch {batch_id} was cancelled before this request ran", retryable=False)
-        elif batch.status == "expired":
-            recorder.failure(cid, "expired", "the batch expired before this request ran", retryable=True)
-        else:
-            recorder.failure(cid, "missing", f"batch {batch_id} returned no result for this request", retryable=True)
-
+    seen = _record_result_files(client, batch, pending, recorder) if pending else set()
+    _record_unanswered(batch, pending - seen, recorder)
     for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
         if file_id and _delete_file(client, file_id):
             outcome.deleted_files.append(file_id)
@@ -550,3 +520,42 @@ def collect(
         len(outcome.deleted_files),
     )
     return outcome
+
+
+def _record_result_files(client: openai.OpenAI, batch: Any, pending: set[str], recorder: _Recorder) -> set[str]:
+    """Record every line of the output and error files for a unit still pending; return the units seen."""
+    import openai
+
+    seen: set[str] = set()
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        try:
+            lines, unreadable = _read_jsonl(client, file_id)
+        except openai.NotFoundError:  # deleted already: its units are recorded as missing
+            log.warning("batch %s: result file %s is gone at the vendor", recorder.outcome.batch_id, file_id)
+            continue
+        recorder.outcome.unreadable_lines += unreadable
+        for line in lines:
+            cid = line["custom_id"]
+            if cid not in pending or cid in seen:
+                recorder.outcome.already_recorded += 1
+                continue
+            seen.add(cid)
+            recorder.line(line)
+    return seen
+
+
+def _record_unanswered(batch: Any, unanswered: set[str], recorder: _Recorder) -> None:
+    """Units in neither file: why, from the batch's status (a failed validation, a cancel, the window)."""
+    summary, batch_id = _summary(batch), recorder.outcome.batch_id
+    for cid in sorted(unanswered):
+        if batch.status == "failed":
+            codes = ", ".join(summary.errors) or "no reason given"
+            recorder.failure(cid, "client", f"batch {batch_id} failed validation: {codes}", retryable=False)
+        elif batch.status == "cancelled":
+            recorder.failure(cid, "missing", f"batch {batch_id} was cancelled before this request ran", retryable=False)
+        elif batch.status == "expired":
+            recorder.failure(cid, "expired", "the batch expired before this request ran", retryable=True)
+        else:
+            recorder.failure(cid, "missing", f"batch {batch_id} returned no result for this request", retryable=True)

@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 from governed_marketing.generation.base import FIRST_NAME_PLACEHOLDER, DraftRequest
 from governed_marketing.generation.notices import LANGUAGES, texts_for
-from governed_marketing.generation.providers import (
-    OFFLINE_LANGUAGES,
-    OfflineProvider,
-    build_provider,
-    provider_description,
-)
+from governed_marketing.generation.providers import build_provider, provider_description
+from governed_marketing.generation.transports.offline import OFFLINE_LANGUAGES, OfflineProvider
 from governed_marketing.policy import Policy, parse_policy
 from governed_marketing.settings import Settings
 from governed_marketing.validation.patterns import TEMPLATE_SYNTAX
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 URL = re.compile(r"https?://|www\.|\b[\w-]+\.(?:com|org|net|de|fr|es|it|nl|pl|pt|se|eu|io)\b", re.IGNORECASE)
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
