@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import shutil
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,17 +71,31 @@ def _rows(conn: Warehouse, sql: str, params: list) -> list[dict[str, Any]]:
 
 
 def _outbox_messages(outbox: Path, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
-    messages = []
-    if not outbox.is_dir():
+    return _outbox_messages_of(outbox, {"_": (email, contact_ids)})["_"]
+
+
+def _outbox_messages_of(outbox: Path, people: dict[str, tuple[str, set[str]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each person's pending messages, in one read of the outbox for all of them ({ref: (email, contact ids)})."""
+    messages: dict[str, list[dict[str, Any]]] = {ref: [] for ref in people}
+    if not outbox.is_dir() or not people:
         return messages
+    order = {ref: i for i, ref in enumerate(people)}
+    by_email: dict[str, list[str]] = defaultdict(list)
+    by_contact: dict[str, list[str]] = defaultdict(list)
+    for ref, (email, contact_ids) in people.items():
+        by_email[email].append(ref)
+        for contact_id in contact_ids:
+            by_contact[contact_id].append(ref)
     for path in sorted(outbox.rglob("*.jsonl")):
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                if contract.normalize_email(row.get("email")) == email or str(row.get("contact_id")) in contact_ids:
-                    messages.append({**row, "outbox_file": str(path.relative_to(outbox))})
+                owners = {*by_email.get(contract.normalize_email(row.get("email")), ())}
+                owners.update(by_contact.get(str(row.get("contact_id")), ()))
+                for ref in sorted(owners, key=order.__getitem__):
+                    messages[ref].append({**row, "outbox_file": str(path.relative_to(outbox))})
     return messages
 
 
@@ -130,104 +145,181 @@ def collect(
     manifest_path: Path | None,
 ) -> dict[str, Any]:
     """Everything held about the person with this normalized email, table by table."""
-    email = contract.normalize_email(email)
-    data: dict[str, Any] = {}
+    return collect_many(conn, {"_": email}, policy=policy, key=key, outbox=outbox, manifest_path=manifest_path)["_"]
+
+
+def _grouped(conn: Warehouse, sql: str, params: list | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Rows of a query whose first column is the request they answer, grouped by it (that column dropped)."""
+    result = conn.execute(sql, params or [])
+    names = [d[0] for d in result.description][1:]
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ref, *row in result.fetchall():
+        grouped[ref].append(dict(zip(names, row, strict=True)))
+    return grouped
+
+
+def collect_many(
+    conn: Warehouse,
+    subjects: dict[str, str],
+    *,
+    policy: Policy,
+    key: bytes,
+    outbox: Path,
+    manifest_path: Path | None,
+) -> dict[str, dict[str, Any]]:
+    """What `collect` finds, for many people at once: one query per table joined to all of them.
+
+    Args:
+        subjects: {request id (or any ref): email}. The answer is keyed the same way.
+    """
+    import pandas as pd
+
+    del policy  # what the person is told comes from the policy in export_subject
+    refs = list(subjects)
+    emails = {ref: contract.normalize_email(email) for ref, email in subjects.items()}
+    data: dict[str, dict[str, Any]] = {ref: {} for ref in refs}
     has = lambda schema, table: warehouse.table_exists(conn, schema, table)  # noqa: E731
-    data["contacts"] = (
-        _rows(conn, "select * from raw.crm_contacts where email_normalized = ? order by contact_id", [email])
-        if has("raw", "crm_contacts")
-        else []
+    refs_of = {email: subject_ref(key, email) for email in set(emails.values())}
+    people = pd.DataFrame(
+        [
+            (ref, emails[ref], pseudonym(key, emails[ref]), refs_of[emails[ref]], f"erased:{refs_of[emails[ref]]}")
+            for ref in refs
+        ],
+        columns=["ref", "email", "pseudonym", "subject_ref", "erased_email"],
+        dtype="string",
     )
-    contact_ids = {str(r["contact_id"]) for r in data["contacts"]}
-    ids = sorted(contact_ids)
-    data["consent_history"] = (
-        _rows(
+    conn.temp_table("access_people", people)
+    contacts = (
+        _grouped(
             conn,
-            "select contact_id, purpose, action, source, notice_version, occurred_at, event_id, load_id "
-            "from raw.crm_consent_events where contact_id = any(cast(? as varchar[])) order by occurred_at, event_id",
-            [ids],
+            "select p.ref, c.* from raw.crm_contacts c join access_people p on c.email_normalized = p.email "
+            "order by p.ref, c.contact_id",
+        )
+        if has("raw", "crm_contacts")
+        else {}
+    )
+    contact_ids = {ref: {str(r["contact_id"]) for r in contacts.get(ref, [])} for ref in refs}
+    conn.temp_table(
+        "access_contacts",
+        pd.DataFrame(
+            [(ref, c) for ref in refs for c in sorted(contact_ids[ref])], columns=["ref", "contact_id"], dtype="string"
+        ),
+    )
+    consent = (
+        _grouped(
+            conn,
+            "select k.ref, e.contact_id, e.purpose, e.action, e.source, e.notice_version, e.occurred_at, e.event_id, "
+            "e.load_id from raw.crm_consent_events e join access_contacts k on e.contact_id = k.contact_id "
+            "order by k.ref, e.occurred_at, e.event_id",
         )
         if has("raw", "crm_consent_events")
-        else []
+        else {}
     )
-    data["activity"] = (
-        _rows(
+    activity = (
+        _grouped(
             conn,
-            "select * from raw.crm_activity where contact_id = any(cast(? as varchar[]))"
-            " order by occurred_at, event_id",
-            [ids],
+            "select k.ref, a.* from raw.crm_activity a join access_contacts k on a.contact_id = k.contact_id "
+            "order by k.ref, a.occurred_at, a.event_id",
         )
         if has("raw", "crm_activity")
-        else []
+        else {}
     )
-    data["messages"] = _outbox_messages(outbox, email, contact_ids)
-    person = pseudonym(key, email)
-    cohort_ids = sorted({m["cohort_id"] for m in data["messages"] if m.get("cohort_id")})
+    messages = _outbox_messages_of(outbox, {ref: (emails[ref], contact_ids[ref]) for ref in refs})
+    audience: dict[str, set[str]] = defaultdict(set)
     if has("marts", "campaign_audience"):
-        cohort_ids = sorted(
-            set(cohort_ids)
-            | {
-                r[0]
-                for r in conn.execute(
-                    "select cohort_id from marts.campaign_audience where recipient_pseudonym = ?", [person]
-                ).fetchall()
-            }
-        )
-    data["cohorts"] = (
-        _rows(
-            conn,
+        for ref, cohort_id in conn.execute(
+            "select p.ref, a.cohort_id from marts.campaign_audience a join access_people p "
+            "on a.recipient_pseudonym = p.pseudonym"
+        ).fetchall():
+            audience[ref].add(cohort_id)
+    cohort_ids = {
+        ref: sorted({m["cohort_id"] for m in messages[ref] if m.get("cohort_id")} | audience.get(ref, set()))
+        for ref in refs
+    }
+    wanted = sorted({c for ids in cohort_ids.values() for c in ids})
+    if has("marts", "generation_cohorts") and wanted:
+        result = conn.execute(
             "select * from marts.generation_cohorts where cohort_id = any(cast(? as varchar[])) "
             "order by campaign_id, cohort_id",
-            [cohort_ids],
+            [wanted],
         )
-        if has("marts", "generation_cohorts")
-        else []
-    )
+        names = [d[0] for d in result.description]
+        ordered = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    else:
+        ordered = []
     requests = (
-        _rows(
+        _grouped(
             conn,
-            "select request_id, request_type, details, received_at, channel from raw.crm_dsr_requests "
-            "where email_normalized in (?, ?) order by received_at",
-            [email, "erased:" + subject_ref(key, email)],
+            "select p.ref, r.request_id, r.request_type, r.details, r.received_at, r.channel "
+            "from raw.crm_dsr_requests r join access_people p on r.email_normalized in (p.email, p.erased_email) "
+            "order by p.ref, r.received_at",
         )
         if has("raw", "crm_dsr_requests")
-        else []
+        else {}
     )
     ledger = (
-        {
-            r["request_id"]: r
-            for r in _rows(
-                conn,
-                "select request_id, status, due_date, extended_due_date, extension_reason, closed_at "
-                "from ops.dsr_requests where subject_ref = ?",
-                [subject_ref(key, email)],
-            )
-        }
+        _grouped(
+            conn,
+            "select p.ref, l.request_id, l.status, l.due_date, l.extended_due_date, l.extension_reason, l.closed_at "
+            "from ops.dsr_requests l join access_people p on l.subject_ref = p.subject_ref",
+        )
         if has("ops", "dsr_requests")
         else {}
     )
-    data["requests"] = [{**r, **ledger.get(r["request_id"], {})} for r in requests]
-    data["quarantined_records"] = _quarantined(conn, email, contact_ids) if has("raw", "quarantine") else []
-    derived: dict[str, list[dict[str, Any]]] = {}
+    quarantined = _quarantined_of(conn, emails, contact_ids) if has("raw", "quarantine") else {}
+    derived: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
     relations, _, _ = personal_relations(conn, manifest_path)
     for relation in relations:
         if (relation.schema, relation.name) in _RAW_TABLES:
             continue
-        value_sql = {
-            "email": f'lower(trim("{relation.subject_column}"::varchar)) = ?',
-            "contact_id": f'trim("{relation.subject_column}"::varchar) = any(cast(? as varchar[]))',
-            "pseudonym": f'"{relation.subject_column}" = ?',
+        column = f'"{relation.subject_column}"'
+        join = {
+            "email": f"join access_people p on lower(trim(t.{column}::varchar)) = p.email",
+            "contact_id": f"join access_contacts p on trim(t.{column}::varchar) = p.contact_id",
+            "pseudonym": f"join access_people p on t.{column} = p.pseudonym",
         }[relation.kind]
-        value = {"email": email, "contact_id": ids, "pseudonym": person}[relation.kind]
-        rows = _rows(conn, f"select * from {relation.sql} where {value_sql}", [value])
-        if rows:
-            derived[relation.qualified] = rows
-    data["derived"] = derived
+        for ref, rows in _grouped(conn, f"select p.ref, t.* from {relation.sql} t {join}").items():
+            derived[ref][relation.qualified] = rows
+    for name in ("access_people", "access_contacts"):
+        conn.execute(f"drop table if exists {name}").fetchall()
+    for ref in refs:
+        own = set(cohort_ids[ref])
+        requests_of = requests.get(ref, [])
+        ledger_of = {r["request_id"]: r for r in ledger.get(ref, [])}
+        data[ref] = {
+            "contacts": contacts.get(ref, []),
+            "consent_history": consent.get(ref, []),
+            "activity": activity.get(ref, []),
+            "messages": messages[ref],
+            "cohorts": [row for row in ordered if row.get("cohort_id") in own],
+            "requests": [{**r, **ledger_of.get(r["request_id"], {})} for r in requests_of],
+            "quarantined_records": quarantined.get(ref, []),
+            "derived": dict(derived.get(ref, {})),
+        }
     return data
 
 
 def _quarantined(conn: Warehouse, email: str, contact_ids: set[str]) -> list[dict[str, Any]]:
-    found = []
+    return _quarantined_of(conn, {"_": email}, {"_": contact_ids}).get("_", [])
+
+
+def _quarantined_of(
+    conn: Warehouse, emails: dict[str, str], contact_ids: dict[str, set[str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each person's quarantined rows, in one read of the quarantine for all of them.
+
+    A row is the person's when its email, or any of its cells, is their normalized email, or (outside
+    the requests file) its contact_id is one of theirs. Each row is parsed once, whatever the number
+    of people asked about (it was read and parsed once per request).
+    """
+    by_email: dict[str, list[str]] = defaultdict(list)
+    by_contact: dict[str, list[str]] = defaultdict(list)
+    for ref, email in emails.items():
+        by_email[email].append(ref)
+        for contact_id in contact_ids.get(ref, ()):
+            by_contact[contact_id].append(ref)
+    order = {ref: i for i, ref in enumerate(emails)}
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for load_id, file_name, line, reason, raw_record in conn.execute(
         "select load_id, file_name, line_number, reason, raw_record from raw.quarantine "
         "order by load_id, file_name, line_number"
@@ -236,12 +328,15 @@ def _quarantined(conn: Warehouse, email: str, contact_ids: set[str]) -> list[dic
             record = json.loads(raw_record or "{}")
         except ValueError:
             continue
-        values = record.values() if isinstance(record, dict) else []
-        own_email = contract.normalize_email(record.get("email")) == email if isinstance(record, dict) else False
-        own_contact = isinstance(record, dict) and str(record.get("contact_id") or "").strip() in contact_ids
-        own_cells = any(contract.normalize_email(str(v)) == email for v in values)
-        if own_email or own_cells or (own_contact and file_name != contract.DSR_REQUESTS.name):
-            found.append(
+        if not isinstance(record, dict):
+            continue
+        owners: set[str] = set()
+        for value in [record.get("email"), *(str(v) for v in record.values())]:
+            owners.update(by_email.get(contract.normalize_email(value), ()))
+        if file_name != contract.DSR_REQUESTS.name:
+            owners.update(by_contact.get(str(record.get("contact_id") or "").strip(), ()))
+        for ref in sorted(owners, key=order.__getitem__):
+            found[ref].append(
                 {
                     "file_name": file_name,
                     "line_number": line,
@@ -342,11 +437,13 @@ def export_subject(
     manifest_path: Path | None,
     now: datetime | None = None,
     encryption_key: bytes | None | Literal["settings"] = "settings",
+    data: dict[str, Any] | None = None,
 ) -> AccessExport:
     """Write exports/<request_id>/ (subject.json plus one CSV per table) and return the counts.
 
     With an export key (GMP_EXPORT_ENCRYPTION_KEY, read through settings by default) every file but
     README.txt is written Fernet-encrypted as `<name>.fernet`; `decrypt_export` opens them.
+    `data`: what `collect_many` found for this request (`export_subjects` passes it); collected here when None.
     """
     if encryption_key == "settings":
         from governed_marketing.settings import get_settings
@@ -358,7 +455,8 @@ def export_subject(
 
         fernet = Fernet(encryption_key)
     now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
-    data = collect(conn, email, policy=policy, key=key, outbox=home / "outbox", manifest_path=manifest_path)
+    if data is None:  # a batch passes what collect_many found for this request
+        data = collect(conn, email, policy=policy, key=key, outbox=home / "outbox", manifest_path=manifest_path)
     purposes, recipients = purposes_and_recipients(policy)
     directory = home / "exports" / request_id
     partial = directory.with_name(directory.name + ".partial")
@@ -396,6 +494,48 @@ def export_subject(
     partial.rename(directory)
     counts = {name: len(rows) for name, rows in tables.items() if name not in ("purposes", "recipients")}
     return AccessExport(request_id, directory, counts)
+
+
+def export_subjects(
+    conn: Warehouse,
+    requests: list[tuple[str, str, str]],
+    *,
+    policy: Policy,
+    key: bytes,
+    home: Path,
+    manifest_path: Path | None,
+    now: datetime | None = None,
+) -> dict[str, AccessExport]:
+    """`export_subject` for many requests ((request_id, type, email) each), the tables read once for all."""
+    if not requests:
+        return {}
+    from governed_marketing.settings import get_settings
+
+    encryption_key = get_settings().resolve_export_key()
+    found = collect_many(
+        conn,
+        {request_id: email for request_id, _, email in requests},
+        policy=policy,
+        key=key,
+        outbox=home / "outbox",
+        manifest_path=manifest_path,
+    )
+    return {
+        request_id: export_subject(
+            conn,
+            request_id,
+            kind,
+            email,
+            policy=policy,
+            key=key,
+            home=home,
+            manifest_path=manifest_path,
+            now=now,
+            encryption_key=encryption_key,
+            data=found[request_id],
+        )
+        for request_id, kind, email in requests
+    }
 
 
 def _answer_head(request_id: str, request_type: str, email: str, *, policy: Policy, now: datetime) -> dict:

@@ -254,6 +254,82 @@ def record(
     return seq
 
 
+def record_many(
+    conn: Warehouse,
+    entries: list[dict[str, Any]],
+    *,
+    actor: str,
+    purpose: str,
+    at: datetime | None = None,
+    key: bytes | None = None,
+    home: Path | None = None,
+) -> list[int]:
+    """Append entries in the order given, chained as `record()` would one by one, in one insert.
+
+    Each entry is {"action": ..., "counts": {...}}. A pass of thousands of requests writes its audit
+    rows in one statement; the chain is computed here in list order (deterministic), and the new head
+    is recorded in heads.jsonl once: every row before it is bound to it by the chain.
+
+    Raises:
+        AuditError: a value looks like an email address (nothing of the batch is written).
+    """
+    if not entries:
+        return []
+    import pandas as pd
+
+    bodies = []
+    for entry in entries:
+        action = entry["action"]
+        counts_json = json.dumps(entry["counts"], sort_keys=True, default=str, ensure_ascii=False)
+        for text in (actor, action, purpose, counts_json):
+            if _EMAIL_LIKE.search(text):
+                raise AuditError(f"audit entry {action!r} would hold an email address; pass ids and counts only")
+        bodies.append((action, counts_json))
+    key = _key(key)
+    moment = (at or datetime.now(UTC)).replace(tzinfo=None)
+    stamp = moment.isoformat(sep=" ", timespec="microseconds")
+    conn.execute("begin transaction")
+    try:
+        last = conn.execute("select seq, hash from ops.audit_log order by seq desc limit 1").fetchall()
+        if last:
+            seq, prev = last[0][0] + 1, last[0][1]
+        else:
+            anchor = conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
+            seq, prev = (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
+        rows, seqs = [], []
+        for action, counts_json in bodies:
+            digest = row_hash(seq, moment, actor, action, purpose, counts_json, prev, key)
+            rows.append((str(seq), stamp, actor, action, purpose, counts_json, prev, digest))
+            seqs.append(seq)
+            seq, prev = seq + 1, digest
+        frame = pd.DataFrame(
+            rows,
+            columns=["seq", "recorded_at", "actor", "action", "purpose", "counts_json", "prev_hash", "hash"],
+            dtype="string",
+        )
+        conn.temp_table("audit_batch", frame)
+        conn.execute(
+            "insert into ops.audit_log select cast(seq as bigint), cast(recorded_at as timestamp), actor, action, "
+            "purpose, counts_json, prev_hash, hash from audit_batch order by cast(seq as bigint)"
+        ).fetchall()
+        conn.execute("drop table if exists audit_batch").fetchall()
+        conn.execute("commit")
+    except Exception:
+        conn.execute("rollback")
+        raise
+    _append_head(
+        home,
+        {
+            "kind": "head",
+            "seq": seqs[-1],
+            "hash": prev,
+            "warehouse": store_identity(conn, home),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    return seqs
+
+
 def record_step(conn: Warehouse, run_id: str, step: str, subject: str, counts: dict) -> int:
     """The pipeline's steps (ingest, generate) in the audit log, with the suppression door's counts for a load."""
     from governed_marketing.privacy.suppression import door_counts

@@ -42,7 +42,7 @@ from governed_marketing.crm import contract
 from governed_marketing.policy import Policy
 from governed_marketing.privacy import audit, scan
 from governed_marketing.privacy.stores import personal_relations
-from governed_marketing.privacy.suppression import rewrite_csv, subject_ref, suppress
+from governed_marketing.privacy.suppression import rewrite_csv, subject_ref, suppress_many
 from governed_marketing.pseudonym import pseudonym
 
 if TYPE_CHECKING:
@@ -388,9 +388,16 @@ def erase_warehouse(
             ).fetchall()
             for ref, n in counts:
                 results[ref].removed[f"ops.{table}"] += int(n)
-        for ref, identity in identities.items():
-            for email in sorted(identity.emails):
-                suppress(conn, key=key, email=email, contact_ids=identity.contact_ids, reason="erasure", request_id=ref)
+        suppress_many(
+            conn,
+            key=key,
+            people=[
+                (ref, email, identity.contact_ids)
+                for ref, identity in identities.items()
+                for email in sorted(identity.emails)
+            ],
+            reason="erasure",
+        )
         conn.execute("commit")
     except Exception:
         conn.execute("rollback")
@@ -407,18 +414,34 @@ def _pseudonymize_requests(
     *,
     key: bytes,
 ) -> None:
-    """Keep the person's requests (the record that they were answered) without their email or details."""
-    for ref, identity in identities.items():
-        for email in identity.emails:
-            n = conn.execute(
-                "select count(*) from raw.crm_dsr_requests where email_normalized = ?", [email]
-            ).fetchall()[0][0]
-            if n:
-                conn.execute(
-                    "update raw.crm_dsr_requests set email_normalized = ?, details = '{}' where email_normalized = ?",
-                    ["erased:" + subject_ref(key, email), email],
-                ).fetchall()
-                results[ref].pseudonymized["raw.crm_dsr_requests"] += int(n)
+    """Keep the person's requests (the record that they were answered) without their email or details.
+
+    One UPDATE for the batch, joined to the emails and their keyed HMACs.
+    """
+    pairs: dict[str, str] = {}
+    for ref, identity in identities.items():  # an email two requests share counts for the first, as before
+        for email in sorted(identity.emails):
+            pairs.setdefault(email, ref)
+    if not pairs:
+        return
+    frame = pd.DataFrame(
+        [(ref, e, "erased:" + subject_ref(key, e)) for e, ref in pairs.items()],
+        columns=["ref", "email", "erased"],
+        dtype="string",
+    )
+    conn.temp_table("erase_request_emails", frame)
+    counts = conn.execute(
+        "select s.ref, count(*) from raw.crm_dsr_requests r join erase_request_emails s "
+        "on r.email_normalized = s.email group by s.ref"
+    ).fetchall()
+    if counts:
+        conn.execute(
+            "update raw.crm_dsr_requests set email_normalized = s.erased, details = '{}' "
+            "from erase_request_emails s where raw.crm_dsr_requests.email_normalized = s.email"
+        ).fetchall()
+    for ref, n in counts:
+        results[ref].pseudonymized["raw.crm_dsr_requests"] += int(n)
+    conn.execute("drop table if exists erase_request_emails").fetchall()
 
 
 # ---- the whole erasure -------------------------------------------------------------------------
@@ -429,12 +452,22 @@ def own_request_ids(conn: Warehouse, identities: dict[str, scan.Identity]) -> di
     owned: dict[str, set[str]] = defaultdict(set)
     if not warehouse.table_exists(conn, "raw", "crm_dsr_requests"):
         return owned
-    for ref, identity in identities.items():
-        rows = conn.execute(
-            "select request_id from raw.crm_dsr_requests where email_normalized = any(cast(? as varchar[]))",
-            [sorted(identity.emails)],
-        ).fetchall()
-        owned[ref] = {r[0] for r in rows}
+    for ref in identities:
+        owned[ref] = set()
+    conn.temp_table(
+        "erase_owner_emails",
+        pd.DataFrame(
+            [(ref, e) for ref, i in identities.items() for e in sorted(i.emails)],
+            columns=["ref", "email"],
+            dtype="string",
+        ),
+    )
+    for ref, request_id in conn.execute(
+        "select s.ref, r.request_id from raw.crm_dsr_requests r join erase_owner_emails s "
+        "on r.email_normalized = s.email"
+    ).fetchall():
+        owned[ref].add(request_id)
+    conn.execute("drop table if exists erase_owner_emails").fetchall()
     return owned
 
 

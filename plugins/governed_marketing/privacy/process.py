@@ -83,34 +83,36 @@ def process_pending(
             """,
             [received_by],
         ).fetchall()
-        for request_id, kind, email, details in pending:
+        outcomes = _answer_all(conn, pending, policy=policy, key=key, home=home, manifest=manifest)
+        statuses: list[tuple[str, str, dict[str, Any] | None]] = []
+        entries: list[dict[str, Any]] = []
+        for request_id, kind, email, _ in pending:  # in the order received: the audit chain's order
+            if email.startswith("erased:") and kind == "erasure":  # erased by an earlier request
+                erasures.append(ErasureRequest(request_id, email))
+                continue
             if email.startswith("erased:"):  # the person was erased by an earlier request
-                if kind == "erasure":
-                    erasures.append(ErasureRequest(request_id, email))
-                else:
-                    dsr.set_status(conn, request_id, "done", outcome={"note": "the person's data was already erased"})
-                    done[kind].append(request_id)
+                statuses.append((request_id, "done", {"note": "the person's data was already erased"}))
+                done[kind].append(request_id)
                 continue
             if kind == "erasure":  # erasures run together, after everything else, in one set-based batch
                 erasures.append(ErasureRequest(request_id, email))
                 continue
-            outcome = _answer(
-                conn, request_id, kind, email, details, policy=policy, key=key, home=home, manifest=manifest
-            )
+            outcome = outcomes[request_id]
             if kind in ("objection", "restriction"):
                 outbox_holds[request_id] = Identity(
                     ref=request_id, emails={email}, contact_ids=set(outcome.pop("_contact_ids", []))
                 )
             status = outcome.pop("_status", "done")
-            dsr.set_status(conn, request_id, status, outcome=outcome)
-            audit.record(
-                conn,
-                actor=actor,
-                action=f"dsr:{kind}",
-                purpose=PURPOSE,
-                counts={"request_id": request_id, "status": status, **_countable(outcome)},
+            statuses.append((request_id, status, outcome))
+            entries.append(
+                {
+                    "action": f"dsr:{kind}",
+                    "counts": {"request_id": request_id, "status": status, **_countable(outcome)},
+                }
             )
             done[status if status in ("needs_review", "failed") else kind].append(request_id)
+        dsr.set_statuses(conn, statuses)  # one statement for the pass, one for its audit rows
+        audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)
     if outbox_holds:  # objection and restriction take effect at once: no pending message goes out
         for request_id, files in erase_outbox(home / "outbox", outbox_holds).items():
             log.info("request %s: %d pending messages withdrawn from the outbox", request_id, sum(files.values()))
@@ -165,59 +167,84 @@ def _countable(outcome: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in outcome.items() if not k.startswith("_")}
 
 
-def _answer(
+def _answer_all(
     conn,
-    request_id: str,
-    kind: str,
-    email: str,
-    details: str | None,
+    pending: list[tuple[str, str, str, str | None]],
     *,
     policy: Policy,
     key: bytes,
     home: Path,
     manifest: Path | None,
-) -> dict[str, Any]:
-    """One non-erasure request; returns its outcome (counts, paths, the status under `_status`)."""
-    if kind in ("access", "portability"):
-        from governed_marketing.privacy.access import export_subject
+) -> dict[str, dict[str, Any]]:
+    """Every non-erasure request of the pass answered by type, each type in one pass over the tables.
 
-        export = export_subject(
-            conn, request_id, kind, email, policy=policy, key=key, home=home, manifest_path=manifest
-        )
-        if not export.data_held:  # the answer is a confirmation that nothing is held (Art. 15(1))
-            return {"export": str(export.directory.relative_to(home)), "data_held": False}
-        return {"export": str(export.directory.relative_to(home)), "rows": export.counts}
-    if kind == "rectification":
-        from governed_marketing.privacy.rectification import RectificationError, rectify
+    Returns each request's outcome (counts, paths, the status under `_status`), by request id.
+    """
+    import pandas as pd
 
-        try:
-            result = rectify(conn, email, details)
-        except RectificationError as problem:
-            return {"_status": "needs_review", "reason": str(problem)}
-        if not result.fields:
-            return {
-                "_status": "needs_review",
-                "reason": "no corrected values in details: ask the person what to correct",
-            }
-        return {**result.counts(), "models": "rebuilt from raw on the next run", "notify": _recipient_names(policy)}
-    contact_ids = [
-        r[0]
-        for r in conn.execute("select contact_id from raw.crm_contacts where email_normalized = ?", [email]).fetchall()
-    ]
-    if kind == "objection":
-        from governed_marketing.privacy.suppression import suppress
+    live = [(r, k, e, d) for r, k, e, d in pending if not e.startswith("erased:") and k != "erasure"]
+    unknown = [(r, k) for r, k, _, _ in live if k not in _ANSWERED]
+    if unknown:
+        raise dsr.DsrError(f"{unknown[0][0]}: unknown request type {unknown[0][1]!r}")
+    outcomes: dict[str, dict[str, Any]] = {}
+    for request_id, kind, email, details in live:  # first, so an export in the same pass shows the corrected data
+        if kind == "rectification":
+            outcomes[request_id] = _rectify(conn, email, details, policy)
+    exports = [(r, k, e) for r, k, e, _ in live if k in ("access", "portability")]
+    if exports:
+        from governed_marketing.privacy.access import export_subjects
 
-        added = suppress(conn, key=key, email=email, contact_ids=contact_ids, reason="objection", request_id=request_id)
-        return {"suppression_entries": added, "contact_rows": len(contact_ids), "_contact_ids": contact_ids}
-    if kind == "restriction":
-        return {
-            "_status": "in_effect",
-            "contact_rows": len(contact_ids),
-            "_contact_ids": contact_ids,
-            "effect": "excluded from every campaign until lifted (gmp dsr lift)",
-            "notify": _recipient_names(policy),
-        }
-    raise dsr.DsrError(f"{request_id}: unknown request type {kind!r}")
+        for request_id, export in export_subjects(
+            conn, exports, policy=policy, key=key, home=home, manifest_path=manifest
+        ).items():
+            if not export.data_held:  # the answer is a confirmation that nothing is held (Art. 15(1))
+                outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "data_held": False}
+            else:
+                outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "rows": export.counts}
+    holds = [(r, k, e) for r, k, e, _ in live if k in ("objection", "restriction")]
+    if holds:
+        conn.temp_table("dsr_hold_emails", pd.DataFrame({"email": sorted({e for _, _, e in holds})}, dtype="string"))
+        contact_ids: dict[str, list[str]] = {}
+        for email, contact_id in conn.execute(
+            "select c.email_normalized, c.contact_id from raw.crm_contacts c "
+            "join dsr_hold_emails h on c.email_normalized = h.email order by c.email_normalized, c.contact_id"
+        ).fetchall():
+            contact_ids.setdefault(email, []).append(contact_id)
+        conn.execute("drop table if exists dsr_hold_emails").fetchall()
+        objections = [(r, e, contact_ids.get(e, [])) for r, k, e in holds if k == "objection"]
+        if objections:
+            from governed_marketing.privacy.suppression import suppress_many
+
+            added = suppress_many(conn, key=key, people=objections, reason="objection")
+            for (request_id, _, ids), n in zip(objections, added, strict=True):
+                outcomes[request_id] = {"suppression_entries": n, "contact_rows": len(ids), "_contact_ids": ids}
+        for request_id, kind, email in holds:
+            if kind == "restriction":
+                ids = contact_ids.get(email, [])
+                outcomes[request_id] = {
+                    "_status": "in_effect",
+                    "contact_rows": len(ids),
+                    "_contact_ids": ids,
+                    "effect": "excluded from every campaign until lifted (gmp dsr lift)",
+                    "notify": _recipient_names(policy),
+                }
+    return outcomes
+
+
+_ANSWERED = ("access", "portability", "rectification", "objection", "restriction")
+
+
+def _rectify(conn, email: str, details: str | None, policy: Policy) -> dict[str, Any]:
+    """One rectification (raw contact rows corrected); its outcome, `needs_review` when it cannot be applied."""
+    from governed_marketing.privacy.rectification import RectificationError, rectify
+
+    try:
+        result = rectify(conn, email, details)
+    except RectificationError as problem:
+        return {"_status": "needs_review", "reason": str(problem)}
+    if not result.fields:
+        return {"_status": "needs_review", "reason": "no corrected values in details: ask the person what to correct"}
+    return {**result.counts(), "models": "rebuilt from raw on the next run", "notify": _recipient_names(policy)}
 
 
 def _recipient_names(policy: Policy) -> list[str]:
@@ -247,23 +274,24 @@ def _erase(
         compact=compact,
         timings=timings,
     )
+    statuses: list[tuple[str, str, dict[str, Any] | None]] = []
+    entries: list[dict[str, Any]] = []
+    for request in erasures:
+        result = results.get(request.request_id)
+        if result is None:  # already erased by an earlier request: nothing left to find
+            statuses.append((request.request_id, "done", {"note": "already erased by an earlier request"}))
+            done["erasure"].append(request.request_id)
+            continue
+        status = "done" if result.verified else "failed"
+        outcome = {**result.counts(), "receipt": str(result.receipt.relative_to(settings.home_dir))}
+        statuses.append((request.request_id, status, outcome))
+        entries.append(
+            {
+                "action": "dsr:erasure",
+                "counts": {**outcome, "status": status, "hits": result.verification.get("hits")},
+            }
+        )
+        done["erasure" if result.verified else "failed"].append(request.request_id)
     with warehouse.session(settings=settings) as conn:
-        for request in erasures:
-            result = results.get(request.request_id)
-            if result is None:  # already erased by an earlier request: nothing left to find
-                dsr.set_status(
-                    conn, request.request_id, "done", outcome={"note": "already erased by an earlier request"}
-                )
-                done["erasure"].append(request.request_id)
-                continue
-            status = "done" if result.verified else "failed"
-            outcome = {**result.counts(), "receipt": str(result.receipt.relative_to(settings.home_dir))}
-            dsr.set_status(conn, request.request_id, status, outcome=outcome)
-            audit.record(
-                conn,
-                actor=actor,
-                action="dsr:erasure",
-                purpose=PURPOSE,
-                counts={**outcome, "status": status, "hits": result.verification.get("hits")},
-            )
-            done["erasure" if result.verified else "failed"].append(request.request_id)
+        dsr.set_statuses(conn, statuses)
+        audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)

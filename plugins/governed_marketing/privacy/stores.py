@@ -9,6 +9,7 @@ it carries one of those columns by name, and is reported as such.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +86,17 @@ def manifest_nodes(manifest_path: Path | None) -> list[dict]:
     """Models, snapshots, seeds and sources from dbt's manifest (empty when there is none)."""
     if manifest_path is None or not Path(manifest_path).is_file():
         return []
-    manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+    stat = Path(manifest_path).stat()
+    return list(_parsed_nodes(str(Path(manifest_path).resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_nodes(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
+    """The manifest parsed once per process and file version (a pass of thousands of requests asks per table)."""
+    del mtime_ns, size  # the cache key: a rebuilt manifest is parsed again
+    manifest = json.loads(Path(path).read_text(encoding="utf-8"))
     nodes = [n for n in manifest.get("nodes", {}).values() if n.get("resource_type") in ("model", "snapshot", "seed")]
-    return nodes + list(manifest.get("sources", {}).values())
+    return tuple(nodes + list(manifest.get("sources", {}).values()))
 
 
 def personal_relations(conn: Warehouse, manifest_path: Path | None) -> tuple[list[Relation], list[Unstored], list[str]]:

@@ -70,6 +70,60 @@ def suppress(
     return conn.execute("select count(*) from ops.suppression").fetchall()[0][0] - before
 
 
+def suppress_many(
+    conn: Warehouse,
+    *,
+    key: bytes,
+    people: list[tuple[str | None, str, Iterable[str]]],
+    reason: str,
+) -> list[int]:
+    """`suppress` for many people ((request_id, email, contact_ids) each) in one insert; entries added per person.
+
+    An entry two people share (or one already listed) counts for the first who adds it, as when
+    `suppress` is called one by one in the same order.
+    """
+    if not people:
+        return []
+    import pandas as pd
+
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    wanted: list[list[tuple[str, str]]] = [
+        [(subject_ref(key, email), "email")] + [(contact_ref(key, c), "contact_id") for c in sorted(set(contact_ids))]
+        for _, email, contact_ids in people
+    ]
+    conn.temp_table(
+        "suppression_wanted",
+        pd.DataFrame(sorted({d for entries in wanted for d, _ in entries}), columns=["subject_hmac"], dtype="string"),
+    )
+    seen = {
+        r[0]
+        for r in conn.execute(
+            "select s.subject_hmac from ops.suppression s join suppression_wanted w using (subject_hmac)"
+        ).fetchall()
+    }
+    added: list[int] = []
+    rows: list[tuple[str, str, str, str | None, str]] = []
+    for (request_id, _, _), entries in zip(people, wanted, strict=True):
+        new = [(digest, identifier) for digest, identifier in dict(entries).items() if digest not in seen]
+        seen.update(digest for digest, _ in new)
+        rows += [(digest, identifier, reason, request_id, now) for digest, identifier in new]
+        added.append(len(new))
+    if rows:
+        conn.temp_table(
+            "suppression_new",
+            pd.DataFrame(
+                rows, columns=["subject_hmac", "identifier", "reason", "request_id", "added_at"], dtype="string"
+            ),
+        )
+        conn.execute(
+            "insert into ops.suppression select subject_hmac, identifier, reason, request_id, "
+            "cast(added_at as timestamp) from suppression_new on conflict do nothing"
+        ).fetchall()
+        conn.execute("drop table if exists suppression_new").fetchall()
+    conn.execute("drop table if exists suppression_wanted").fetchall()
+    return added
+
+
 def door_counts(conn: Warehouse, load_id: str) -> dict[str, int]:
     """Rows the door dropped from one load, per file (counts only)."""
     from governed_marketing.warehouse import table_exists

@@ -165,3 +165,30 @@ def test_with_an_export_key_the_no_data_held_answer_is_encrypted_too(home, monke
     access.decrypt_export(export, key, home.path.parent / "decrypted")
     document = json.loads((home.path.parent / "decrypted" / "subject.json").read_text(encoding="utf-8"))
     assert document["data_held"] is False and document["subject"]["email"] == stranger
+
+
+def test_requests_answered_together_each_get_only_their_own_persons_data(home):
+    """One pass joins every table to all its access requests at once: the rows must not cross between them."""
+    with home.connect() as conn:
+        ids = {
+            name: dsr.submit(conn, kind, email_of(name), policy=home.policy, key=home.key)
+            for name, kind in (("alice", "access"), ("bob", "portability"), ("carol", "access"))
+        }
+        twice = dsr.submit(conn, "access", email_of("bob"), policy=home.policy, key=home.key)
+    result = process_pending(as_of=None, settings=home.settings, policy=home.policy)
+    assert sorted(result["access"] + result["portability"]) == sorted([*ids.values(), twice])
+    for name, request_id in [*ids.items(), ("bob", twice)]:
+        document = json.loads((home.path / "exports" / request_id / "subject.json").read_text(encoding="utf-8"))
+        own = {contact_id for contact_id, _ in PEOPLE[name]["rows"]}
+        assert {row["contact_id"] for row in document["contacts"]} == own
+        assert {row["contact_id"] for row in document["consent_history"] + document["activity"]} == own
+        assert {m["contact_id"] for m in document["messages"]} <= own
+        assert {r["request_id"] for r in document["requests"]} == (
+            {ids["bob"], twice} if name == "bob" else {request_id}
+        )
+        assert all(r["status"] for r in document["requests"])  # the ledger joined to each of them
+        everything = json.dumps(document).lower()
+        for other in set(PEOPLE) - {name}:
+            assert not any(f'"{c}"' in everything for c, _ in PEOPLE[other]["rows"]), (name, other)
+            if (name, other) != ("carol", "alice"):  # Carol's own notes name Alice (the fixture's referral)
+                assert not any(value.lower() in everything for value in identifiers(other)), (name, other)

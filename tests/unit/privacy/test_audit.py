@@ -177,3 +177,17 @@ def test_verify_without_the_audit_key_says_so_and_makes_no_new_key(conn, monkeyp
     result = audit.verify(conn)
     assert (result.ok, result.broken_seq) == (False, 1) and "no audit key" in result.reason
     assert not (home / "audit" / "audit.key").exists()
+
+
+def test_a_batch_of_entries_chains_in_list_order_and_an_edit_inside_it_is_found(conn, home):
+    entries = [{"action": "dsr:access", "counts": {"request_id": f"dsr-b{i:02d}", "rows": i}} for i in range(5)]
+    seqs = audit.record_many(conn, entries, actor="manual__batch", purpose="data_subject_rights")
+    assert seqs == [8, 9, 10, 11, 12]
+    kept = conn.execute("select seq, counts_json from ops.audit_log where seq >= 8 order by seq").fetchall()
+    assert [json.loads(c)["request_id"] for _, c in kept] == [f"dsr-b{i:02d}" for i in range(5)]
+    assert audit.verify(conn).ok and audit.latest_recorded_head(home)["seq"] == 12
+    with pytest.raises(audit.AuditError):
+        audit.record_many(conn, [{"action": "dsr:access", "counts": {"to": "a@b.example"}}], actor="x", purpose="y")
+    assert audit.verify(conn).head_seq == 12  # nothing of a refused batch is written
+    conn.execute("update ops.audit_log set counts_json = '{\"rows\": 9}' where seq = 10").fetchall()
+    assert audit.verify(conn).broken_seq == 10
