@@ -187,9 +187,12 @@ def _answer_all(
     if unknown:
         raise dsr.DsrError(f"{unknown[0][0]}: unknown request type {unknown[0][1]!r}")
     outcomes: dict[str, dict[str, Any]] = {}
-    for request_id, kind, email, details in live:  # first, so an export in the same pass shows the corrected data
-        if kind == "rectification":
-            outcomes[request_id] = _rectify(conn, email, details, policy)
+    corrections = [(r, e, d) for r, k, e, d in live if k == "rectification"]
+    if corrections:  # first, so an export in the same pass shows the corrected data
+        from governed_marketing.privacy.rectification import rectify_many
+
+        for request_id, result in rectify_many(conn, corrections).items():
+            outcomes[request_id] = _rectified(result, policy)
     exports = [(r, k, e) for r, k, e, _ in live if k in ("access", "portability")]
     if exports:
         from governed_marketing.privacy.access import export_subjects
@@ -234,14 +237,12 @@ def _answer_all(
 _ANSWERED = ("access", "portability", "rectification", "objection", "restriction")
 
 
-def _rectify(conn, email: str, details: str | None, policy: Policy) -> dict[str, Any]:
-    """One rectification (raw contact rows corrected); its outcome, `needs_review` when it cannot be applied."""
-    from governed_marketing.privacy.rectification import RectificationError, rectify
+def _rectified(result, policy: Policy) -> dict[str, Any]:
+    """A rectification's outcome; `needs_review` when it could not be applied (the reason says why)."""
+    from governed_marketing.privacy.rectification import RectificationError
 
-    try:
-        result = rectify(conn, email, details)
-    except RectificationError as problem:
-        return {"_status": "needs_review", "reason": str(problem)}
+    if isinstance(result, RectificationError):
+        return {"_status": "needs_review", "reason": str(result)}
     if not result.fields:
         return {"_status": "needs_review", "reason": "no corrected values in details: ask the person what to correct"}
     return {**result.counts(), "models": "rebuilt from raw on the next run", "notify": _recipient_names(policy)}

@@ -9,6 +9,7 @@ the outbox is rewritten then. The corrected fields are reported by name, never b
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,3 +85,61 @@ def rectify(conn: Warehouse, email: str, details: str | dict | None, *, now: dat
     ).fetchall()
     outcome.contact_rows = int(rows[0][0]) if rows else 0
     return outcome
+
+
+#: Contact columns that are not text (the corrected values travel as text and are cast back).
+_TYPED = {"birth_date": "date"}
+
+
+def rectify_many(
+    conn: Warehouse, requests: list[tuple[str, str, str | dict | None]], *, now: datetime | None = None
+) -> dict[str, Rectification | RectificationError]:
+    """`rectify` for a pass's requests ((request_id, email, details) each): one UPDATE per set of fields.
+
+    A person corrected twice in the pass, a corrected email (it may join two people) or a value that is
+    not text is applied one request at a time, in order, exactly as `rectify` does; so is the whole pass
+    when it changes an email. Returns each request's outcome, or the error that sends it to review.
+    """
+    import pandas as pd
+
+    moment = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
+    outcomes: dict[str, Rectification | RectificationError] = {}
+    parsed: list[tuple[str, str, dict[str, Any]]] = []
+    for request_id, email, details in requests:
+        try:
+            parsed.append((request_id, contract.normalize_email(email), parse_details(details)))
+        except RectificationError as problem:
+            outcomes[request_id] = problem
+    times = Counter(email for _, email, _ in parsed)
+    one_by_one = any("email" in values for _, _, values in parsed)
+    groups: dict[tuple[str, ...], list[tuple[str, str, dict[str, Any]]]] = defaultdict(list)
+    for request_id, email, values in parsed:
+        if not values:
+            outcomes[request_id] = Rectification(fields=[])
+        elif one_by_one or times[email] > 1 or not all(isinstance(v, str | None) for v in values.values()):
+            outcomes[request_id] = rectify(conn, email, values, now=moment)
+        else:
+            groups[tuple(sorted(values))].append((request_id, email, values))
+    for fields, members in groups.items():
+        frame = pd.DataFrame(
+            [(email, *(values[f] or None for f in fields)) for _, email, values in members],
+            columns=["email", *fields],
+            dtype="string",
+        )
+        conn.temp_table("rectify_values", frame)
+        rows = dict(
+            conn.execute(
+                "select u.email, count(*) from raw.crm_contacts c "
+                "join rectify_values u on c.email_normalized = u.email group by u.email"
+            ).fetchall()
+        )
+        assignments = ", ".join(f'"{f}" = cast(u."{f}" as {_TYPED.get(f, "varchar")})' for f in fields)
+        conn.execute(
+            f"update raw.crm_contacts set {assignments}, updated_at = greatest(raw.crm_contacts.updated_at, ?) "
+            "from rectify_values u where raw.crm_contacts.email_normalized = u.email",
+            [moment],
+        ).fetchall()
+        conn.execute("drop table if exists rectify_values").fetchall()
+        for request_id, email, _ in members:
+            outcomes[request_id] = Rectification(contact_rows=int(rows.get(email, 0)), fields=list(fields))
+    return outcomes

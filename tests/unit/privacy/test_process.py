@@ -57,3 +57,28 @@ def test_dsr_process_says_how_many_it_answered_and_why_any_is_left_open(home):
     line = next(line for line in result.output.splitlines() if review_id in line)
     assert "needs review" in line and "no corrected values" in line
     assert "@" not in result.output
+
+
+def test_rectifications_of_a_pass_apply_together_and_a_person_corrected_twice_keeps_the_later_value(home):
+    from governed_marketing.privacy.rectification import RectificationError, rectify_many
+
+    with home.connect() as conn:
+        outcomes = rectify_many(
+            conn,
+            [
+                ("r1", email_of("alice"), '{"last_name": "Wexford-Neu", "city": "Hamburg"}'),
+                ("r2", email_of("bob"), '{"last_name": "First"}'),
+                ("r3", email_of("carol"), '{"birth_date": "1991-02-03", "city": ""}'),
+                ("r4", email_of("bob"), '{"last_name": "Second"}'),
+                ("r5", email_of("carol"), '{"shoe_size": "42"}'),
+            ],
+        )
+        rows = {
+            r[0]: r[1:]
+            for r in conn.execute("select contact_id, last_name, city, birth_date from raw.crm_contacts").fetchall()
+        }
+    assert (outcomes["r1"].contact_rows, outcomes["r1"].fields) == (1, ["city", "last_name"])
+    assert outcomes["r4"].contact_rows == 2 and isinstance(outcomes["r5"], RectificationError)
+    assert rows["c001"][:2] == ("Wexford-Neu", "Hamburg")
+    assert rows["c002"][0] == rows["c003"][0] == "Second"  # in the order received: the later request wins
+    assert rows["c004"][1] is None and str(rows["c004"][2]) == "1991-02-03"
