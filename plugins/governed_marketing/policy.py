@@ -223,6 +223,24 @@ class Dsr(_Strict):
     extension: str
 
 
+class RunReports(_Strict):
+    """How long the per-run report folders (`reports/runs/<dag_id>/<run_id>/`) are kept.
+
+    A folder goes when it is older than `max_age` or beyond the newest `keep_last` of its DAG;
+    the latest report and the run being written are always kept.
+    """
+
+    max_age: str
+    keep_last: int = Field(ge=1)
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        if not PERIOD.match(str(value).strip()):
+            raise ValueError(f"{value!r} is not a period like 30d, 12mo or 1y")
+        return str(value).strip()
+
+
 ROLE = re.compile(r"^[a-z][a-z0-9_-]*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -308,6 +326,8 @@ class Policy(_Strict):
     ingest: Ingest
     retention: dict[str, str]
     dsr: Dsr
+    #: Retention of the per-run report folders; None keeps them all (as before the key existed).
+    run_reports: RunReports | None = None
     #: Review metadata for the regular assessment; None in a policy never reviewed (a finding, not an error).
     review: Review | None = None
     source_path: Path | None = Field(default=None, exclude=True)

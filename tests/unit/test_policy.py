@@ -131,6 +131,13 @@ def test_invalid_retention_period_names_retention_and_the_store(tmp_path):
     assert "retention: raw_crm" in message
 
 
+def test_invalid_run_reports_rule_names_the_key(tmp_path):
+    message = policy_error(tmp_path, lambda raw: raw["run_reports"].update(max_age="a while"))
+    assert "run_reports.max_age" in message
+    message = policy_error(tmp_path, lambda raw: raw["run_reports"].update(keep_last=0))
+    assert "run_reports.keep_last" in message
+
+
 def test_minimum_age_without_default_names_minimum_age(tmp_path):
     message = policy_error(tmp_path, lambda raw: raw["minimum_age"].pop("default"))
     assert "minimum_age: needs a 'default' entry" in message

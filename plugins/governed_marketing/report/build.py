@@ -141,7 +141,24 @@ def publish_run_report(
         shutil.rmtree(previous, ignore_errors=True)
     for name in ("report.json", "index.html"):
         _write(latest / name, (run_dir / name).read_text(encoding="utf-8"))
+    _apply_run_report_retention(settings, run_dir)
     return index
+
+
+def _apply_run_report_retention(settings: Settings, run_dir: Path) -> None:
+    """governance.yml `run_reports`: the DAG's older run folders go once this run's report is written."""
+    from governed_marketing.policy import PolicyError, load_policy
+    from governed_marketing.report.paths import prune_run_reports
+
+    try:
+        rule = load_policy(settings.policy_path).run_reports
+    except PolicyError:  # the report already says the policy is bad; keep every folder until it is fixed
+        log.warning("run_reports retention skipped: governance.yml does not load")
+        return
+    if rule is not None:
+        deleted = prune_run_reports(run_dir.parent, rule, keep=run_dir)
+        if deleted:
+            log.info("run_reports retention: deleted %d report folder(s) of %s", len(deleted), run_dir.parent.name)
 
 
 def _privacy_section(
