@@ -102,6 +102,24 @@ def ingest_hubspot(*, run_id: str, token: str | None = None, full: bool = False)
     return {**counts, "hubspot": {"mode": pulled.mode, **pulled.counts}}
 
 
+def inform_crm(*, run_id: str, token: str | None = None) -> dict:
+    """Send HubSpot what requests completed here ask of it (crm.hubspot_upstream): GDPR deletes, unsubscribes."""
+    from governed_marketing.crm import hubspot, hubspot_upstream
+
+    settings = get_settings()
+    with warehouse.session(settings=settings) as conn:
+        waiting = conn.execute("select count(*) from ops.crm_upstream where status = 'pending'").fetchall()[0][0]
+        if not waiting:
+            return {"sent": 0, "failed": 0, "waiting": 0}
+        secret = settings.hubspot_access_token
+        client = hubspot.client_for(token or (secret.get_secret_value() if secret else None), settings.hubspot_base_url)
+        counts = hubspot_upstream.send_pending(conn, client, load_policy(), home=settings.home_dir)
+        counts["requests"] = client.counts.made
+        record_step(conn, run_id, "privacy_requests", "crm_upstream", counts)
+        audit.record_step(conn, run_id, "privacy_requests", "crm_upstream", counts)
+    return counts
+
+
 def campaign_ids() -> list[str]:
     return load_policy().campaign_ids()
 
