@@ -291,7 +291,7 @@ class HubSpotServer:
         return 200, payload
 
     def _list(self, query: dict) -> tuple[int, Any]:
-        archived = (query.get("archived") or ["false"])[0] == "true"
+        archived = (query.get("archived") or ["false"])[0].lower() == "true"
         limit = min(int((query.get("limit") or ["10"])[0]), 100)
         after = int((query.get("after") or ["0"])[0] or 0)
         wanted = (query.get("properties") or [""])[0].split(",")
