@@ -12,6 +12,7 @@ recorded (method, path, JSON body) so tests can say exactly what left.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
@@ -118,6 +119,8 @@ class HubSpotServer:
         self.interval_ms = interval_ms
         self.requests: list[Recorded] = []
         self.search_ceiling = SEARCH_CEILING
+        self._order_state: tuple[int, int] | None = None
+        self._order: tuple[list[dict], list[int]] = ([], [])
         self.storm = False
         self._faults: deque[tuple[int, str]] = deque()
         self._window: deque[float] = deque()
@@ -276,12 +279,16 @@ class HubSpotServer:
             "LTE": lambda v, b: v <= b,
         }
         with self._lock:
+            ordered, keys = self._ordered()
+            low = max([b + (op == "GT") for op, b in bounds if op in ("GT", "GTE")], default=None)
+            high = min([b + (op == "LTE") for op, b in bounds if op in ("LT", "LTE")], default=None)
+            start = 0 if low is None else bisect.bisect_left(keys, low)
+            stop = len(keys) if high is None else bisect.bisect_left(keys, high)
             matching = [
                 c
-                for c in self.portal.contacts.values()
+                for c in ordered[start:stop]
                 if not c["archived"] and all(checks[op](c["modified_ms"], bound) for op, bound in bounds)
             ]
-        matching.sort(key=lambda c: (c["modified_ms"], int(c["id"])))
         wanted = body.get("properties") or []
         end = min(after + limit, ceiling)
         results = [_public(c, wanted) for c in matching[after:end]]
@@ -289,6 +296,15 @@ class HubSpotServer:
         if end < len(matching):
             payload["paging"] = {"next": {"after": str(after + limit)}}
         return 200, payload
+
+    def _ordered(self) -> tuple[list[dict], list[int]]:
+        """The contacts by (lastmodifieddate, id), rebuilt only when the portal changed (fast at 100k)."""
+        state = (len(self.portal.contacts), sum(c["modified_ms"] for c in self.portal.contacts.values()))
+        if self._order_state != state:
+            ordered = sorted(self.portal.contacts.values(), key=lambda c: (c["modified_ms"], int(c["id"])))
+            self._order = (ordered, [c["modified_ms"] for c in ordered])
+            self._order_state = state
+        return self._order
 
     def _list(self, query: dict) -> tuple[int, Any]:
         archived = (query.get("archived") or ["false"])[0].lower() == "true"
