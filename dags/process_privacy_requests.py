@@ -14,6 +14,8 @@ Rerun: safe; only requests still open are handled, each step of an erasure can b
 erasure whose scan still finds the person stays `failed` and is retried on the next run.
 On failure: `gmp dsr list` shows what is open and its days left; the receipt names the stores the
 scan found (never the identifiers). Overdue requests fail `purge_expired_data.check_overdue_requests`.
+With the HubSpot source, `inform_crm` then asks HubSpot to GDPR-delete erased contacts (object id
+only) and writes objections and restrictions back as unsubscribes; what fails is retried next run.
 XCom carries request ids and counts only. Ends by rebuilding the compliance report (`rebuild_report`).
 """
 
@@ -44,7 +46,16 @@ def process_privacy_requests():
         with fail_fast():
             return summary(process_pending(as_of=params.get("as_of"), actor=run_id))  # ids and counts only
 
-    answer_requests() >> rebuild_report()
+    @task(pool=assets.WAREHOUSE_POOL)
+    def inform_crm(run_id: str) -> dict:
+        """HubSpot asked to erase / unsubscribe what was answered here (only with the HubSpot source)."""
+        from governed_marketing.orchestration.connections import hubspot_token
+        from governed_marketing.orchestration.task_bodies import inform_crm
+
+        with fail_fast():
+            return inform_crm(run_id=run_id, token=hubspot_token())  # counts only
+
+    answer_requests() >> inform_crm() >> rebuild_report()
 
 
 process_privacy_requests()

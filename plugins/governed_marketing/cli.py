@@ -81,7 +81,7 @@ def policy_check(
     console.print(f"content hash (without the review block): {digest} ({state})")
 
 
-def _run(crm_dir: Path, as_of: str | None) -> None:
+def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None) -> None:
     from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
     from governed_marketing.orchestration.pipeline_run import PipelineFailed, RunLocked, run_pipeline
@@ -92,11 +92,18 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
 
     settings = get_settings()
     try:
-        check_export(crm_dir)  # a missing or empty export fails here, in a second, naming the path
+        policy = load_policy()
+        source = source or policy.ingest.source
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    if source == "csv" and crm_dir is None:
+        raise _fail("no CRM export given: pass --crm DIR (or --source hubspot)")
+    try:
+        if source == "csv":
+            check_export(crm_dir)  # a missing or empty export fails here, in a second, naming the path
     except ExportUnreadable as exc:
         raise _fail(str(exc)) from None
     try:
-        policy = load_policy()
         provider = build_provider(settings, policy, vendor_allowed=True)
         _, key_source = settings.resolve_pseudonym_key()
     except (PolicyError, RuntimeError) as exc:
@@ -112,7 +119,9 @@ def _run(crm_dir: Path, as_of: str | None) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        run = run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
+        run = run_pipeline(
+            crm_dir if source == "csv" else None, as_of=as_of, settings=settings, on_step=on_step, source=source
+        )
     except RunLocked as exc:
         raise _fail(str(exc)) from None
     except RunInterrupted as exc:
@@ -150,11 +159,17 @@ def _rebuild_report(settings, *, failure: str | None = None) -> str:
 
 @app.command("run")
 def run(
-    crm: Annotated[Path, typer.Option("--crm", help="Directory with the CRM export (contacts.csv, ...)")],
+    crm: Annotated[Path | None, typer.Option("--crm", help="Directory with the CRM export (contacts.csv, ...)")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 as-of time (default: now)")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="csv (the --crm export) or hubspot (pull from HubSpot); default: ingest.source"),
+    ] = None,
 ) -> None:
     """One full pass through the Airflow DAGs: ingest, models, gates, generation, outbox."""
-    _run(crm, as_of)
+    if source not in (None, "csv", "hubspot"):
+        raise _fail(f"--source {source!r}: csv or hubspot")
+    _run(crm, as_of, source)
 
 
 @app.command("demo")

@@ -204,6 +204,8 @@ class Ingest(_Strict):
     freshness: Freshness | None = None
     #: How far past the load time an `updated_at` may lie (clock skew between systems): `30m`, `2h`, `1d`.
     max_future_skew: str
+    #: Where the CRM data comes from: the CSV drop folder (default) or a HubSpot pull (the `hubspot` block).
+    source: Literal["csv", "hubspot"] = "csv"
 
     @field_validator("max_future_skew")
     @classmethod
@@ -216,6 +218,50 @@ class Ingest(_Strict):
     def future_skew(self) -> timedelta:
         amount, unit = SKEW.match(self.max_future_skew).groups()
         return timedelta(minutes=int(amount)) * {"m": 1, "min": 1, "h": 60, "d": 1440}[unit]
+
+
+#: Contract columns a HubSpot property may fill (contact_id, created_at, updated_at come from the object).
+HUBSPOT_MAPPABLE = frozenset(
+    ("email", "first_name", "last_name", "phone", "birth_date", "country", "language", "city")
+    + ("lifecycle_stage", "interests", "notes")
+)
+
+
+class HubSpot(_Strict):
+    """How a HubSpot portal maps to the CRM export contract (crm/hubspot.py)."""
+
+    #: HubSpot contact property -> contacts.csv column.
+    properties: dict[str, str] = Field(min_length=1)
+    #: HubSpot lifecycle stage (internal value) -> the contract's stage; an unmapped stage is left empty.
+    lifecycle_stages: dict[str, str] = Field(default_factory=dict)
+    #: Subscription type id -> the consent name (consent_events.purpose) it proves.
+    subscription_types: dict[str, str] = Field(min_length=1)
+    #: Legal bases under which a SUBSCRIBED status is a consent (a grant); others prove nothing.
+    consent_legal_bases: list[str] = Field(min_length=1)
+    #: The privacy notice in force on the HubSpot forms that collect the consents.
+    notice_version: str | None = None
+    page_size: int = Field(default=200, ge=1, le=200)
+
+    @field_validator("properties")
+    @classmethod
+    def _columns(cls, value: dict[str, str]) -> dict[str, str]:
+        for prop, column in value.items():
+            if column not in HUBSPOT_MAPPABLE:
+                columns = ", ".join(sorted(HUBSPOT_MAPPABLE))
+                raise ValueError(f"{prop}: {column!r} is not a contacts.csv column ({columns})")
+        if "email" not in value.values():
+            raise ValueError("no property maps to email: the contract identifies people by email")
+        return value
+
+    @field_validator("lifecycle_stages")
+    @classmethod
+    def _stages(cls, value: dict[str, str]) -> dict[str, str]:
+        from governed_marketing.crm.contract import LIFECYCLE_STAGES
+
+        for stage, mapped in value.items():
+            if mapped not in LIFECYCLE_STAGES:
+                raise ValueError(f"{stage}: {mapped!r} is not a contract stage ({', '.join(LIFECYCLE_STAGES)})")
+        return {k.lower(): v for k, v in value.items()}
 
 
 class Dsr(_Strict):
@@ -324,6 +370,8 @@ class Policy(_Strict):
     #: Per allow-listed free-text field, the values that may be sent to a vendor (see FREE_TEXT_FIELDS).
     vocabularies: dict[str, Vocabulary] = Field(default_factory=dict)
     ingest: Ingest
+    #: The HubSpot source's mapping; required when ingest.source is hubspot.
+    hubspot: HubSpot | None = None
     retention: dict[str, str]
     dsr: Dsr
     #: Retention of the per-run report folders; None keeps them all (as before the key existed).
@@ -380,6 +428,16 @@ class Policy(_Strict):
             for vendor_id in self.review.vendors:
                 if vendor_id not in self.vendors:
                     raise ValueError(f"review.vendors.{vendor_id}: not declared under vendors")
+        if self.ingest.source == "hubspot" and self.hubspot is None:
+            raise ValueError("ingest.source: hubspot needs the hubspot block (properties, subscription_types, ...)")
+        if self.hubspot is not None:
+            consents = {c for purpose in self.purposes.values() for c in purpose.requires_consent}
+            for type_id, consent in self.hubspot.subscription_types.items():
+                if consent not in consents:
+                    raise ValueError(
+                        f"hubspot.subscription_types.{type_id}: {consent!r} is not a consent any purpose requires "
+                        f"({', '.join(sorted(consents))})"
+                    )
         # A vocabulary may outlive its field's place in an allow-list; a name nobody sends is a typo.
         fields = FREE_TEXT_FIELDS | {f for purpose in self.purposes.values() for f in purpose.fields}
         for name in self.vocabularies:

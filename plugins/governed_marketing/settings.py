@@ -3,7 +3,7 @@
 `GMP_HOME` holds everything a run writes (warehouse, landing, outbox, exports, receipts, reports,
 AIRFLOW_HOME), all of it personal data: loading settings makes the process's new files owner-only
 (umask 077) and GMP_HOME and its folders 0700. Secrets (`GMP_PSEUDONYM_KEY`, `GMP_AUDIT_KEY`,
-`GMP_EXPORT_ENCRYPTION_KEY`, `OPENAI_API_KEY`) are read here and never logged.
+`GMP_EXPORT_ENCRYPTION_KEY`, `OPENAI_API_KEY`, `HUBSPOT_ACCESS_TOKEN`) are read here and never logged.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     #: How often a deferred draft task asks the vendor whether its batches are done.
     llm_batch_poll_seconds: float = Field(default=60.0, gt=0)
     crm_dir: Path | None = None
+    #: The HubSpot private app's token when no Airflow connection `hubspot_default` holds it.
+    hubspot_access_token: SecretStr | None = Field(default=None, validation_alias="HUBSPOT_ACCESS_TOKEN")
+    #: Another HubSpot-compatible base URL (tests, a proxy); default https://api.hubapi.com.
+    hubspot_base_url: str | None = None
     # Where dbt builds: the DuckDB file under GMP_HOME, or Postgres (GMP_PG_*, the names
     # dbt_project/profiles.yml reads for its `postgres` target).
     warehouse: Literal["duckdb", "postgres"] = "duckdb"

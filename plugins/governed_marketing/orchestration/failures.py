@@ -25,6 +25,7 @@ from governed_marketing.errors import CrmExportError
 def deterministic_errors() -> tuple[type[BaseException], ...]:
     """The exception types that fail a task at once (imported on first use: some pull in heavy modules)."""
     from governed_marketing.assessment import GenerationBlocked
+    from governed_marketing.crm.hubspot import HubSpotAuthRejected, HubSpotNotConfigured
     from governed_marketing.generation.campaign import ModeRefused
     from governed_marketing.generation.cost import BudgetExceeded
     from governed_marketing.generation.errors import VendorAuthRejected, VendorQuotaExhausted
@@ -42,6 +43,8 @@ def deterministic_errors() -> tuple[type[BaseException], ...]:
         VendorQuotaExhausted,
         VendorAuthRejected,
         OverdueRequests,  # a deadline passed: a person must act
+        HubSpotAuthRejected,  # 401/403 from HubSpot: the token or its scopes must be fixed
+        HubSpotNotConfigured,  # ingest.source hubspot without a token
     )
 
 

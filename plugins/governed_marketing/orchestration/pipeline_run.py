@@ -257,11 +257,12 @@ def _report_ran(dag_run) -> bool:
 
 
 def run_pipeline(
-    crm_dir: Path,
+    crm_dir: Path | None,
     *,
     as_of: str | None,
     settings: Settings | None = None,
     on_step: Callable[[str, str], None] | None = None,
+    source: str | None = None,
 ) -> PipelineRun:
     """Run ingest -> models -> content through `dag.test()`; raise PipelineFailed on the first failure.
 
@@ -276,7 +277,7 @@ def run_pipeline(
     settings = settings or get_settings()
     with run_lock(settings), stopping.sigterm_stops_the_run():
         try:
-            return _run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step)
+            return _run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step, source=source)
         except KeyboardInterrupt:
             if not stopping.stop_requested():
                 raise
@@ -287,11 +288,12 @@ def run_pipeline(
 
 
 def _run_pipeline(
-    crm_dir: Path,
+    crm_dir: Path | None,
     *,
     as_of: str | None,
     settings: Settings,
     on_step: Callable[[str, str], None] | None = None,
+    source: str | None = None,
 ) -> PipelineRun:
     from governed_marketing import stopping
     from governed_marketing.dbt import ensure_manifest
@@ -307,7 +309,11 @@ def _run_pipeline(
         prepare_airflow(settings)
         dags = _load_dags(settings)
     confs = {
-        "ingest_crm": {"crm_dir": str(Path(crm_dir).resolve()), "as_of": moment},
+        "ingest_crm": {
+            "crm_dir": str(Path(crm_dir).resolve()) if crm_dir else None,
+            "as_of": moment,
+            "source": source,  # None: governance.yml ingest.source
+        },
         "process_privacy_requests": {"as_of": moment},
         "build_marketing_models": {"as_of": moment},
         "generate_campaign_content": {"as_of": moment},

@@ -62,6 +62,64 @@ def ingest_drop(crm_dir: str | Path | None, *, run_id: str) -> dict:
     return ingest(source, run_id=run_id)
 
 
+def ingest_from_source(
+    source: str | None,
+    crm_dir: str | Path | None,
+    *,
+    run_id: str,
+    hubspot_token: Callable[[], str | None] | None = None,
+) -> dict:
+    """The DAG's ingest from the chosen source: the `source` param, else governance.yml `ingest.source`.
+
+    `hubspot_token` reads the Airflow connection, asked only when HubSpot is the source.
+    """
+    if (source or load_policy().ingest.source) == "hubspot":
+        return ingest_hubspot(run_id=run_id, token=hubspot_token() if hubspot_token else None)
+    return ingest_drop(crm_dir, run_id=run_id)
+
+
+def ingest_hubspot(*, run_id: str, token: str | None = None, full: bool = False) -> dict:
+    """Pull what changed in HubSpot (crm.hubspot), load it as a CRM export through `ingest`, then settle
+    merges, deleted contacts and the cursor. Nothing changed: `already_loaded` (no downstream run)."""
+    import shutil
+
+    from governed_marketing.crm import hubspot
+
+    settings = get_settings()
+    policy = load_policy()
+    secret = settings.hubspot_access_token
+    client = hubspot.client_for(token or (secret.get_secret_value() if secret else None), settings.hubspot_base_url)
+    with warehouse.session(settings=settings) as conn:
+        pulled = hubspot.pull(conn, policy, client, out_root=settings.path("crm_exports", "hubspot"), full=full)
+    counts: dict[str, Any] = {"load_id": pulled.pull_id, "already_loaded": True, "contacts_read": 0}
+    if pulled.export_dir is not None:
+        counts = ingest(pulled.export_dir, run_id=run_id)
+    with warehouse.session(settings=settings) as conn:
+        hubspot.settle(conn, pulled, run_id=run_id)
+        record_step(conn, run_id, "ingest", "hubspot", {"mode": pulled.mode, **pulled.counts})
+    if pulled.export_dir is not None:
+        shutil.rmtree(pulled.export_dir, ignore_errors=True)  # landing/<load_id>/ keeps the loaded copy
+    return {**counts, "hubspot": {"mode": pulled.mode, **pulled.counts}}
+
+
+def inform_crm(*, run_id: str, token: str | None = None) -> dict:
+    """Send HubSpot what requests completed here ask of it (crm.hubspot_upstream): GDPR deletes, unsubscribes."""
+    from governed_marketing.crm import hubspot, hubspot_upstream
+
+    settings = get_settings()
+    with warehouse.session(settings=settings) as conn:
+        waiting = conn.execute("select count(*) from ops.crm_upstream where status = 'pending'").fetchall()[0][0]
+        if not waiting:
+            return {"sent": 0, "failed": 0, "waiting": 0}
+        secret = settings.hubspot_access_token
+        client = hubspot.client_for(token or (secret.get_secret_value() if secret else None), settings.hubspot_base_url)
+        counts = hubspot_upstream.send_pending(conn, client, load_policy(), home=settings.home_dir)
+        counts["requests"] = client.counts.made
+        record_step(conn, run_id, "privacy_requests", "crm_upstream", counts)
+        audit.record_step(conn, run_id, "privacy_requests", "crm_upstream", counts)
+    return counts
+
+
 def campaign_ids() -> list[str]:
     return load_policy().campaign_ids()
 

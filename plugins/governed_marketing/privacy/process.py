@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from governed_marketing import warehouse
+from governed_marketing.crm import hubspot_upstream
 from governed_marketing.policy import Policy, load_policy
 from governed_marketing.privacy import audit, dsr
 from governed_marketing.privacy.erasure import ErasureRequest, erase, erase_outbox
@@ -113,6 +114,7 @@ def process_pending(
             done[status if status in ("needs_review", "failed") else kind].append(request_id)
         dsr.set_statuses(conn, statuses)  # one statement for the pass, one for its audit rows
         audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)
+        hubspot_upstream.queue(conn, pending)  # HubSpot's ids for these requests, before an erasure removes them
     if outbox_holds:  # objection and restriction take effect at once: no pending message goes out
         for request_id, files in erase_outbox(home / "outbox", outbox_holds).items():
             log.info("request %s: %d pending messages withdrawn from the outbox", request_id, sum(files.values()))

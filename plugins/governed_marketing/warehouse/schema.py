@@ -229,6 +229,45 @@ create table if not exists ops.retention_runs (
 );
 """
 
+#: the HubSpot source (crm.hubspot, crm.hubspot_upstream): the incremental cursor, each pull's request
+#: counts, merged-away ids, archived contacts handled, and what was sent back upstream (erasure, objection).
+OPS_HUBSPOT_DDL = """
+create table if not exists ops.hubspot_cursor (
+    portal varchar primary key,
+    last_modified timestamp not null,
+    pulled_at timestamp not null
+);
+create table if not exists ops.hubspot_pulls (
+    pull_id varchar primary key,
+    run_id varchar,
+    mode varchar not null,
+    started_at timestamp not null,
+    counts_json varchar not null
+);
+create table if not exists ops.hubspot_merges (
+    merged_id varchar primary key,
+    surviving_id varchar not null,
+    handled_at timestamp not null
+);
+create table if not exists ops.hubspot_archived (
+    object_id varchar primary key,
+    request_id varchar not null,
+    archived_at timestamp,
+    handled_at timestamp not null
+);
+create table if not exists ops.crm_upstream (
+    request_id varchar not null,
+    action varchar not null,
+    identifier varchar,
+    status varchar not null,
+    attempts integer not null,
+    last_error varchar,
+    queued_at timestamp not null,
+    sent_at timestamp,
+    primary key (request_id, action)
+);
+"""
+
 #: Columns added to ops.generation_ledger after the first release: added to an older warehouse.
 GENERATION_LEDGER_ADDED_COLUMNS = (
     ("in_doubt_attempts", "integer default 0"),
@@ -248,6 +287,7 @@ DDL = "".join(
         OPS_SUPPRESSION_DDL,
         OPS_AUDIT_LOG_DDL,
         OPS_RETENTION_RUNS_DDL,
+        OPS_HUBSPOT_DDL,
     )
 )
 #: Changes whenever the DDL above changes, so an older warehouse is brought up to date on open.

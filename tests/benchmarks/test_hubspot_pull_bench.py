@@ -1,0 +1,89 @@
+"""The HubSpot pull against the local server under a request cap: how much of the cap it uses, and
+what an incremental pull after 1% of contacts changed costs beside the full pull.
+
+The local server (tests/support/hubspot_server.py) holds CONTACTS contacts with a subscription status
+each and caps requests at CAP per INTERVAL_MS (a sliding window, `X-HubSpot-RateLimit-*` headers,
+429 over it): HubSpot's private-app limit for Free and Starter portals. The connector paces itself from
+the headers. A share of the cap is what the server admitted divided by the most the cap admits over
+the same span (the full budget at the start plus the refill): 1.0 is the cap exactly. Figures go to
+bench/results.json under "hubspot_pull"; one run each (a full pull takes about a minute, capped).
+Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from governed_marketing import warehouse
+from governed_marketing.crm import hubspot
+from governed_marketing.policy import load_policy
+
+from tests.benchmarks.conftest import record
+from tests.support.hubspot_server import TOKEN, HubSpotServer, Portal
+
+pytestmark = pytest.mark.benchmark
+
+CONTACTS = int(os.environ.get("GMP_BENCH_HUBSPOT_CONTACTS", "100000"))
+CAP = 100
+INTERVAL_MS = 10_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _portal() -> Portal:
+    portal = Portal()
+    for i in range(CONTACTS):
+        email = f"bench{i}@hubspot-bench.example"
+        portal.add(
+            {"email": email, "firstname": "Ann", "lastname": "Lee", "country": "DE", "hs_language": "de"},
+            modified=T0 + timedelta(seconds=i * 60),
+            contact_id=str(100_000 + i),
+        )
+        portal.set_status(email, "101", "SUBSCRIBED", at=T0, basis="CONSENT_WITH_NOTICE")
+    return portal
+
+
+def _timed_pull(conn, policy, server: HubSpotServer, tmp_path, name: str) -> dict:
+    client = hubspot.HubSpotClient(TOKEN, base_url=server.url)
+    admitted_before = sum(1 for r in server.requests if r.status != 429)
+    started = time.perf_counter()
+    pulled = hubspot.pull(conn, policy, client, out_root=tmp_path / name, now=datetime(2026, 12, 1))
+    seconds = time.perf_counter() - started
+    hubspot.settle(conn, pulled, run_id=name)
+    admitted = sum(1 for r in server.requests if r.status != 429) - admitted_before
+    most = CAP * (1 + seconds / (INTERVAL_MS / 1000))
+    return {
+        "seconds": round(seconds, 2),
+        "contacts": pulled.counts["contacts_pulled"],
+        "contacts_per_second": round(pulled.counts["contacts_pulled"] / seconds, 1),
+        "requests": pulled.counts["requests"]["made"],
+        "rate_limited": pulled.counts["requests"]["rate_limited"],
+        "share_of_cap": round(admitted / most, 3),
+    }
+
+
+def test_hubspot_pull_under_the_cap(tmp_path):
+    policy = load_policy()
+    portal = _portal()
+    server = HubSpotServer(portal, cap=CAP, interval_ms=INTERVAL_MS)
+    with server, warehouse.session(tmp_path / "bench.duckdb") as conn:
+        full = _timed_pull(conn, policy, server, tmp_path, "full")
+        changed = max(1, CONTACTS // 100)
+        moment = datetime(2026, 11, 1, tzinfo=UTC)  # after every contact, before the pull time
+        for i in range(0, CONTACTS, CONTACTS // changed):
+            portal.touch(str(100_000 + i), moment, city="Hamburg")
+        time.sleep(INTERVAL_MS / 1000)  # a fresh window, as a daily run would find it
+        incremental = _timed_pull(conn, policy, server, tmp_path, "incremental")
+    figures = {
+        "contacts": CONTACTS,
+        "cap": f"{CAP} requests / {INTERVAL_MS} ms",
+        "full": full,
+        "incremental_after_1pct": incremental,
+        "incremental_requests_per_changed_contact": round(incremental["requests"] / incremental["contacts"], 4),
+        "incremental_vs_full_seconds": round(incremental["seconds"] / full["seconds"], 4),
+    }
+    record("hubspot_pull", figures)
+    print(figures)
+    assert full["contacts"] == CONTACTS and incremental["contacts"] == changed
