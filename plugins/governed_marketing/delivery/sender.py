@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pandas as pd
 
 from governed_marketing.delivery import ledger, tokens
-from governed_marketing.delivery.message import build_message
+from governed_marketing.delivery.message import render_message
 from governed_marketing.policy import Policy
 from governed_marketing.privacy.suppression import contact_ref
 
@@ -273,14 +273,14 @@ def deliver_campaign(
     def build(ref: str) -> tuple[str, bytes]:
         row = by_ref[ref]
         key = state[ref][2]  # the key planned first: the Message-ID never changes for this recipient
-        message = build_message(
+        data = render_message(
             row,
             campaign=campaign,
             delivery=delivery,
             message_key=key,
             token=tokens.unsubscribe_token(delivery_key, key),
         )
-        return row["email"], message.as_bytes()
+        return row["email"], data
 
     def work(refs: list[str]) -> list[Attempt]:
         done = []
