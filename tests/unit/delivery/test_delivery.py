@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from fastapi.testclient import TestClient
 from governed_marketing.delivery import ledger
 from governed_marketing.delivery.mailbox import MAILBOX_DIR, read_mailbox
+from governed_marketing.delivery.report import delivery_section
 from governed_marketing.delivery.sender import Relay, deliver_campaign
 from governed_marketing.delivery.unsubscribe import SPOOL_DIR, apply_pending, create_app
 from governed_marketing.settings import get_settings
@@ -148,6 +149,11 @@ def test_unsubscribe_between_publish_and_send_gets_nothing(world):
     assert sorted(summer) == sorted(email_of(i) for i in (0, 1, 3, 5))
     assert outcome.suppressed_at_send == 2 and outcome.sent == 4
     assert ledger.totals(world.conn)["summer_newsletter"] == {"sent": 4, "suppressed": 2}
+    section = delivery_section(world.conn)
+    assert section["unsubscribes"] == {"one_click": 1, "mailto": 1}
+    assert section["click_to_suppression_seconds"]["n"] == 2
+    summer_row = next(c for c in section["campaigns"] if c["campaign_id"] == "summer_newsletter")
+    assert (summer_row["sent"], summer_row["suppressed"], summer_row["in_doubt"]) == (4, 2, 0)
 
 
 def test_a_4xx_is_retried_and_a_5xx_is_not(world):
