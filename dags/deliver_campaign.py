@@ -33,7 +33,7 @@ from pendulum import datetime
     start_date=datetime(2026, 1, 1),
     catchup=False,
     doc_md=__doc__,
-    default_args={"owner": "marketing-data", "retries": 0, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "marketing-data", "retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["marketing", "delivery", "gdpr"],
     max_active_runs=1,
     params={"as_of": Param(None, type=["null", "string"], description="ISO 8601 as-of time (default: now)")},
@@ -50,7 +50,7 @@ def deliver_campaign():
         from governed_marketing.orchestration.relay import smtp_relay
         from governed_marketing.orchestration.task_bodies import deliver
 
-        with fail_fast():  # counts only; a retry would find `sending` rows in doubt and leave them
+        with fail_fast():  # counts only; a retry skips what was sent and leaves `sending` rows (in doubt) alone
             return deliver(campaign_id, run_id=run_id, as_of=params.get("as_of"), relay=smtp_relay())
 
     deliver.expand(campaign_id=campaigns()) >> rebuild_report()
