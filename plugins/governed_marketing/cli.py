@@ -209,6 +209,38 @@ def demo(
         raise _fail(str(exc)) from None
 
 
+@app.command("deliver")
+def deliver(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="One campaign (default: every one)")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 as-of time (default: now)")] = None,
+) -> None:
+    """Send the outbox by SMTP through GMP_SMTP_URL now, as the deliver_campaign DAG does (counts only)."""
+    from datetime import UTC, datetime
+
+    from governed_marketing.delivery.sender import Relay
+    from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
+    from governed_marketing.orchestration.task_bodies import campaign_ids
+    from governed_marketing.orchestration.task_bodies import deliver as deliver_body
+    from governed_marketing.settings import get_settings
+
+    settings = get_settings()
+    url = settings.smtp_url.get_secret_value() if settings.smtp_url else ""
+    if not url:
+        console.print(
+            "deliver: off (no SMTP relay: set GMP_SMTP_URL, or the Airflow connection smtp_default for the DAG)"
+        )
+        return
+    try:
+        relay = Relay.from_url(url)
+        run_id = f"gmp-deliver-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        with run_lock(settings):
+            for campaign_id in [campaign] if campaign else campaign_ids():
+                counts = deliver_body(campaign_id, run_id=run_id, as_of=as_of, relay=relay)
+                console.print(f"{campaign_id}: {counts}")
+    except (RunLocked, ValueError, RuntimeError) as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command("report")
 def report() -> None:
     """Rebuild the compliance report ($GMP_HOME/reports) from the latest run's evidence; print its path."""
