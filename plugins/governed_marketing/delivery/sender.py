@@ -90,12 +90,24 @@ class Relay:
 
 
 class PerMinuteCap:
-    """Spaces sends evenly at `per_minute / 60` per second over all connections (None: no cap)."""
+    """Paces sends over all connections so that no 60-second window holds more than `per_minute`.
 
-    def __init__(self, per_minute: int | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = 60.0 / per_minute if per_minute else 0.0
+    A token bucket: `burst` (one second's worth) of slots missed while a chunk's ledger writes ran
+    are made up afterwards, and the steady pace is `per_minute - burst` a minute, so steady pace plus
+    burst never exceed the cap in any minute. None: no cap.
+    """
+
+    def __init__(
+        self,
+        per_minute: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.burst = max(1, (per_minute or 0) // 60)
+        self.interval = 60.0 / max(1, per_minute - self.burst) if per_minute else 0.0
         self._clock = clock
-        self._next = 0.0
+        self._sleep = sleep
+        self._next = -float("inf")
         self._lock = threading.Lock()
 
     def wait(self) -> None:
@@ -103,10 +115,10 @@ class PerMinuteCap:
             return
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next)
+            slot = max(now - self.burst * self.interval, self._next)
             self._next = slot + self.interval
         if slot > now:
-            time.sleep(slot - now)
+            self._sleep(slot - now)
 
 
 @dataclass
