@@ -41,10 +41,12 @@ from pendulum import datetime
 def process_privacy_requests():
     @task(pool=assets.WAREHOUSE_POOL)
     def answer_requests(params: dict, run_id: str) -> dict:
+        from governed_marketing.delivery.mailbox import collect_mailto_unsubscribes
         from governed_marketing.privacy.process import process_pending, summary
 
         with fail_fast():
-            return summary(process_pending(as_of=params.get("as_of"), actor=run_id))  # ids and counts only
+            unsubscribes = collect_mailto_unsubscribes()  # mailto unsubscribes + spooled clicks: objections now
+            return {**summary(process_pending(as_of=params.get("as_of"), actor=run_id)), "unsubscribes": unsubscribes}
 
     @task(pool=assets.WAREHOUSE_POOL)
     def inform_crm(run_id: str) -> dict:

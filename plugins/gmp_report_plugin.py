@@ -6,6 +6,10 @@ tab on every DAG run (that run's report). Airflow does not protect plugin endpoi
 request is authenticated with Airflow's own `get_user` (the JWT of the UI's `_token` cookie or an
 `Authorization: Bearer` header) and authorized by the configured auth manager as reading DAG runs.
 
+It also mounts the one-click unsubscribe endpoint (`governed_marketing.delivery.unsubscribe`) at
+`/unsubscribe/`, deliberately WITHOUT Airflow auth: recipients are anonymous, the HMAC token in the
+URL is the credential, and an invalid token changes nothing.
+
 Every Airflow process loads the plugins folder (each task does, for macros), so this module imports
 nothing but `AirflowPlugin`: the app is built on the api-server's first request to it.
 """
@@ -16,6 +20,7 @@ from typing import Any
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/compliance-report"
+UNSUBSCRIBE_PREFIX = "/unsubscribe"
 
 
 def build_app() -> Any:
@@ -54,10 +59,21 @@ def build_app() -> Any:
     return create_app(lambda: get_settings().path("reports"), airflow_reader)
 
 
+def build_unsubscribe_app() -> Any:
+    """The unsubscribe endpoint: no Airflow auth (see the module docstring)."""
+    from governed_marketing.delivery.unsubscribe import apply_with_settings, create_app
+    from governed_marketing.settings import get_settings
+
+    return create_app(
+        lambda: get_settings().home_dir, lambda: get_settings().resolve_delivery_key(), apply_with_settings
+    )
+
+
 class LazyReportApp:
     """An ASGI app that builds the real one (in a worker thread) on its first request."""
 
-    def __init__(self) -> None:
+    def __init__(self, build: Any = None) -> None:
+        self._build = build or build_app
         self._app: Any = None
         self._lock: asyncio.Lock | None = None
 
@@ -66,13 +82,16 @@ class LazyReportApp:
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
                 if self._app is None:
-                    self._app = await asyncio.to_thread(build_app)
+                    self._app = await asyncio.to_thread(self._build)
         await self._app(scope, receive, send)
 
 
 class ComplianceReportPlugin(AirflowPlugin):
     name = "governed_marketing_report"
-    fastapi_apps = [{"app": LazyReportApp(), "url_prefix": URL_PREFIX, "name": "Compliance report"}]
+    fastapi_apps = [
+        {"app": LazyReportApp(), "url_prefix": URL_PREFIX, "name": "Compliance report"},
+        {"app": LazyReportApp(build_unsubscribe_app), "url_prefix": UNSUBSCRIBE_PREFIX, "name": "Unsubscribe"},
+    ]
     # Relative hrefs: the UI resolves them against its base URL, so a proxy prefix keeps working.
     external_views = [
         {

@@ -140,8 +140,31 @@ def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None) -> 
     summary = collect_summary(settings, list(run.dag_runs.values()))
     render_summary(summary, provider_line=provider_description(provider) + transport, console=console)
     console.print(f"Outbox: {settings.home_dir / 'outbox'}")
+    console.print(_delivery_line(settings), soft_wrap=True)
     latest = settings.home_dir / "reports" / "index.html"  # each DAG's last task rebuilt it
     console.print(f"Compliance report: {latest if latest.is_file() else _rebuild_report(settings)}", soft_wrap=True)
+
+
+def _delivery_line(settings) -> str:
+    """What the deliver_campaign DAG did, or "deliver: off" when no SMTP relay is configured."""
+    from governed_marketing import warehouse
+    from governed_marketing.delivery.report import delivery_section
+    from governed_marketing.orchestration.pipeline_run import delivery_configured
+
+    if not delivery_configured(settings):
+        return "deliver: off (no SMTP relay: set the Airflow connection smtp_default or GMP_SMTP_URL)"
+    with warehouse.session(read_only=True, settings=settings) as conn:
+        campaigns = delivery_section(conn)["campaigns"]
+    return (
+        "Delivered: "
+        + "; ".join(
+            f"{c['campaign_id']} {c['sent']:,} sent, {c['deferred']:,} deferred, {c['bounced']:,} bounced, "
+            f"{c['suppressed']:,} suppressed at send time"
+            for c in campaigns
+        )
+        if campaigns
+        else "Delivered: nothing (no campaign in governance.yml delivery.campaigns)"
+    )
 
 
 def _rebuild_report(settings, *, failure: str | None = None) -> str:
@@ -178,9 +201,10 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 7,
 ) -> None:
     """Generate a sample CRM export under $GMP_HOME/demo_crm, then run the whole pipeline on it."""
+    from governed_marketing.delivery.sink import local_sink
     from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
     from governed_marketing.sample_data.crm_export import SAMPLE_AS_OF, write_sample_export
-    from governed_marketing.settings import get_settings
+    from governed_marketing.settings import get_settings, reset_settings
 
     settings = get_settings()
     crm_dir = settings.path("demo_crm")
@@ -188,8 +212,47 @@ def demo(
         with run_lock(settings):  # the export it rewrites is one a running pass may be reading
             write_sample_export(crm_dir, contacts=contacts, seed=seed)
             console.print(f"Sample CRM export ({contacts:,} contacts, seed {seed}) in {crm_dir}")
-            _run(crm_dir, SAMPLE_AS_OF.isoformat())
+            # The sample's made-up addresses go to a local SMTP sink, never to a configured relay.
+            sink_dir = settings.path("smtp_sink")
+            with local_sink(sink_dir) as url:
+                os.environ.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
+                os.environ["GMP_SMTP_URL"] = url
+                reset_settings()
+                console.print(f"Local SMTP sink: {url.split('?')[0]} (messages kept in {sink_dir})")
+                _run(crm_dir, SAMPLE_AS_OF.isoformat())
     except RunLocked as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command("deliver")
+def deliver(
+    campaign: Annotated[str | None, typer.Option("--campaign", help="One campaign (default: every one)")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 as-of time (default: now)")] = None,
+) -> None:
+    """Send the outbox by SMTP through GMP_SMTP_URL now, as the deliver_campaign DAG does (counts only)."""
+    from datetime import UTC, datetime
+
+    from governed_marketing.delivery.sender import Relay
+    from governed_marketing.orchestration.pipeline_run import RunLocked, run_lock
+    from governed_marketing.orchestration.task_bodies import campaign_ids
+    from governed_marketing.orchestration.task_bodies import deliver as deliver_body
+    from governed_marketing.settings import get_settings
+
+    settings = get_settings()
+    url = settings.smtp_url.get_secret_value() if settings.smtp_url else ""
+    if not url:
+        console.print(
+            "deliver: off (no SMTP relay: set GMP_SMTP_URL, or the Airflow connection smtp_default for the DAG)"
+        )
+        return
+    try:
+        relay = Relay.from_url(url)
+        run_id = f"gmp-deliver-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        with run_lock(settings):
+            for campaign_id in [campaign] if campaign else campaign_ids():
+                counts = deliver_body(campaign_id, run_id=run_id, as_of=as_of, relay=relay)
+                console.print(f"{campaign_id}: {counts}")
+    except (RunLocked, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
 
 

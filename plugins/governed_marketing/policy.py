@@ -135,6 +135,35 @@ class Content(_Strict):
     allowed_urls: list[str] = Field(default_factory=list)
 
 
+class DeliveryCampaign(_Strict):
+    """Who a campaign's messages come from and where replies go."""
+
+    sender: str = Field(pattern=r"^[^<>@\s][^<>]*<[^<>@\s]+@[^<>@\s]+>$|^[^<>@\s]+@[^<>@\s]+$")
+    reply_to: str | None = Field(default=None, pattern=r"^[^<>@\s]+@[^<>@\s]+$")
+
+
+class DeliveryRetry(_Strict):
+    """4xx answers: retried in the same run after `backoff_seconds`, doubled each time, `attempts` in all."""
+
+    attempts: int = Field(default=3, ge=1, le=20)
+    backoff_seconds: float = Field(default=30, ge=0)
+
+
+class Delivery(_Strict):
+    """Sending the outbox by SMTP (delivery.*). Off when no relay is configured (smtp_default / GMP_SMTP_URL)."""
+
+    #: Messages per minute across all connections; None sends as fast as the relay answers.
+    per_minute_cap: int | None = Field(default=None, gt=0)
+    #: SMTP connections open at once.
+    connections: int = Field(default=2, ge=1, le=32)
+    #: RFC 8058 one-click endpoint (the Airflow plugin serves it at /unsubscribe/); the token is appended.
+    unsubscribe_url: str = Field(pattern=r"^https://")
+    #: The mailto of List-Unsubscribe; mails to it land in `unsubscribe_mailbox` (read by the privacy DAG).
+    unsubscribe_mailto: str = Field(pattern=r"^[^<>@\s]+@[^<>@\s]+$")
+    retry: DeliveryRetry = Field(default_factory=DeliveryRetry)
+    campaigns: dict[str, DeliveryCampaign] = Field(default_factory=dict)
+
+
 class Freshness(_Strict):
     """How old the newest CRM load may be at the as-of time before dbt warns, then fails."""
 
@@ -376,6 +405,8 @@ class Policy(_Strict):
     dsr: Dsr
     #: Retention of the per-run report folders; None keeps them all (as before the key existed).
     run_reports: RunReports | None = None
+    #: SMTP delivery of the outbox; None: no campaign is sent (deliver: off).
+    delivery: Delivery | None = None
     #: Review metadata for the regular assessment; None in a policy never reviewed (a finding, not an error).
     review: Review | None = None
     source_path: Path | None = Field(default=None, exclude=True)
@@ -421,6 +452,12 @@ class Policy(_Strict):
             for attr in self.cohorts.generalize:
                 if attr not in purpose.fields:
                     raise ValueError(f"cohorts.generalize: {attr!r} is not in purposes.{purpose_id}.fields")
+        if self.delivery is not None:
+            for campaign_id in self.delivery.campaigns:
+                if campaign_id not in self.campaigns:
+                    raise ValueError(
+                        f"delivery.campaigns.{campaign_id}: not one of campaigns ({', '.join(self.campaigns)})"
+                    )
         if self.review is not None:
             for purpose_id in self.review.dpia:
                 if purpose_id not in self.purposes:

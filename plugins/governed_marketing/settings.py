@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     audit_key: SecretStr | None = None
     #: A Fernet key: when set, access/portability exports are written encrypted (`*.fernet`).
     export_encryption_key: SecretStr | None = None
+    #: Keys the unsubscribe tokens and Message-IDs of delivered mail (HMAC). Production requires it.
+    delivery_key: SecretStr | None = None
+    #: The SMTP relay when Airflow has no `smtp_default` connection: smtp://user:pass@host:587?security=starttls
+    smtp_url: SecretStr | None = None
     llm_provider: Literal["auto", "openai", "offline"] = "auto"
     llm_model: str = "gpt-4.1-mini"
     llm_mode: Literal["sync", "batch"] = "sync"
@@ -184,6 +188,22 @@ class Settings(BaseSettings):
                 f"{key_file}: the audit key is empty or too short; restore it (a new key breaks the chain)"
             )
         return key.encode(), f"demo key in {key_file}"
+
+    def resolve_delivery_key(self) -> bytes:
+        """The HMAC key of unsubscribe tokens and Message-IDs: GMP_DELIVERY_KEY, else a demo key in GMP_HOME.
+
+        A key apart from the pseudonym key: a token in a forwarded mail must not help anyone compute
+        the warehouse's pseudonyms. Production refuses to send without it.
+        """
+        if self.delivery_key is not None and self.delivery_key.get_secret_value():
+            check_key("GMP_DELIVERY_KEY", self.delivery_key.get_secret_value())
+            return self.delivery_key.get_secret_value().encode()
+        if self.env == "production":
+            raise RuntimeError("GMP_DELIVERY_KEY is not set; production refuses to send or unsubscribe without it")
+        key = _demo_key(self.path() / "delivery.key")
+        if len(key) < 32:
+            raise RuntimeError(f"{self.home_dir / 'delivery.key'}: the delivery key is too short; delete it")
+        return key.encode()
 
     def resolve_export_key(self) -> bytes | None:
         """The Fernet key that encrypts access exports, or None (exports are written in the clear)."""

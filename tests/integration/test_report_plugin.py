@@ -207,7 +207,7 @@ def test_the_plugin_adds_a_nav_entry_and_a_dag_run_view(airflow):
     views = {view["destination"]: view for view in ours["external_views"]}
     assert views["nav"]["href"] == "compliance-report/" and views["nav"]["name"] == "Compliance report"
     assert views["dag_run"]["href"] == "compliance-report/runs/{DAG_ID}/{RUN_ID}/"
-    assert [app["url_prefix"] for app in ours["fastapi_apps"]] == [PREFIX]
+    assert [app["url_prefix"] for app in ours["fastapi_apps"]] == [PREFIX, "/unsubscribe"]
 
 
 def test_loading_the_plugin_imports_neither_the_report_nor_the_api(tmp_path):
@@ -224,3 +224,19 @@ def test_loading_the_plugin_imports_neither_the_report_nor_the_api(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_unsubscribe_endpoint_is_mounted_without_airflow_auth(airflow, home):
+    """Recipients are anonymous: the token is the credential. GET confirms only; a forged token is refused."""
+    from governed_marketing.delivery import tokens
+    from governed_marketing.settings import get_settings
+
+    client, _ = airflow
+    valid = tokens.unsubscribe_token(get_settings().resolve_delivery_key(), "a" * 32)
+    page = client.get(f"/unsubscribe/{valid}")
+    assert page.status_code == 200 and 'method="post"' in page.text
+    assert not (home / "unsubscribe_spool").exists()  # a GET (a link scanner) records nothing
+    assert client.post(f"/unsubscribe/{valid[:-2]}00").status_code == 400
+    answer = client.post(f"/unsubscribe/{valid}", data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200 and "unsubscribed" in answer.text
+    assert client.get(PREFIX + "/").status_code == 401  # the report still needs Airflow auth

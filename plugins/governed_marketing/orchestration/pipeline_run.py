@@ -29,8 +29,17 @@ from governed_marketing.settings import Settings, get_settings, restrict_process
 log = logging.getLogger(__name__)
 
 PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
+#: Runs after PIPELINE when an SMTP relay is configured (`delivery_configured`); otherwise "deliver: off".
+DELIVER = "deliver_campaign"
 #: Every DAG of the project: `gmp airflow standalone` unpauses them.
-ALL_DAGS = (*PIPELINE, "purge_expired_data", "assess_compliance")
+ALL_DAGS = (*PIPELINE, DELIVER, "purge_expired_data", "assess_compliance")
+
+
+def delivery_configured(settings: Settings) -> bool:
+    """An SMTP relay to send through: Airflow's smtp_default (as an env connection) or GMP_SMTP_URL."""
+    return bool(
+        os.environ.get("AIRFLOW_CONN_SMTP_DEFAULT") or (settings.smtp_url and settings.smtp_url.get_secret_value())
+    )
 
 
 class PipelineFailed(RuntimeError):
@@ -317,8 +326,9 @@ def _run_pipeline(
         "process_privacy_requests": {"as_of": moment},
         "build_marketing_models": {"as_of": moment},
         "generate_campaign_content": {"as_of": moment},
+        DELIVER: {"as_of": moment},
     }
-    for dag_id in PIPELINE:
+    for dag_id in (*PIPELINE, DELIVER) if delivery_configured(settings) else PIPELINE:
         if stopping.stop_requested():
             raise KeyboardInterrupt
         notify(dag_id, "running")

@@ -282,3 +282,28 @@ def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> 
         outbox_root=setup.settings.path("outbox"),
         transport="offline" if setup.transport == "offline" else "sync",
     )
+
+
+def deliver(campaign_id: str, *, run_id: str, as_of: str | datetime | None, relay: Any) -> dict:
+    """Send one campaign's outbox by SMTP (delivery.sender); {"deliver": "off"} without a relay or policy."""
+    from governed_marketing.delivery.sender import deliver_campaign
+    from governed_marketing.delivery.unsubscribe import SPOOL_DIR, apply_pending
+
+    settings = get_settings()
+    policy = load_policy()
+    if relay is None or policy.delivery is None or campaign_id not in policy.delivery.campaigns:
+        return {"deliver": "off"}
+    key = settings.resolve_pseudonym_key()[0]
+    spool = settings.home_dir / SPOOL_DIR
+    return _stage(
+        "deliver",
+        campaign_id,
+        run_id=run_id,
+        as_of=as_of,
+        work=deliver_campaign,
+        relay=relay,
+        outbox_root=settings.path("outbox"),
+        delivery_key=settings.resolve_delivery_key(),
+        pseudonym_key=key,
+        apply_unsubscribes=lambda conn: apply_pending(conn, spool, policy=policy, pseudonym_key=key),
+    )

@@ -46,6 +46,7 @@ SECTIONS = (
     ("content-guardrails", "Content guardrails"),
     ("quarantine", "Quarantine"),
     ("records-of-processing", "Records of processing (Art. 30)"),
+    ("delivery", "Delivery"),
     ("privacy-requests", "Privacy requests"),
     ("regular-assessment", "Regular assessment"),
 )
@@ -86,17 +87,22 @@ def build_report(
     privacy_requests: PrivacySection = BEFORE_FIRST_INGEST
     audit_head = None
     assessment = assessment_section(None, policy)
+    delivery: dict[str, Any] = {"campaigns": [], "unsubscribes": {}, "click_to_suppression_seconds": None}
     if warehouse.exists(settings):
         with warehouse.session(read_only=True, settings=settings) as conn:
             evidence, gates = _collect(conn, policy)
             audit_head = audit.head(conn, settings.home_dir)  # a copy outside the table, checked by verify
             assessment = assessment_section(conn, policy)
             privacy_requests = _privacy_section(provider, conn, policy, settings)
+            from governed_marketing.delivery.report import delivery_section
+
+            delivery = delivery_section(conn)
     pages = build_data_docs(gates, reports / "data_docs")
     data = _assemble(policy, classes, evidence, gates, pages, failure=failure, privacy=privacy_requests)
     data["audit_head"] = audit_head
     data["security_of_processing"] = security_of_processing(settings)
     data["regular_assessment"] = assessment
+    data["delivery"] = delivery
     _write(reports / "report.json", json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     _write(reports / "index.html", render_html(data))
     return reports / "index.html"

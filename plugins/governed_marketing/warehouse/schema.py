@@ -268,6 +268,35 @@ create table if not exists ops.crm_upstream (
 );
 """
 
+#: SMTP delivery (governed_marketing.delivery): one row per campaign and recipient, so a recipient
+#: gets a campaign at most once; the recipient is a keyed HMAC (privacy.suppression.contact_ref), never
+#: the contact id or email. `message_key` is the Message-ID's opaque local part and the unsubscribe
+#: token's subject. One-click and mailto unsubscribes: when the click came, when the person was suppressed.
+OPS_DELIVERY_DDL = """
+create table if not exists ops.delivery_ledger (
+    campaign_id varchar not null,
+    recipient_ref varchar not null,
+    message_key varchar not null unique,
+    content_version varchar not null,
+    status varchar not null,
+    attempts integer not null,
+    last_reply varchar,
+    planned_at timestamp not null,
+    updated_at timestamp not null,
+    sent_at timestamp,
+    run_id varchar,
+    primary key (campaign_id, recipient_ref)
+);
+create table if not exists ops.unsubscribes (
+    message_key varchar primary key,
+    campaign_id varchar,
+    source varchar not null,
+    clicked_at timestamp not null,
+    suppressed_at timestamp,
+    request_id varchar
+);
+"""
+
 #: Columns added to ops.generation_ledger after the first release: added to an older warehouse.
 GENERATION_LEDGER_ADDED_COLUMNS = (
     ("in_doubt_attempts", "integer default 0"),
@@ -288,6 +317,7 @@ DDL = "".join(
         OPS_AUDIT_LOG_DDL,
         OPS_RETENTION_RUNS_DDL,
         OPS_HUBSPOT_DDL,
+        OPS_DELIVERY_DDL,
     )
 )
 #: Changes whenever the DDL above changes, so an older warehouse is brought up to date on open.

@@ -1,0 +1,118 @@
+"""Delivery throughput to a local SMTP server: the governed sender at 10k and 100k messages with the
+cap off and on (share of the cap reached), beside a plain one-connection smtplib loop; peak RSS.
+
+The SMTP server is aiosmtpd's discarding `Sink` in its own process (so it does not share our GIL).
+The cap is set to half the uncapped rate measured just before, so the share says whether pacing
+reaches it (goal >= 0.9). Sizes: GMP_BENCH_DELIVERY_SIZES (default "10000,100000").
+One run per measurement: a 100k send already takes minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from governed_marketing import warehouse
+from governed_marketing.delivery import tokens
+from governed_marketing.delivery.message import render_message
+from governed_marketing.delivery.sender import Relay, deliver_campaign, read_outbox
+from governed_marketing.settings import get_settings, reset_settings
+
+from tests.benchmarks.conftest import record
+from tests.support import delivery_world
+from tests.support.smtp_sink import free_port
+
+pytestmark = pytest.mark.benchmark
+SIZES = [int(s) for s in os.environ.get("GMP_BENCH_DELIVERY_SIZES", "10000,100000").split(",")]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.fixture
+def smtp_server():
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Sink"]
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield port
+    server.terminate()
+    server.wait()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_delivery_throughput(size: int, smtp_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GMP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GMP_DELIVERY_KEY", "bench-delivery-key-0123456789abcdef0123")
+    reset_settings()
+    settings = get_settings()
+    conn = warehouse.connect(settings.warehouse_path)
+    delivery_world.seed(conn, size, campaigns=("spring_newsletter",))
+    outbox = settings.home_dir / "outbox"
+    path = delivery_world.write_outbox(outbox, "spring_newsletter", size)
+    relay = Relay("127.0.0.1", smtp_server, security="none")
+    keys = {"delivery_key": settings.resolve_delivery_key(), "pseudonym_key": settings.resolve_pseudonym_key()[0]}
+
+    def governed(cap: int | None) -> tuple[float, int]:
+        conn.execute("delete from ops.delivery_ledger").fetchall()
+        policy = delivery_world.policy_for(per_minute_cap=cap, connections=2)
+        start = time.perf_counter()
+        outcome = deliver_campaign(
+            "spring_newsletter", conn=conn, policy=policy, relay=relay, outbox_root=outbox,
+            as_of=delivery_world.AS_OF, run_id=f"bench-{cap}", **keys,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        assert outcome.sent == size
+        return size / elapsed, outcome.sent
+
+    def plain_loop() -> float:
+        """One connection, render + sendmail per row: no ledger, no checks, no cap."""
+        policy = delivery_world.policy_for()
+        campaign = policy.delivery.campaigns["spring_newsletter"]
+        rows = read_outbox(path)
+        client = smtplib.SMTP("127.0.0.1", smtp_server)
+        start = time.perf_counter()
+        for row in rows:
+            key = tokens.message_key(keys["delivery_key"], "spring_newsletter", row["contact_id"], "v")
+            data = render_message(
+                row, campaign=campaign, delivery=policy.delivery, message_key=key,
+                token=tokens.unsubscribe_token(keys["delivery_key"], key),
+            )  # fmt: skip
+            client.sendmail("news@example.com", [row["email"]], data)
+        elapsed = time.perf_counter() - start
+        client.quit()
+        return size / elapsed
+
+    plain = plain_loop()
+    uncapped, _ = governed(None)
+    cap = max(60, int(uncapped * 60 * 0.5))
+    capped, _ = governed(cap)
+    figures = {
+        "messages": size,
+        "connections": 2,
+        "plain_smtplib_one_connection_msgs_per_s": round(plain, 1),
+        "governed_cap_off_msgs_per_s": round(uncapped, 1),
+        "governed_vs_plain": round(uncapped / plain, 3),
+        "cap_per_minute": cap,
+        "governed_cap_on_msgs_per_s": round(capped, 1),
+        "share_of_cap": round(capped / (cap / 60), 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+    print(figures)
+    record(f"delivery_{size}", figures)
+    conn.close()
+    reset_settings()
