@@ -248,7 +248,12 @@ def _frame(
 
 
 def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
-    """Read one CSV with the csv module (strict), keeping each record's line number.
+    """Read one CSV by the csv module's rules (strict), keeping each record's line number.
+
+    Plain lines (`_plain_lines`: the bulk of an export) are split in columns by pyarrow, with no
+    Python work per row; every other line is read by the csv module itself, in stretches that start
+    at such a line and end when the reader is between records and the next line is plain. Both
+    give the same cells the csv module alone would.
 
     Returns the well-formed records (all strings, with a `_line` column), the structurally broken
     ones as (line, reason, record) for the quarantine, and what the landing copy must leave out.
