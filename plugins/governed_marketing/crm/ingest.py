@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from governed_marketing.crm import contract
@@ -153,30 +154,6 @@ def read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[t
         ) from None
 
 
-class _Lines:
-    """The file's physical lines for csv.reader, with push-back so a broken record can be re-read.
-
-    `taken` holds the lines the current record consumed; `done` counts the lines settled so far.
-    """
-
-    def __init__(self, handle) -> None:
-        self._handle = handle
-        self._pending: list[str] = []
-        self.taken: list[str] = []
-        self.done = 0
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._pending.pop() if self._pending else next(self._handle)
-        self.taken.append(line)
-        return line
-
-    def push_back(self, lines: list[str]) -> None:
-        self._pending.extend(reversed(lines))
-
-
 def _first_line_reason(line: str, error: str | None) -> tuple[str, dict]:
     """Why a record that ran over several lines is broken, judged on its first line alone."""
     try:
@@ -200,8 +177,83 @@ def _key_only(line: str, header: list[str], spec: ExportFile) -> dict:
     return {at: cells[at] for at in sorted(wanted) if at < len(cells) and len(cells[at]) <= 256}
 
 
+#: A line the columnar split may read as it is: no quote, no NUL, no field that could pass the limit.
+_NOT_PLAIN = '["\\x00]'
+
+
+def _plain_lines(lines: list[str], first_data: int, width: int) -> np.ndarray:
+    """Which physical lines are a record the csv module would read as `line.split(",")`.
+
+    Plain: no quote character or NUL, no longer than the field limit, exactly `width` fields and at
+    least one ASCII letter or digit (so never a blank record). Every other line is read by the csv
+    module itself, with its exact rules (multi-line records, strictness, blank lines).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = _contents(pa.array(lines, type=pa.large_string()))
+    plain = pc.and_(
+        pc.invert(pc.match_substring_regex(text, _NOT_PLAIN)),
+        pc.less_equal(pc.utf8_length(text), contract.MAX_FIELD_CHARS),
+    )
+    plain = pc.and_(plain, pc.equal(pc.count_substring(text, ","), width - 1))
+    plain = pc.and_(plain, pc.match_substring_regex(text, "[A-Za-z0-9]"))
+    mask = plain.to_numpy(zero_copy_only=False).astype(bool)
+    mask[:first_data] = False
+    return mask
+
+
+def _contents(text):
+    """Lines without their terminator (\\r\\n, \\n or \\r), as the csv module ends a record."""
+    import pyarrow.compute as pc
+
+    return pc.replace_substring_regex(text, "(\\r\\n|\\n|\\r)$", "")
+
+
+def _frame(
+    lines: list[str],
+    plain: np.ndarray,
+    first_data: int,
+    positions: list[int],
+    records: list[list[str]],
+    numbers: list[int],
+    spec: ExportFile,
+) -> pd.DataFrame:
+    """The well-formed records in line order: plain lines split in columns, the csv module's records merged in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    at = np.flatnonzero(plain)
+    text = _contents(pa.array([lines[i] for i in at], type=pa.large_string()))
+    cells = pc.split_pattern(text, ",")
+    columns = {
+        column: pc.list_element(cells, position) for column, position in zip(spec.columns, positions, strict=True)
+    }
+    split = pa.table({**columns, "_line": pa.array(at + 1, type=pa.int64())})
+    read = pa.table(
+        {
+            **{
+                column: pa.array([record[i] for record in records], type=pa.large_string())
+                for i, column in enumerate(spec.columns)
+            },
+            "_line": pa.array(numbers, type=pa.int64()),
+        }
+    )
+    merged = pa.concat_tables([split.cast(read.schema), read]).sort_by("_line")
+    frame = pd.DataFrame(
+        {column: pd.array(merged.column(column).cast(pa.string()), dtype="string") for column in spec.columns}
+    )
+    frame["_line"] = merged.column("_line").to_numpy() if merged.num_rows else []  # as pandas types an empty list
+    return frame
+
+
 def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
-    """Read one CSV with the csv module (strict), keeping each record's line number.
+    """Read one CSV by the csv module's rules (strict), keeping each record's line number.
+
+    Plain lines (`_plain_lines`: the bulk of an export) are split in columns by pyarrow, with no
+    Python work per row; every other line is read by the csv module itself, in stretches that start
+    at such a line and end when the reader is between records and the next line is plain. Both
+    give the same cells the csv module alone would.
 
     Returns the well-formed records (all strings, with a `_line` column), the structurally broken
     ones as (line, reason, record) for the quarantine, and what the landing copy must leave out.
@@ -218,7 +270,7 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
     except OSError as exc:
         raise CrmExportError(f"{path}: cannot open: {exc.strerror}") from None
     with handle, contract.csv_field_limit(contract.MAX_FIELD_CHARS):
-        lines = _Lines(handle)
+        lines = handle.readlines()  # physical lines, endings kept: the csv module iterates them in C
         reader = csv.reader(lines, strict=True)
         try:
             header = [name.strip().lower() for name in next(reader)]
@@ -233,45 +285,63 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
             )
         notes.columns_dropped = [column for column in header if column not in spec.columns]
         positions = [header.index(column) for column in spec.columns]
-        lines.done = len(lines.taken)
-        while True:
-            lines.taken = []
-            error = None
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                row, error = None, str(exc)
-            line = lines.done + 1
-            span = len(lines.taken)
-            if row is not None and len(row) == len(header):
-                lines.done += span
-                if all(not cell.strip() for cell in row):
-                    continue
-                records.append([row[i] for i in positions])
-                numbers.append(line)
-                continue
-            if row is not None and not row:  # a blank line
-                lines.done += span
-                continue
-            notes.unreadable += row is None or span > 1
-            if span > 1:  # a quote left open swallowed the lines after it: this line only, then read on
-                reason, record = _first_line_reason(lines.taken[0], error)
-                broken.append((line, reason, record))
-                lines.push_back(lines.taken[1:])
-                lines.done += 1
-                continue
-            lines.done += span
-            if row is None:
-                broken.append((line, f"unreadable CSV record: {error}", _key_only(lines.taken[0], header, spec)))
-            elif all(not cell.strip() for cell in row):
-                continue
-            else:
-                reason = f"wrong number of fields (expected {len(header)}, found {len(row)})"
-                broken.append((line, reason, dict(enumerate(row))))
-    frame = pd.DataFrame(records, columns=list(spec.columns), dtype="string")
-    frame["_line"] = numbers
+        in_order = positions == list(range(len(header)))
+        width = len(header)
+        first_data = reader.line_num
+        plain = _plain_lines(lines, first_data, width)
+        done = first_data
+        total = len(lines)
+        for special in np.flatnonzero(~plain[first_data:]) + first_data:
+            if special < done:
+                continue  # consumed by the stretch before (a record running over several lines)
+            done = int(special)
+            while done < total:  # one csv reader per stretch; a new one after a broken multi-line record
+                reader = csv.reader(map(lines.__getitem__, range(done, total)), strict=True)
+                base = done
+                restart = False
+                while done < total and not (done > special and plain[done]):
+                    error = None
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        done = total
+                        break
+                    except csv.Error as exc:
+                        row, error = None, str(exc)
+                    first = done  # index of the record's first line
+                    done = base + reader.line_num
+                    span = done - first
+                    plain[first:done] = False  # read here, not by the columnar split
+                    line = first + 1
+                    if row is not None and len(row) == width:
+                        if not "".join(row).strip():  # every cell blank
+                            continue
+                        records.append(row if in_order else [row[i] for i in positions])
+                        numbers.append(line)
+                        continue
+                    if row is not None and not row:  # a blank line
+                        continue
+                    notes.unreadable += row is None or span > 1
+                    if span > 1:  # a quote left open swallowed the lines after it: this line only, then read on
+                        reason, record = _first_line_reason(lines[first], error)
+                        broken.append((line, reason, record))
+                        done = first + 1
+                        plain[done : base + reader.line_num] = _plain_lines(
+                            lines[done : base + reader.line_num], 0, width
+                        )
+                        restart = True
+                        break
+                    if row is None:
+                        broken.append((line, f"unreadable CSV record: {error}", _key_only(lines[first], header, spec)))
+                    elif all(not cell.strip() for cell in row):
+                        continue
+                    else:
+                        reason = f"wrong number of fields (expected {width}, found {len(row)})"
+                        broken.append((line, reason, dict(enumerate(row))))
+                if not restart or done >= total or (done > special and plain[done]):
+                    break
+        frame = _frame(lines, plain, first_data, positions, records, numbers, spec)
+        del lines
     if spec is contract.CONTACTS:
         at = header.index("contact_id")
         notes.broken_contact_ids = [str(record[at]) for _, _, record in broken if at in record]
@@ -481,15 +551,35 @@ def _split_duplicates(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFra
     else:
         ordered = clean.sort_values("_line")
         note = f"duplicate {spec.key} in file (counted once, from line {{kept}})"
-    kept = ordered.drop_duplicates(spec.key, keep="first")
-    dropped = ordered.loc[~ordered.index.isin(kept.index)]
-    by_key = kept.set_index(spec.key)
-    rows = []
-    for _, row in dropped.iterrows():
-        winner = by_key.loc[row[spec.key]]
-        same = tie is not None and winner["updated_at"] == row["updated_at"]
-        rows.append((int(row["_line"]), (tie if same else note).format(kept=int(winner["_line"])), _record(row)))
+    first = ~ordered.duplicated(spec.key, keep="first")
+    kept = ordered.loc[first]
+    dropped = ordered.loc[~first]
+    if dropped.empty:
+        return kept.sort_values("_line"), []
+    winners = kept.set_index(spec.key).loc[dropped[spec.key]]  # one winner per dropped row, in its order
+    kept_lines = winners["_line"].astype(int).tolist()
+    if tie is not None:
+        same = (winners["updated_at"].to_numpy() == dropped["updated_at"].to_numpy()).tolist()
+    else:
+        same = [False] * len(dropped)
+    rows = [
+        (int(line), (tie if is_tie else note).format(kept=winner), record)
+        for line, winner, is_tie, record in zip(
+            dropped["_line"].tolist(), kept_lines, same, _records(dropped), strict=True
+        )
+    ]
     return kept.sort_values("_line"), rows
+
+
+def _records(rows: pd.DataFrame) -> list[dict]:
+    """Each row as {column: text or None} (without `_line`): the quarantined record, as `_record` gives it."""
+    columns = [c for c in rows.columns if c != "_line"]
+    values = rows[columns].astype(object)
+    values = values.where(values.notna(), None)
+    return [
+        {k: (None if v is None or v is pd.NA else str(v)) for k, v in zip(columns, row, strict=True)}
+        for row in values.itertuples(index=False, name=None)
+    ]
 
 
 def _record(row: pd.Series) -> dict:
@@ -593,9 +683,15 @@ def ingest_export(
             reasons = reasons.where(~orphan, (reasons + "; " + ORPHAN_REASON).str.removeprefix("; "))
         clean["_line"] = frame["_line"]
         failing = reasons != ""
-        quarantined = broken + [
-            (int(frame.at[i, "_line"]), str(reasons.at[i]), _record(frame.loc[i])) for i in frame.index[failing]
-        ]
+        failed = frame.loc[failing]
+        quarantined = broken + list(
+            zip(
+                failed["_line"].astype(int).tolist(),
+                reasons.loc[failing].astype(str).tolist(),
+                _records(failed),
+                strict=True,
+            )
+        )
         valid, duplicates = _split_duplicates(clean.loc[~failing], spec)
         quarantined += duplicates
         result = FileResult(

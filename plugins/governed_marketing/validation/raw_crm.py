@@ -29,11 +29,21 @@ def known_contact_ids(conn: Warehouse, exported: pd.Series) -> set[str]:
     return known
 
 
+def is_known_contact(contact: pd.Series, known: set[str]) -> pd.Series:
+    """`contact.isin(known)`, by pyarrow's hash lookup: pandas' isin walks the whole set in Python per call."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(contact.astype(object).where(contact.notna(), None).tolist(), type=pa.string())
+    found = pc.is_in(values, value_set=pa.array(list(known), type=pa.string()), skip_nulls=True)
+    return pd.Series(found.fill_null(False).to_numpy(zero_copy_only=False), index=contact.index, dtype=bool)
+
+
 def unknown_contact(frame: pd.DataFrame, known: set[str]) -> pd.Series:
     """Rows whose (non-blank) contact_id is not a known contact."""
     contact = frame["contact_id"]
     present = contact.notna() & (contact != "")
-    return present & ~contact.isin(known)
+    return present & ~is_known_contact(contact, known)
 
 
 def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: set[str]) -> pd.DataFrame:
@@ -44,7 +54,7 @@ def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: set[str]) -> pd.
     if "amount" in frame:  # nullable Float64 as plain float64 (NA as NaN), the type GX checks
         frame = frame.assign(amount=frame["amount"].astype("float64"))
     if CONTACT_KNOWN in LOADED_COLUMNS[file_name]:
-        frame = frame.assign(**{CONTACT_KNOWN: frame["contact_id"].isin(known)})
+        frame = frame.assign(**{CONTACT_KNOWN: is_known_contact(frame["contact_id"], known)})
     return frame
 
 
