@@ -60,9 +60,13 @@ def test_dag_file_parses_in_under_one_second_of_cpu(path: Path):
         "start = time.process_time(); spec.loader.exec_module(module)\n"
         "print(time.process_time() - start)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    cpu_seconds = float(out.stdout.strip().splitlines()[-1])  # time.process_time(): CPU, not wall
-    assert cpu_seconds < 1.0, f"{path.name} took {cpu_seconds:.2f}s of CPU to parse"
+    # The least of up to three parses: CPU time too grows on an oversubscribed machine (cache misses; 1.33 s
+    # measured at load 11 for a file that parses in well under 1 s on an idle one), never below the work done.
+    samples: list[float] = []
+    while len(samples) < 3 and (not samples or min(samples) >= 1.0):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        samples.append(float(out.stdout.strip().splitlines()[-1]))  # time.process_time(): CPU, not wall
+    assert min(samples) < 1.0, f"{path.name} took {min(samples):.2f}s of CPU to parse (least of {samples})"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
