@@ -260,3 +260,25 @@ def test_freshness_error_threshold_below_the_warning_names_ingest_freshness(tmp_
 
 def test_freshness_is_optional(tmp_path):
     assert parse_modified(tmp_path, lambda raw: raw["ingest"].pop("freshness")).ingest.freshness is None
+
+
+def test_the_hubspot_source_needs_its_mapping_and_names_the_key(tmp_path):
+    def hubspot_without_mapping(raw: dict) -> None:
+        raw["ingest"]["source"] = "hubspot"
+        del raw["hubspot"]
+
+    assert "ingest.source: hubspot needs the hubspot block" in policy_error(tmp_path, hubspot_without_mapping)
+
+    def unknown_consent(raw: dict) -> None:
+        raw["hubspot"]["subscription_types"]["999"] = "newsletter_typo"
+
+    assert "hubspot.subscription_types.999" in policy_error(tmp_path, unknown_consent)
+
+    def not_a_column(raw: dict) -> None:
+        raw["hubspot"]["properties"]["hs_secret"] = "ssn"
+
+    assert "hs_secret" in policy_error(tmp_path, not_a_column)
+
+
+def test_the_csv_drop_stays_the_default_source(shipped):
+    assert shipped.ingest.source == "csv" and shipped.hubspot is not None

@@ -54,6 +54,11 @@ def queue(conn: Warehouse, pending: list[tuple[Any, ...]]) -> int:
                     "select contact_id from raw.crm_contacts where email_normalized = ?", [email]
                 ).fetchall()
             )
+            # The delete supersedes an unsubscribe still waiting, and the email it holds must go with the person.
+            conn.execute(
+                "delete from ops.crm_upstream where action = ? and identifier = ? and status = 'pending'",
+                [UNSUBSCRIBE, email],
+            )
             if not ids:
                 continue  # nobody held under a HubSpot id: nothing HubSpot could delete for us
             action, identifier = GDPR_DELETE, ";".join(ids)

@@ -92,13 +92,15 @@ def ingest_hubspot(*, run_id: str, token: str | None = None, full: bool = False)
     with warehouse.session(settings=settings) as conn:
         pulled = hubspot.pull(conn, policy, client, out_root=settings.path("crm_exports", "hubspot"), full=full)
     counts: dict[str, Any] = {"load_id": pulled.pull_id, "already_loaded": True, "contacts_read": 0}
-    if pulled.export_dir is not None:
-        counts = ingest(pulled.export_dir, run_id=run_id)
+    try:
+        if pulled.export_dir is not None:
+            counts = ingest(pulled.export_dir, run_id=run_id)
+    finally:  # loaded: landing/<load_id>/ keeps the copy; failed: the next pull asks again from the cursor
+        if pulled.export_dir is not None:
+            shutil.rmtree(pulled.export_dir, ignore_errors=True)
     with warehouse.session(settings=settings) as conn:
         hubspot.settle(conn, pulled, run_id=run_id)
         record_step(conn, run_id, "ingest", "hubspot", {"mode": pulled.mode, **pulled.counts})
-    if pulled.export_dir is not None:
-        shutil.rmtree(pulled.export_dir, ignore_errors=True)  # landing/<load_id>/ keeps the loaded copy
     return {**counts, "hubspot": {"mode": pulled.mode, **pulled.counts}}
 
 
