@@ -44,8 +44,10 @@ def measure(home: Path | None = None, *, settle_s: float = 30.0, ready_timeout_s
 
     home = home or Path(tempfile.mkdtemp(prefix="gmp-footprint-"))
     log = home.parent / "standalone.log"
-    env = {**_env(home), "AIRFLOW__API__PORT": str(_free_port()), "AIRFLOW__API__HOST": "127.0.0.1"}
     gmp = Path(sys.executable).with_name("gmp")
+    env = {**_env(home), "AIRFLOW__API__PORT": str(_free_port()), "AIRFLOW__API__HOST": "127.0.0.1"}
+    # `airflow standalone` starts its components as `airflow ...` from PATH (`make airflow` runs in the venv).
+    env["PATH"] = f"{gmp.parent}{os.pathsep}{env.get('PATH', '')}"
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
         process = subprocess.Popen(  # noqa: S603 - our own venv's gmp
