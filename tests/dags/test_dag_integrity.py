@@ -109,18 +109,12 @@ def test_dags_chain_by_assets(dag_bag):
     assert "gmp://warehouse/marts/campaign_audience" in str(content.timetable.asset_condition)
 
 
-def test_model_dag_runs_one_dbt_build_and_watches_each_model_from_the_manifest(dag_bag):
-    """Cosmos watcher mode: one producer runs `dbt build`; per model a run and a test task report its result."""
+def test_model_dag_renders_one_dbt_build_task_per_model_from_the_manifest(dag_bag):
     models = dag_bag.dags["build_marketing_models"]
     dbt_tasks = {t.task_id: t for t in models.tasks if t.task_id.startswith("marketing_models.")}
-    producer = dbt_tasks["marketing_models.dbt_producer_watcher"]
-    assert producer.base_cmd == ["build"]
     for model in ("stg_crm__contacts", "int_campaign_eligibility", "campaign_audience", "generation_cohorts"):
-        assert f"marketing_models.{model}.run" in dbt_tasks and f"marketing_models.{model}.test" in dbt_tasks
-    # The root consumers read the producer's results after it ended (dag.test() runs one task at a time).
-    root = dbt_tasks["marketing_models.stg_crm__contacts.run"]
-    assert root.upstream_task_ids == {producer.task_id} and root.trigger_rule == "all_done"
-    assert all(t.retries >= 1 for t in dbt_tasks.values() if t.task_id.endswith((".run", ".test")))
+        assert f"marketing_models.{model}_model_build" in dbt_tasks
+    assert all(t.retries >= 1 for t in dbt_tasks.values())
 
 
 def test_scheduled_model_builds_leave_dbt_unit_tests_to_ci(dag_bag):
@@ -135,9 +129,9 @@ def test_scheduled_model_builds_leave_dbt_unit_tests_to_ci(dag_bag):
 
     assert json.loads(manifest_path().read_text(encoding="utf-8"))["unit_tests"], "the project has unit tests"
     models = dag_bag.dags["build_marketing_models"]
-    # Tasks that can run dbt build or dbt test (the producer; a test task's retry runs `dbt test` itself).
+    # Tasks that can run dbt build or dbt test.
     dbt_tasks = [t for t in models.tasks if set(getattr(t, "base_cmd", None) or []) & {"build", "test"}]
-    assert any(t.task_id.endswith("dbt_producer_watcher") for t in dbt_tasks)
+    assert any(t.task_id.endswith("campaign_audience_model_build") for t in dbt_tasks)
     for dbt_task in dbt_tasks:
         exclude = dbt_task.exclude if isinstance(dbt_task.exclude, str) else " ".join(dbt_task.exclude or [])
         assert "resource_type:unit_test" in exclude.split(), (dbt_task.task_id, dbt_task.exclude)
