@@ -84,7 +84,6 @@ def mark(
         return
     if status not in STATUSES:
         raise ValueError(f"delivery status {status!r} is not one of {', '.join(STATUSES)}")
-    conn.temp_table("delivery_marked", pd.DataFrame({"recipient_ref": refs}))
     moment = now()
     conn.execute(
         f"""
@@ -93,9 +92,9 @@ def mark(
             attempts = attempts + {1 if attempted else 0},
             sent_at = case when ? = 'sent' then ? else sent_at end,
             run_id = coalesce(?, run_id)
-        where campaign_id = ? and recipient_ref in (select recipient_ref from delivery_marked)
+        where campaign_id = ? and recipient_ref = any(cast(? as varchar[]))
         """,
-        [status, moment, reply, status, moment, run_id, campaign_id],
+        [status, moment, reply, status, moment, run_id, campaign_id, list(refs)],
     ).fetchall()
 
 

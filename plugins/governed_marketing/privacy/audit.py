@@ -5,7 +5,8 @@ removing or inserting a row breaks the chain at that row; `verify()` names the f
 The hash is an HMAC-SHA256 under the audit key (settings.resolve_audit_key: GMP_AUDIT_KEY, held apart
 from the warehouse), so whoever can write the warehouse cannot re-hash an edited chain. The head
 (seq and hash) is also kept outside the table: appended to `$GMP_HOME/audit/heads.jsonl` at every
-entry and every retention cut, and copied into each report and erasure receipt; `verify()` checks the
+entry (once per batch of `record_many`: the chain binds the batch's rows to its last head) and every
+retention cut, and copied into each report and erasure receipt; `verify()` checks the
 table against every recorded head, so removing the last rows (truncation) or planting an anchor over
 removed rows is found too. Rows written before the chain was keyed (plain SHA-256) still verify as
 links and are named as such: a rewrite of them cannot be told from the original.

@@ -221,3 +221,25 @@ def test_a_process_killed_mid_send_and_rerun_sends_no_duplicate(world, tmp_path)
     statuses = dict(world.conn.execute("select status, count(*) from ops.delivery_ledger group by 1").fetchall())
     assert statuses.get("sending", 0) == outcome.in_doubt and statuses["sent"] + outcome.in_doubt == n
     assert len(ids) <= n
+
+
+def test_the_privacy_dag_call_applies_mailto_unsubscribes(world, monkeypatch):
+    """`collect_mailto_unsubscribes` (process_privacy_requests' first call): nothing to do without the
+    folders; a mail in the mailbox becomes an objection and a suppression through the configured warehouse."""
+    from governed_marketing.delivery.mailbox import collect_mailto_unsubscribes
+
+    assert collect_mailto_unsubscribes() == {"mails": 0, "spooled": 0, "ignored": 0, "suppressed": 0}
+    delivery_world.write_outbox(world.outbox, "spring_newsletter", 2)
+    _send(world, "spring_newsletter")
+    _, mailto = _links(world.sink.handler.messages()[0])
+    world.conn.close()  # the privacy task opens the warehouse itself
+    mailbox = world.home / MAILBOX_DIR
+    mailbox.mkdir()
+    subject = unquote(mailto.split("subject=", 1)[1])
+    (mailbox / "m.eml").write_bytes(f"From: someone@else.example\r\nSubject: {subject}\r\n\r\n".encode())
+    counts = collect_mailto_unsubscribes()
+    assert counts == {"mails": 1, "spooled": 1, "ignored": 0, "suppressed": 1}
+    from governed_marketing import warehouse
+
+    world.conn = warehouse.connect(get_settings().warehouse_path)
+    assert world.conn.execute("select source from ops.unsubscribes").fetchall() == [("mailto",)]
