@@ -37,7 +37,7 @@ class Run:
         return {row["contact_id"] for row in self.outbox_rows() if row["campaign_id"] == campaign_id}
 
 
-def run_gmp(home: Path, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 600) -> Run:
+def run_gmp(home: Path, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 1500) -> Run:
     env = {
         key: value
         for key, value in os.environ.items()
