@@ -429,7 +429,8 @@ def _clean_contacts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     known = birth != ""
     parsed_birth = pd.to_datetime(birth.where(birth.str.fullmatch(ISO_DATE)), format="%Y-%m-%d", errors="coerce")
     checks.fail(known & parsed_birth.isna(), "birth_date not YYYY-MM-DD")
-    out["birth_date"] = parsed_birth.dt.date
+    # `.dt.date` keeps datetime64 when every value is NaT (an export with no birth dates at all): dates or None.
+    out["birth_date"] = parsed_birth.dt.date.astype(object).where(parsed_birth.notna(), None)
     country = frame["country"].str.strip().str.upper()
     out["country"] = country.where(country.str.fullmatch(r"[A-Z]{2}"))
     language = frame["language"].str.strip().str.lower()

@@ -514,3 +514,16 @@ def test_unicode_names_round_trip(tmp_path, conn, ingest):
     first, second = contact_row(conn, "c001"), contact_row(conn, "c002")
     assert (first["first_name"], first["last_name"], first["city"]) == ("Zoë", "Łukasiewicz-Øster", "Köln")
     assert (second["first_name"], second["last_name"], second["notes"]) == ("李", "小龍", "emoji ok 🎉")
+
+
+def test_an_export_whose_crm_keeps_no_birth_dates_loads_every_contact(tmp_path, ingest, conn):
+    """A CRM that records no birth dates at all (the column empty in every row) is a valid export.
+
+    Seen from the HubSpot source: an all-empty column became datetime64 in pandas, not dates, and the raw
+    gate's type check failed the whole load.
+    """
+    result = ingest(write_export(tmp_path / "export", contacts=[contact(n, birth_date="") for n in range(1, 11)]))
+
+    assert result.contacts_read == 10 and result.rows_quarantined == 0
+    held = rows(conn, "select count(*) as n, count(birth_date) as dated from raw.crm_contacts")
+    assert held == [{"n": 10, "dated": 0}]
