@@ -203,6 +203,15 @@ def _recorded_heads(home: Path, identity: str) -> tuple[list[tuple[int, str, str
     return heads, anchors, any_entry
 
 
+def _next_link(conn: Warehouse) -> tuple[int, str]:
+    """The next row's sequence number and the hash it chains to: the last row's, else the anchor's (after a purge)."""
+    last = conn.execute("select seq, hash from ops.audit_log order by seq desc limit 1").fetchall()
+    if last:
+        return last[0][0] + 1, last[0][1]
+    anchor = conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
+    return (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
+
+
 def record(
     conn: Warehouse,
     *,
@@ -227,12 +236,7 @@ def record(
     moment = (at or datetime.now(UTC)).replace(tzinfo=None)
     conn.execute("begin transaction")
     try:
-        last = conn.execute("select seq, hash from ops.audit_log order by seq desc limit 1").fetchall()
-        if last:
-            seq, prev = last[0][0] + 1, last[0][1]
-        else:
-            anchor = conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
-            seq, prev = (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
+        seq, prev = _next_link(conn)
         digest = row_hash(seq, moment, actor, action, purpose, counts_json, prev, key)
         conn.execute(
             "insert into ops.audit_log values (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -291,12 +295,7 @@ def record_many(
     stamp = moment.isoformat(sep=" ", timespec="microseconds")
     conn.execute("begin transaction")
     try:
-        last = conn.execute("select seq, hash from ops.audit_log order by seq desc limit 1").fetchall()
-        if last:
-            seq, prev = last[0][0] + 1, last[0][1]
-        else:
-            anchor = conn.execute("select seq, hash from ops.audit_anchor order by seq desc limit 1").fetchall()
-            seq, prev = (anchor[0][0] + 1, anchor[0][1]) if anchor else (1, GENESIS)
+        seq, prev = _next_link(conn)
         rows, seqs = [], []
         for action, counts_json in bodies:
             digest = row_hash(seq, moment, actor, action, purpose, counts_json, prev, key)
