@@ -102,6 +102,7 @@ def test_the_local_standalone_starts_unpaused_small_and_with_a_written_down_logi
         "process_privacy_requests",
         "build_marketing_models",
         "generate_campaign_content",
+        "deliver_campaign",
         "purge_expired_data",
         "assess_compliance",
     }
