@@ -1,4 +1,4 @@
-"""Errors of the CRM export that a retry cannot fix (importable without Airflow).
+"""Errors of the policy and of the CRM export that a retry cannot fix (importable without Airflow).
 
 Which errors fail an Airflow task at once is decided in one place above the library,
 `governed_marketing.orchestration.failures`; an error may also say of itself that a retry would
@@ -6,6 +6,10 @@ repeat it, with a `retryable = False` attribute.
 """
 
 from __future__ import annotations
+
+
+class PolicyError(ValueError):
+    """governance.yml is missing, unreadable or breaks the schema; the message names the key."""
 
 
 class CrmExportError(ValueError):

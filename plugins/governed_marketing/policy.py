@@ -15,6 +15,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from governed_marketing.errors import PolicyError
+from governed_marketing.privacy.periods import PERIOD, parse_period
+
 CONSENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VOCABULARY_TERM = re.compile(r"^[^\W\d_][^\W_]*(?:_[^\W_]+)*$")
 #: Contract columns the CRM fills with free text: sent to a vendor only as terms of their vocabulary
@@ -23,17 +26,12 @@ FREE_TEXT_FIELDS = frozenset({"interests", "last_purchase_category"})
 #: Request attributes named differently from the allow-listed field they come from
 #: (generation_cohorts carries one `interest`: the first of `interests`).
 ATTRIBUTE_FIELDS = {"interest": "interests"}
-PERIOD = re.compile(r"^(\d+)\s*(d|mo|y|days?|months?|years?)$")
 #: Columns that single out a person on their own: the CRM key and every column the dbt project
 #: classifies `meta.pii: direct` (tests/dbt checks this set against the project's classification).
 #: A purpose may never allow-list one of them in `fields`.
 DIRECT_IDENTIFIERS = frozenset(
     {"contact_id", "email", "email_normalized", "first_name", "last_name", "phone", "notes", "details"}
 )
-
-
-class PolicyError(ValueError):
-    """governance.yml is missing, unreadable or breaks the schema; the message names the key."""
 
 
 class _Strict(BaseModel):
@@ -343,8 +341,6 @@ class ReviewEntry(_Strict):
 
     def due(self) -> date:
         """The date the next review is due (last review + interval)."""
-        from governed_marketing.privacy.periods import parse_period
-
         return self.last_reviewed + parse_period(self.every, key="review.every")
 
 

@@ -29,7 +29,7 @@ CAMPAIGN = "spring_newsletter"
 
 
 def _run_mode(warehouse: Path, mode: str, server: LocalOpenAIServer, outbox: Path) -> dict:
-    from governed_marketing.generation.campaign import run_campaign
+    from governed_marketing.generation.run import run_campaign
     from governed_marketing.generation.transports.sync import OpenAIProvider
     from governed_marketing.policy import load_policy
     from governed_marketing.runs import parse_as_of

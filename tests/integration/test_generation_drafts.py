@@ -15,9 +15,10 @@ from pathlib import Path
 import openai
 import pytest
 from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
-from governed_marketing.generation.campaign import UnitsFailed, prepare_campaign, run_campaign
+from governed_marketing.generation.campaign import UnitsFailed, prepare_campaign
 from governed_marketing.generation.cost import pricing_for
 from governed_marketing.generation.notices import greeting
+from governed_marketing.generation.run import run_campaign
 from governed_marketing.generation.sync_flow import draft_sync
 from governed_marketing.generation.transports.offline import OfflineProvider
 from governed_marketing.generation.transports.sync import OpenAIProvider

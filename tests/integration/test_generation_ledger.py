@@ -15,9 +15,10 @@ import openai
 import pytest
 from governed_marketing.generation import ledger
 from governed_marketing.generation.batch_flow import collect_campaign_batches, submit_campaign_batch
-from governed_marketing.generation.campaign import ModeRefused, UnitsFailed, prepare_campaign, run_campaign
+from governed_marketing.generation.campaign import ModeRefused, UnitsFailed, prepare_campaign
 from governed_marketing.generation.cost import BudgetExceeded
 from governed_marketing.generation.publish import publish_campaign
+from governed_marketing.generation.run import run_campaign
 from governed_marketing.generation.sync_flow import draft_sync
 from governed_marketing.generation.transports.sync import OpenAIProvider
 from governed_marketing.policy import Policy, load_policy

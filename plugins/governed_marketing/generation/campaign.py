@@ -1,6 +1,6 @@
 """Generate a campaign's content and write its outbox, with nothing personal sent to the vendor.
 
-Three stages (three DAG tasks; `run_campaign` runs them back to back), each failing closed:
+Three stages (three DAG tasks; `run.run_campaign` runs them back to back), each failing closed:
 1. `prepare_campaign` (here): the campaign-audience gate (Great Expectations), the last-moment
    consent check, one unit per cohort cell (cohort mode) or per recipient (individual mode, only
    where governance.yml allows it), the intent recorded in the generation ledger with a cost
@@ -19,13 +19,12 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from governed_marketing.generation import ledger
-from governed_marketing.generation.base import ContentProvider, DraftRequest
+from governed_marketing.generation.base import DraftRequest
 from governed_marketing.policy import Policy
 from governed_marketing.validation import GateFailed, GateResult, record_gate
 
@@ -373,38 +372,3 @@ def prepare_campaign(
     add_ledger_totals(conn, outcome)
     outcome.estimated_cost_usd = round(estimated, 8)
     return outcome
-
-
-def run_campaign(
-    campaign_id: str,
-    *,
-    conn: Warehouse,
-    policy: Policy,
-    provider: ContentProvider,
-    as_of: datetime,
-    run_id: str,
-    outbox_root: Path,
-    transport: str | None = None,
-) -> CampaignOutcome:
-    """Prepare, draft (sync) and publish one campaign in one go: the three DAG steps back to back."""
-    from governed_marketing.generation.publish import publish_campaign
-    from governed_marketing.generation.sync_flow import draft_sync
-
-    transport = transport or ("offline" if provider.name == "offline" else "sync")
-    common = {"conn": conn, "policy": policy, "as_of": as_of, "run_id": run_id}
-    prepared = prepare_campaign(
-        campaign_id, provider=provider.name, model=provider.model, transport=transport, **common
-    )
-    drafted = draft_sync(campaign_id, provider=provider, transport=transport, **common)
-    published = publish_campaign(
-        campaign_id,
-        provider=provider.name,
-        model=provider.model,
-        transport=transport,
-        outbox_root=outbox_root,
-        **common,
-    )
-    published.vendor_calls = drafted.vendor_calls
-    published.reused_drafts = prepared.reused_drafts
-    published.estimated_cost_usd = prepared.estimated_cost_usd
-    return published

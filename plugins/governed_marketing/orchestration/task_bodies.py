@@ -271,7 +271,7 @@ def generate(campaign_id: str, *, run_id: str, as_of: str | datetime | None) -> 
 
     Batch mode needs the deferring DAG task; here it drafts synchronously.
     """
-    from governed_marketing.generation.campaign import run_campaign
+    from governed_marketing.generation.run import run_campaign
 
     setup = _generation_setup(campaign_id)
     return _stage(

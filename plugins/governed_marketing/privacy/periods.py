@@ -10,9 +10,10 @@ import re
 
 from dateutil.relativedelta import relativedelta
 
-from governed_marketing.policy import PolicyError
+from governed_marketing.errors import PolicyError
 
-_PERIOD = re.compile(r"^(\d+)\s*(d|days?|mo|months?|y|years?)$")
+#: A period as governance.yml writes it; `parse_period` reads it, the policy's validators check it.
+PERIOD = re.compile(r"^(\d+)\s*(d|days?|mo|months?|y|years?)$")
 
 
 def parse_period(text: str, *, key: str) -> relativedelta:
@@ -21,7 +22,7 @@ def parse_period(text: str, *, key: str) -> relativedelta:
     Raises:
         PolicyError: naming the governance.yml key whose value is not a period.
     """
-    match = _PERIOD.match(str(text).strip().lower())
+    match = PERIOD.match(str(text).strip().lower())
     if not match:
         raise PolicyError(f"governance.yml: {key}: {text!r} is not a period like 30d, 24mo, 6y or '1 month'")
     amount, unit = int(match[1]), match[2]
