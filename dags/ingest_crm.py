@@ -1,6 +1,6 @@
 """
 ## Ingest CRM
-Loads a CRM export (the four CSV files of the contract in DESIGN.md) into the raw tables of the
+Loads a CRM export (the four CSV files of the contract in the README) into the raw tables of the
 warehouse. Rows that fail validation go to `raw.quarantine` with the file, line and reason; if a
 file's failing share exceeds `ingest.max_quarantine_share` in governance.yml, nothing is loaded and
 the run fails naming the file. The export is archived under `$GMP_HOME/landing/<load_id>/`.

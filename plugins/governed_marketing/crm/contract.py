@@ -1,4 +1,4 @@
-"""The CRM export contract (DESIGN.md): files, their columns, and the allowed values."""
+"""The CRM export contract (README, "The CRM export contract"): files, their columns, and the allowed values."""
 
 from __future__ import annotations
 

@@ -8,5 +8,6 @@ RAW_CRM = Asset("gmp://warehouse/raw/crm", extra={"layer": "raw"})
 CAMPAIGN_AUDIENCES = Asset("gmp://warehouse/marts/campaign_audience", extra={"layer": "marts"})
 OUTBOX = Asset("gmp://outbox", extra={"layer": "outbox"})
 
-#: One writer at a time on the DuckDB file (DESIGN.md): every task that writes uses this pool.
+#: One writer at a time on the DuckDB file (DuckDB admits one writing process): every task that writes
+#: uses this pool.
 WAREHOUSE_POOL = "warehouse_writer"

@@ -1,4 +1,4 @@
-"""A deterministic sample CRM export with the mess real CRMs ship (DESIGN.md, "CRM export contract").
+"""A deterministic sample CRM export with the mess real CRMs ship (README, "The CRM export contract").
 
 `write_sample_export()` writes the contract's four CSV files for a seed: the same seed, as-of and
 reference date give byte-identical files. The subject requests are dated in the weeks before the

@@ -29,7 +29,8 @@ from governed_marketing.validation.classification import is_personal
 
 log = logging.getLogger(__name__)
 
-#: Counts only: what an expectation on a personal column may return (DESIGN.md pitfall on SUMMARY).
+#: Counts only: what an expectation on a personal column may return. GX's SUMMARY alone still returns
+#: up to 20 failing values (`partial_unexpected_list`): those would be emails in the stored results.
 PERSONAL_RESULT_FORMAT = {
     "result_format": "SUMMARY",
     "partial_unexpected_count": 0,
