@@ -174,6 +174,27 @@ def test_markup_as_a_first_name_costs_only_that_recipients_greeting(conn, policy
     assert statuses == {"succeeded": _units(conn)}, "a recipient's name rejected the cohort's draft"
 
 
+def test_a_rerun_that_changes_nothing_leaves_the_outbox_file_alone(conn, policy, tmp_path):
+    """Rerun with nothing changed: same messages, so the file is not rewritten (a downstream watcher
+    of its time sees nothing new); an outbox that differs from what publish would write is replaced."""
+    outbox = tmp_path / "outbox"
+    first = run_campaign(CAMPAIGN, provider=OfflineProvider(), outbox_root=outbox, **_common(conn, policy))
+    path = Path(first.outbox_file)
+    written = path.read_bytes()
+    stamp = path.stat().st_mtime_ns
+
+    again = run_campaign(CAMPAIGN, provider=OfflineProvider(), outbox_root=outbox, **_common(conn, policy, "run-2"))
+
+    assert first.outbox_rewritten is True and again.outbox_rewritten is False
+    assert path.stat().st_mtime_ns == stamp and path.read_bytes() == written
+    assert again.messages == first.messages > 0 and again.reused_drafts == first.units
+    assert not list(path.parent.glob("*.partial"))
+
+    path.write_bytes(written.split(b"\n", 1)[1])  # a message missing, e.g. an older run's file
+    third = run_campaign(CAMPAIGN, provider=OfflineProvider(), outbox_root=outbox, **_common(conn, policy, "run-3"))
+    assert third.outbox_rewritten is True and path.read_bytes() == written
+
+
 # ---- B: every paid attempt is counted, content failures are not retried blindly ------------------
 
 

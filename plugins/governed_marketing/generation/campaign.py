@@ -72,6 +72,7 @@ class CampaignOutcome:
     approval: str = "auto"
     messages: int = 0
     outbox_file: str | None = None
+    outbox_rewritten: bool | None = None  # False: the outbox already held exactly these messages
 
     def counts(self) -> dict:
         return asdict(self)

@@ -2,13 +2,14 @@
 
 The third stage. The greeting is composed locally from the language table and the recipient's
 first name (a name that does not read as a name gets the greeting without a name), the
-right-to-object notice appended, the generated-content gate run, and the outbox file rewritten
-atomically. Drafts whose own text the gate rejects are marked in the ledger and drafted again; a
-recipient's name never rejects a draft. The outbox format is what delivery reads: keep it.
+right-to-object notice appended, the generated-content gate run, and the outbox file replaced
+atomically when its content changed. Drafts whose own text the gate rejects are marked in the
+ledger and drafted again; a recipient's name never rejects a draft. The outbox format is what delivery reads: keep it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,16 +38,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _write_outbox(path: Path, rows: list[dict]) -> None:
-    """Rewrite the campaign's outbox file atomically (a reader never sees half a file)."""
+def _write_outbox(path: Path, rows: list[dict]) -> bool:
+    """Replace the campaign's outbox file atomically (a reader never sees half a file), unless it already
+    holds exactly these bytes: a rerun that changed nothing leaves the file, and its time, alone.
+
+    Returns whether the file was written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".jsonl.partial")
+    digest = hashlib.sha256()
     with partial.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
+            line = json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+            digest.update(line.encode("utf-8"))
+            handle.write(line)
         handle.flush()
+        if path.exists() and path.stat().st_size == handle.tell() and _sha256(path) == digest.digest():
+            partial.unlink()
+            return False
         os.fsync(handle.fileno())
     partial.replace(path)
+    return True
+
+
+def _sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.digest()
 
 
 def outbox_path(outbox_root: Path, campaign_id: str, version: str) -> Path:
@@ -65,7 +85,7 @@ def publish_campaign(
     run_id: str,
     outbox_root: Path,
 ) -> CampaignOutcome:
-    """Consent again, names merged locally, the content gate, then the outbox (rewritten atomically).
+    """Consent again, names merged locally, the content gate, then the outbox (replaced atomically if changed).
 
     Raises:
         UnitsFailed: some units have no draft yet (failed or still in flight): nothing is written.
@@ -86,12 +106,17 @@ def publish_campaign(
     rows = [_outbox_row(message, policy, work) for message in messages.itertuples(index=False)]
     _check_content(conn, run_id, policy, work, model, final, messages, rows)
     outbox_file = outbox_path(outbox_root, campaign_id, work.version)
-    _write_outbox(outbox_file, rows)
+    outcome.outbox_rewritten = _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)
     outcome.outbox_file = str(outbox_file)
     add_ledger_totals(conn, outcome)
     log.info(
-        "campaign %s: %d recipients, %d units, %d messages", campaign_id, outcome.audience, outcome.units, len(rows)
+        "campaign %s: %d recipients, %d units, %d messages (outbox %s)",
+        campaign_id,
+        outcome.audience,
+        outcome.units,
+        len(rows),
+        "written" if outcome.outbox_rewritten else "unchanged",
     )
     return outcome
 
