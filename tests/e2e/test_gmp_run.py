@@ -40,6 +40,7 @@ def openai_runs(tmp_path_factory, sample_export, vendor):
     assert first.ok, first.result.stdout + first.result.stderr
     requests_after_first = len(vendor.chat_requests())
     outbox_first = {p: p.read_bytes() for p in (home / "outbox").rglob("*.jsonl")}
+    outbox_written_first = {p: p.stat().st_mtime_ns for p in outbox_first}
     tables_first = _table_snapshot(home)
     second = run_gmp(home, "run", "--crm", str(sample_export), "--as-of", SAMPLE_AS_OF.isoformat(), extra_env=env)
     assert second.ok, second.result.stdout + second.result.stderr
@@ -49,6 +50,7 @@ def openai_runs(tmp_path_factory, sample_export, vendor):
         "second": second,
         "requests_after_first": requests_after_first,
         "outbox_first": outbox_first,
+        "outbox_written_first": outbox_written_first,
         "tables_first": tables_first,
     }
 
@@ -119,6 +121,8 @@ def test_a_second_run_changes_nothing_and_pays_for_nothing(openai_runs, vendor):
     home = openai_runs["home"]
     assert len(vendor.chat_requests()) == openai_runs["requests_after_first"], "the rerun called the vendor"
     assert {p: p.read_bytes() for p in (home / "outbox").rglob("*.jsonl")} == openai_runs["outbox_first"]
+    written = {p: p.stat().st_mtime_ns for p in (home / "outbox").rglob("*.jsonl")}
+    assert written == openai_runs["outbox_written_first"], "the rerun rewrote an unchanged outbox file"
     assert _table_snapshot(home) == openai_runs["tables_first"]
     assert "already loaded" in openai_runs["second"].result.stdout
 
