@@ -81,7 +81,7 @@ def policy_check(
     console.print(f"content hash (without the review block): {digest} ({state})")
 
 
-def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None) -> None:
+def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None, *, rebuild: bool = False) -> None:
     from governed_marketing.crm.contract import ExportUnreadable, check_export
     from governed_marketing.generation.providers import build_provider, provider_description
     from governed_marketing.orchestration.pipeline_run import PipelineFailed, RunLocked, run_pipeline
@@ -114,13 +114,19 @@ def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None) -> 
     console.print(f"Content provider: {provider_description(provider)}{transport}")
 
     def on_step(dag_id: str, state: str) -> None:
-        style = {"running": "cyan", "success": "green", "failed": "bold red"}[state]
-        console.print(f"  [{style}]{state:>7}[/]  {dag_id}")
+        style = {"running": "cyan", "success": "green", "failed": "bold red", "kept": "yellow"}[state]
+        why = " (nothing it is made from changed since the last complete pass; --rebuild runs it)"
+        console.print(f"  [{style}]{state:>7}[/]  {dag_id}{why if state == 'kept' else ''}")
 
     logging.basicConfig(level=logging.WARNING)
     try:
         run = run_pipeline(
-            crm_dir if source == "csv" else None, as_of=as_of, settings=settings, on_step=on_step, source=source
+            crm_dir if source == "csv" else None,
+            as_of=as_of,
+            settings=settings,
+            on_step=on_step,
+            source=source,
+            rebuild=rebuild,
         )
     except RunLocked as exc:
         raise _fail(str(exc)) from None
@@ -137,7 +143,7 @@ def _run(crm_dir: Path | None, as_of: str | None, source: str | None = None) -> 
         if not exc.report_built:  # failed before a DAG's own report task could say why
             _rebuild_report(settings, failure=str(exc))
         raise _fail(str(exc)) from None
-    summary = collect_summary(settings, list(run.dag_runs.values()))
+    summary = collect_summary(settings, list(run.dag_runs.values()), kept_run_ids=list(run.kept.values()))
     render_summary(summary, provider_line=provider_description(provider) + transport, console=console)
     console.print(f"Outbox: {settings.home_dir / 'outbox'}")
     console.print(_delivery_line(settings), soft_wrap=True)
@@ -188,11 +194,15 @@ def run(
         str | None,
         typer.Option("--source", help="csv (the --crm export) or hubspot (pull from HubSpot); default: ingest.source"),
     ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Run the models and content DAGs even when nothing they are made from changed"),
+    ] = False,
 ) -> None:
     """One full pass through the Airflow DAGs: ingest, models, gates, generation, outbox."""
     if source not in (None, "csv", "hubspot"):
         raise _fail(f"--source {source!r}: csv or hubspot")
-    _run(crm, as_of, source)
+    _run(crm, as_of, source, rebuild=rebuild)
 
 
 @app.command("demo")

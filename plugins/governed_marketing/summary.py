@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from governed_marketing import warehouse
@@ -28,15 +29,18 @@ class RunSummary:
     columns_dropped: dict[str, list[str]] = field(default_factory=dict)  # names of columns outside the contract
     values_cleared: dict[str, int] = field(default_factory=dict)
     export_already_loaded: bool = False
+    #: The models and content were kept from the last complete pass (nothing they are made from changed).
+    kept: bool = False
     campaigns: dict[str, dict] = field(default_factory=dict)
 
 
-def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
-    summary = RunSummary()
+def collect_summary(settings: Settings, run_ids: list[str], *, kept_run_ids: Sequence[str] = ()) -> RunSummary:
+    """This pass's counts; the content of a kept pass (`kept_run_ids`) shows with nothing paid by this one."""
+    summary = RunSummary(kept=bool(kept_run_ids))
     with warehouse.session(settings=settings) as conn:
         rows = conn.execute(
             "select step, subject, counts_json from ops.pipeline_steps where run_id = any(cast(? as varchar[]))",
-            [run_ids],
+            [[*run_ids, *kept_run_ids]],
         ).fetchall()
         funnel = conn.execute("select * from marts.audience_funnel order by campaign_id").df()
     for step, subject, counts_json in rows:
@@ -55,6 +59,9 @@ def collect_summary(settings: Settings, run_ids: list[str]) -> RunSummary:
                     summary.values_cleared[key] = summary.values_cleared.get(key, 0) + n
         elif step.startswith("generate"):
             merge_generation_step(summary.campaigns.setdefault(subject, {}), step, counts)
+    for entry in summary.campaigns.values() if summary.kept else ():
+        entry.update({"vendor_calls": 0, "shared_requests": 0, "reused_drafts": entry.get("units", 0)})
+        entry.update(dict.fromkeys(RUN_SPEND, 0))
     for record in funnel.to_dict("records"):
         entry = summary.campaigns.setdefault(record["campaign_id"], {})
         entry["contacts"] = int(record["contacts"])
@@ -112,6 +119,8 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     loaded = " (export already loaded: nothing changed)" if summary.export_already_loaded else ""
+    if summary.kept:
+        loaded = " (export already loaded: models and content kept)"
     table.add_row("contacts read" + loaded, f"{summary.contacts_read:,}")
     table.add_row("rows quarantined (all files)", f"{summary.quarantined:,}")
     for reason, n in sorted(summary.quarantine_reasons.items(), key=lambda kv: -kv[1]):

@@ -125,6 +125,9 @@ def test_a_second_run_changes_nothing_and_pays_for_nothing(openai_runs, vendor):
     assert written == openai_runs["outbox_written_first"], "the rerun rewrote an unchanged outbox file"
     assert _table_snapshot(home) == openai_runs["tables_first"]
     assert "already loaded" in openai_runs["second"].result.stdout
+    # As the scheduler would: nothing the models and content are made from changed, so they are kept.
+    assert "kept  build_marketing_models" in openai_runs["second"].result.stdout
+    assert "kept  generate_campaign_content" in openai_runs["second"].result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ from governed_marketing.settings import Settings, get_settings, restrict_process
 log = logging.getLogger(__name__)
 
 PIPELINE = ("ingest_crm", "process_privacy_requests", "build_marketing_models", "generate_campaign_content")
+#: Kept from the last complete pass when nothing they are made from changed (see governed_marketing.rerun).
+KEPT_WHEN_UNCHANGED = ("build_marketing_models", "generate_campaign_content")
 #: Runs after PIPELINE when an SMTP relay is configured (`delivery_configured`); otherwise "deliver: off".
 DELIVER = "deliver_campaign"
 #: Every DAG of the project: `gmp airflow standalone` unpauses them.
@@ -107,6 +109,8 @@ class PipelineRun:
     as_of: str
     log_file: Path
     dag_runs: dict[str, str] = field(default_factory=dict)  # dag_id -> run_id
+    #: dag_id -> run_id of the last complete pass, for the DAGs this pass kept instead of running.
+    kept: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -265,6 +269,34 @@ def _report_ran(dag_run) -> bool:
     return ran and (run_report_dir(get_settings(), dag_run.dag_id, dag_run.run_id) / "index.html").is_file()
 
 
+def _task_state(dag_run, task_id: str) -> str | None:
+    return next((ti.state for ti in dag_run.get_task_instances() if ti.task_id == task_id), None)
+
+
+def _kept_pass(settings: Settings, as_of: str | None) -> dict[str, str]:
+    """The models and content DAG runs of the last complete pass, if nothing they are made from changed."""
+    from governed_marketing import rerun, warehouse
+
+    with warehouse.session(settings=settings) as conn:
+        kept = rerun.kept_pass(conn, rerun.inputs_fingerprint(conn, settings, as_of=as_of))
+    return {dag_id: kept[dag_id] for dag_id in KEPT_WHEN_UNCHANGED} if kept else {}
+
+
+def _forget_complete_pass(settings: Settings) -> None:
+    from governed_marketing import rerun, warehouse
+
+    with warehouse.session(settings=settings) as conn:
+        rerun.forget_complete_pass(conn)
+
+
+def _record_complete_pass(settings: Settings, as_of: str | None, run: PipelineRun) -> None:
+    from governed_marketing import rerun, warehouse
+
+    with warehouse.session(settings=settings) as conn:
+        fingerprint = rerun.inputs_fingerprint(conn, settings, as_of=as_of)
+        rerun.record_complete_pass(conn, fingerprint, {d: run.dag_runs[d] for d in KEPT_WHEN_UNCHANGED})
+
+
 def run_pipeline(
     crm_dir: Path | None,
     *,
@@ -272,8 +304,13 @@ def run_pipeline(
     settings: Settings | None = None,
     on_step: Callable[[str, str], None] | None = None,
     source: str | None = None,
+    rebuild: bool = False,
 ) -> PipelineRun:
     """Run ingest -> models -> content through `dag.test()`; raise PipelineFailed on the first failure.
+
+    When the export was already loaded and nothing else the models and content are made from changed
+    since the last complete pass (`governed_marketing.rerun`), their DAGs are kept, not run, as the
+    scheduler does; `rebuild` runs them anyway.
 
     Raises:
         RunLocked: another process is running a command that writes to this GMP_HOME.
@@ -286,7 +323,9 @@ def run_pipeline(
     settings = settings or get_settings()
     with run_lock(settings), stopping.sigterm_stops_the_run():
         try:
-            return _run_pipeline(crm_dir, as_of=as_of, settings=settings, on_step=on_step, source=source)
+            return _run_pipeline(
+                crm_dir, as_of=as_of, settings=settings, on_step=on_step, source=source, rebuild=rebuild
+            )
         except KeyboardInterrupt:
             if not stopping.stop_requested():
                 raise
@@ -303,6 +342,7 @@ def _run_pipeline(
     settings: Settings,
     on_step: Callable[[str, str], None] | None = None,
     source: str | None = None,
+    rebuild: bool = False,
 ) -> PipelineRun:
     from governed_marketing import stopping
     from governed_marketing.dbt import ensure_manifest
@@ -328,9 +368,15 @@ def _run_pipeline(
         "generate_campaign_content": {"as_of": moment},
         DELIVER: {"as_of": moment},
     }
+    export_skipped = False
     for dag_id in (*PIPELINE, DELIVER) if delivery_configured(settings) else PIPELINE:
         if stopping.stop_requested():
             raise KeyboardInterrupt
+        if dag_id in run.kept:
+            notify(dag_id, "kept")
+            continue
+        if dag_id == KEPT_WHEN_UNCHANGED[0]:
+            _forget_complete_pass(settings)
         notify(dag_id, "running")
         with captured_output(log_file):
             dag_run = dags[dag_id].test(run_conf=confs[dag_id])
@@ -344,4 +390,10 @@ def _run_pipeline(
                 report_built=_report_ran(dag_run),
             )
         notify(dag_id, "success")
+        if dag_id == "ingest_crm":
+            export_skipped = _task_state(dag_run, "load_export") == "skipped"
+        elif dag_id == "process_privacy_requests" and export_skipped and not rebuild:
+            run.kept = _kept_pass(settings, as_of)
+        elif dag_id == KEPT_WHEN_UNCHANGED[-1]:
+            _record_complete_pass(settings, as_of, run)
     return run
