@@ -8,9 +8,9 @@ loaded exports, the privacy requests and the suppression list, the retention run
 dbt project, the prompts, the code, the settings, an explicit as-of, and the outbox files. If so,
 the pass keeps what is there (`gmp run --rebuild` runs every DAG anyway).
 
-Time alone changes nothing here, as with the scheduler: a consent that expires or a person who
-comes of age between two passes over the same export is caught by the last-moment checks at
-publish and at send time, and by the next pass that has something new.
+Time alone changes nothing here, as with the scheduler: a consent that expires between two passes
+over the same export is caught at send time (`deliver_campaign` checks consent, suppression,
+restriction and objection again per message), and the next pass with something new rebuilds.
 """
 
 from __future__ import annotations
