@@ -46,6 +46,8 @@ from governed_marketing.validation.raw_crm import (
 from governed_marketing.warehouse import scalar
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -181,7 +183,7 @@ def _key_only(line: str, header: list[str], spec: ExportFile) -> dict:
 _NOT_PLAIN = '["\\x00]'
 
 
-def _plain_lines(text, first_data: int, width: int) -> np.ndarray:
+def _plain_lines(text: pa.Array, first_data: int, width: int) -> np.ndarray:
     """Which physical lines are a record the csv module would read as `line.split(",")`.
 
     Plain: no quote character or NUL, no longer than the field limit, exactly `width` fields and at
@@ -202,7 +204,7 @@ def _plain_lines(text, first_data: int, width: int) -> np.ndarray:
     return mask
 
 
-def _contents(text):
+def _contents(text: pa.Array) -> pa.Array:
     """Lines without their terminator (\\r\\n, \\n or \\r), as the csv module ends a record.
 
     A physical line holds one terminator at most, at its end (`readlines` with newline="" cuts after
@@ -214,7 +216,7 @@ def _contents(text):
 
 
 def _frame(
-    text,
+    text: pa.Array,
     plain: np.ndarray,
     first_data: int,
     positions: list[int],
@@ -556,11 +558,16 @@ def _split_duplicates(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFra
     """
     repeated = clean[spec.key].duplicated(keep=False).to_numpy(dtype=bool)
     if not repeated.any():
-        return clean.sort_values("_line"), []
+        return _in_line_order(clean), []
     kept, rows = _split_repeated(clean.loc[repeated], spec)
     keep = ~repeated
     keep[repeated] = clean.index[repeated].isin(kept.index)
-    return clean.loc[keep].sort_values("_line"), rows
+    return _in_line_order(clean.loc[keep]), rows
+
+
+def _in_line_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows by line number; as they come from the reader they already are (no copy then)."""
+    return rows if rows["_line"].is_monotonic_increasing else rows.sort_values("_line")
 
 
 def _split_repeated(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
