@@ -46,6 +46,8 @@ from governed_marketing.validation.raw_crm import (
 from governed_marketing.warehouse import scalar
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from governed_marketing.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -181,17 +183,16 @@ def _key_only(line: str, header: list[str], spec: ExportFile) -> dict:
 _NOT_PLAIN = '["\\x00]'
 
 
-def _plain_lines(lines: list[str], first_data: int, width: int) -> np.ndarray:
+def _plain_lines(text: pa.Array, first_data: int, width: int) -> np.ndarray:
     """Which physical lines are a record the csv module would read as `line.split(",")`.
 
     Plain: no quote character or NUL, no longer than the field limit, exactly `width` fields and at
     least one ASCII letter or digit (so never a blank record). Every other line is read by the csv
     module itself, with its exact rules (multi-line records, strictness, blank lines).
+    `text`: the lines' contents (`_contents`), as one Arrow array.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = _contents(pa.array(lines, type=pa.large_string()))
     plain = pc.and_(
         pc.invert(pc.match_substring_regex(text, _NOT_PLAIN)),
         pc.less_equal(pc.utf8_length(text), contract.MAX_FIELD_CHARS),
@@ -203,15 +204,19 @@ def _plain_lines(lines: list[str], first_data: int, width: int) -> np.ndarray:
     return mask
 
 
-def _contents(text):
-    """Lines without their terminator (\\r\\n, \\n or \\r), as the csv module ends a record."""
+def _contents(text: pa.Array) -> pa.Array:
+    """Lines without their terminator (\\r\\n, \\n or \\r), as the csv module ends a record.
+
+    A physical line holds one terminator at most, at its end (`readlines` with newline="" cuts after
+    each), so trimming trailing CR and LF removes exactly it: a plain trim, no regex per line.
+    """
     import pyarrow.compute as pc
 
-    return pc.replace_substring_regex(text, "(\\r\\n|\\n|\\r)$", "")
+    return pc.utf8_rtrim(text, characters="\r\n")
 
 
 def _frame(
-    lines: list[str],
+    text: pa.Array,
     plain: np.ndarray,
     first_data: int,
     positions: list[int],
@@ -224,8 +229,7 @@ def _frame(
     import pyarrow.compute as pc
 
     at = np.flatnonzero(plain)
-    text = _contents(pa.array([lines[i] for i in at], type=pa.large_string()))
-    cells = pc.split_pattern(text, ",")
+    cells = pc.split_pattern(text.filter(pa.array(plain)), ",")
     columns = {
         column: pc.list_element(cells, position) for column, position in zip(spec.columns, positions, strict=True)
     }
@@ -261,6 +265,8 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
     left open) does not parse into the header's number of fields, only its first line is
     quarantined and reading resumes on the next line, so the rows after it survive.
     """
+    import pyarrow as pa
+
     broken: list[tuple[int, str, dict]] = []
     records: list[list[str]] = []
     numbers: list[int] = []
@@ -288,7 +294,9 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
         in_order = positions == list(range(len(header)))
         width = len(header)
         first_data = reader.line_num
-        plain = _plain_lines(lines, first_data, width)
+        # The lines' contents, converted to Arrow once: the plain test and the columnar split share them.
+        text = _contents(pa.array(lines, type=pa.large_string()))
+        plain = _plain_lines(text, first_data, width)
         done = first_data
         total = len(lines)
         for special in np.flatnonzero(~plain[first_data:]) + first_data:
@@ -327,7 +335,7 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                         broken.append((line, reason, record))
                         done = first + 1
                         plain[done : base + reader.line_num] = _plain_lines(
-                            lines[done : base + reader.line_num], 0, width
+                            text.slice(done, base + reader.line_num - done), 0, width
                         )
                         restart = True
                         break
@@ -340,8 +348,8 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                         broken.append((line, reason, dict(enumerate(row))))
                 if not restart or done >= total or (done > special and plain[done]):
                     break
-        frame = _frame(lines, plain, first_data, positions, records, numbers, spec)
-        del lines
+        frame = _frame(text, plain, first_data, positions, records, numbers, spec)
+        del lines, text
     if spec is contract.CONTACTS:
         at = header.index("contact_id")
         notes.broken_contact_ids = [str(record[at]) for _, _, record in broken if at in record]
@@ -543,7 +551,27 @@ def _quarantine_frame(load_id: str, file_name: str, rows: list[tuple[int, str, d
 
 
 def _split_duplicates(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
-    """Keep one row per key within a file; the others go to quarantine, naming the kept line."""
+    """Keep one row per key within a file; the others go to quarantine, naming the kept line.
+
+    Only the rows whose key occurs more than once are sorted and compared (a few in a real export);
+    the rest are kept as they are, in line order.
+    """
+    repeated = clean[spec.key].duplicated(keep=False).to_numpy(dtype=bool)
+    if not repeated.any():
+        return _in_line_order(clean), []
+    kept, rows = _split_repeated(clean.loc[repeated], spec)
+    keep = ~repeated
+    keep[repeated] = clean.index[repeated].isin(kept.index)
+    return _in_line_order(clean.loc[keep]), rows
+
+
+def _in_line_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows by line number; as they come from the reader they already are (no copy then)."""
+    return rows if rows["_line"].is_monotonic_increasing else rows.sort_values("_line")
+
+
+def _split_repeated(clean: pd.DataFrame, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]]]:
+    """`_split_duplicates` over rows that all share their key with another: which one wins, and why."""
     tie = None
     if spec is contract.CONTACTS:
         ordered = clean.sort_values(["updated_at", "_line"], ascending=[False, False])
