@@ -87,11 +87,14 @@ class Pacer:
     Thread-safe: waiting callers queue for the window one at a time.
     """
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cap: int | None = None
         self.interval = 10.0
         self.sent: deque[list[float]] = deque()  # one [stamp] per request in the window, oldest sent first
         self.sleep = sleep
+        self.clock = clock
         self._queue = threading.Lock()  # one waiter at a time
         self._lock = threading.Lock()  # the window itself
 
@@ -111,24 +114,25 @@ class Pacer:
         """Wait until the window has room, take a slot (stamped now); pass it to `done` when answered."""
         with self._queue:
             with self._lock:
-                pause = self._until_room(time.monotonic())
+                pause = self._until_room(self.clock())
             if pause > 0:
                 self.sleep(pause)
             with self._lock:
-                self._expire(time.monotonic())
-                slot = [time.monotonic()]
+                now = self.clock()
+                self._expire(now)
+                slot = [now]
                 self.sent.append(slot)
         return pause, slot
 
     def done(self, slot: list[float]) -> None:
         """The answer arrived: the slot counts from now (HubSpot admitted the request before this)."""
         with self._lock:
-            slot[0] = time.monotonic()
+            slot[0] = self.clock()
 
     def until_room(self) -> float:
         """Seconds until the window has room for one more request (0.0: it has room now)."""
         with self._lock:
-            return self._until_room(time.monotonic())
+            return self._until_room(self.clock())
 
     def _until_room(self, now: float) -> float:
         self._expire(now)
