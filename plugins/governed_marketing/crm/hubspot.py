@@ -7,17 +7,17 @@ row's record). What is pulled (`governance.yml` `hubspot`):
 - contacts through the CRM v3 search API, incremental on `lastmodifieddate` from the cursor kept in
   `ops.hubspot_cursor`; a time window whose result count passes the search API's 10,000-results
   ceiling is split in two until each window fits; pages by `after`;
-- each page's subscription statuses (communication preferences, one batch read per page), mapped by
-  subscription type to the consent purposes, with their legal basis and timestamp: a consent event
-  whose `source` names HubSpot;
+- each page's subscription statuses (communication preferences, one batch read per page, read by a
+  worker while the next page is searched), mapped by subscription type to the consent purposes, with
+  their legal basis and timestamp: a consent event whose `source` names HubSpot;
 - merged contacts: the survivor's `hs_merged_object_ids` map each merged-away id to it
   (`ops.hubspot_merges`; that id's raw rows move to the survivor after the load);
 - archived (deleted) contacts we hold: an erasure request on our side (`dsr_requests.csv`, request id
   `hubspot-archived-<id>`), answered by the privacy step like any other, recorded in
   `ops.hubspot_archived`.
 
-Requests honour HubSpot's `X-HubSpot-RateLimit-*` headers (paced under the cap) and 429s (waited out,
-then resumed), retry 5xx and connection errors, and stop at once on 401/403 (`HubSpotAuthRejected`).
+Requests honour HubSpot's `X-HubSpot-RateLimit-*` headers (paced to spend the cap, not pass it) and
+429s (waited out, then resumed), retry 5xx and connection errors, and stop at once on 401/403 (`HubSpotAuthRejected`).
 The pull's requests made, retried and rate-limited are recorded in `ops.hubspot_pulls` and the run's
 ingest step. Nothing personal is logged.
 """
@@ -33,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEARCH_CEILING = 10_000  # HubSpot's search API: no more than this many results per query
+STATUS_PAGES_AHEAD = 2  # pages whose status reads may wait behind the search (memory, not speed)
 PORTAL = "default"
 ARCHIVED_PREFIX = "hubspot-archived-"
 EPOCH = datetime(1970, 1, 1)
@@ -398,32 +400,48 @@ def pull(
     tallies = {"windows": 0, "statuses_not_consent": 0, "statuses_unmapped": 0, "pages": 0}
     newest: datetime | None = None
     low = _ms(since) + 1 if since else 0  # strictly after the cursor: what was loaded is not pulled again
-    for page in _windows(client, low, _ms(now) + 1, properties, config.page_size):
-        tallies["pages"] += 1
-        tallies["windows"] += _next_after(page) is None
-        emails: dict[str, str] = {}
-        for record in page.get("results") or []:
-            object_id = str(record["id"])
-            props = record.get("properties") or {}
-            modified = _parse(props.get("lastmodifieddate") or record.get("updatedAt"))
-            if modified is not None:
-                newest = max(newest, modified) if newest else modified
-            contacts[object_id] = _contact_row(object_id, record, props, config)
-            email = contract.normalize_email(props.get("email"))
-            if email:
-                emails[email] = object_id
-            for merged in (props.get("hs_merged_object_ids") or "").split(";"):
-                if merged.strip() and merged.strip() != object_id:
-                    merges[merged.strip()] = object_id
-        if emails:
-            statuses = client.subscription_statuses(sorted(emails))
-            for email, rows in statuses.items():
-                contact_id = emails.get(contract.normalize_email(email))
-                if contact_id:
-                    for row in rows:
-                        event = _consent_event(contact_id, row, config, tallies)
-                        if event:
-                            events[event["event_id"]] = event
+    # A page's statuses are read by one worker while the next page is searched: two requests on the wire
+    # (HubSpot's round trip, not the cap, bounds a one-at-a-time pull), taken in page order, so the export
+    # is the same as one at a time; the pacer keeps both under the cap.
+    statuses_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-statuses")
+    reading: deque[tuple[Future[dict[str, list[dict]]], dict[str, str]]] = deque()
+
+    def take_statuses() -> None:
+        future, emails = reading.popleft()
+        for email, rows in future.result().items():
+            contact_id = emails.get(contract.normalize_email(email))
+            if contact_id:
+                for row in rows:
+                    event = _consent_event(contact_id, row, config, tallies)
+                    if event:
+                        events[event["event_id"]] = event
+
+    try:
+        for page in _windows(client, low, _ms(now) + 1, properties, config.page_size):
+            tallies["pages"] += 1
+            tallies["windows"] += _next_after(page) is None
+            emails: dict[str, str] = {}
+            for record in page.get("results") or []:
+                object_id = str(record["id"])
+                props = record.get("properties") or {}
+                modified = _parse(props.get("lastmodifieddate") or record.get("updatedAt"))
+                if modified is not None:
+                    newest = max(newest, modified) if newest else modified
+                contacts[object_id] = _contact_row(object_id, record, props, config)
+                email = contract.normalize_email(props.get("email"))
+                if email:
+                    emails[email] = object_id
+                for merged in (props.get("hs_merged_object_ids") or "").split(";"):
+                    if merged.strip() and merged.strip() != object_id:
+                        merges[merged.strip()] = object_id
+            if emails:
+                reading.append((statuses_reader.submit(client.subscription_statuses, sorted(emails)), emails))
+            while len(reading) > STATUS_PAGES_AHEAD or (reading and reading[0][0].done()):
+                take_statuses()
+        while reading:
+            take_statuses()
+    finally:  # on a failure, status reads not yet started are not sent
+        statuses_reader.shutdown(wait=True, cancel_futures=True)
     archived = _archived(conn, client, config)
     counts: dict[str, Any] = {
         "contacts_pulled": len(contacts),
