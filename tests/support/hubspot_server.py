@@ -135,10 +135,13 @@ class Portal:
 class HubSpotServer:
     """`with HubSpotServer(portal) as server:` then `server.url`; `server.requests` lists what came in."""
 
-    def __init__(self, portal: Portal | None = None, *, cap: int = 1000, interval_ms: int = 10_000) -> None:
+    def __init__(
+        self, portal: Portal | None = None, *, cap: int = 1000, interval_ms: int = 10_000, latency_ms: int = 0
+    ) -> None:
         self.portal = portal or Portal()
         self.cap = cap
         self.interval_ms = interval_ms
+        self.latency_ms = latency_ms  # added to every API answer: a far HubSpot's round trip
         self.requests: list[Recorded] = []
         self.search_ceiling = SEARCH_CEILING
         self._index_state: tuple[int, int] | None = None
@@ -148,6 +151,8 @@ class HubSpotServer:
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
         self._storm_flip = False
+        self._in_flight = 0
+        self.peak_in_flight = 0  # the most API requests answered at once
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -230,17 +235,26 @@ class HubSpotServer:
                 if parsed.path.startswith(LOCAL):  # the test's own control: not HubSpot, not capped or recorded
                     self._send(*server._local(method, parsed.path, body), {})
                     return
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    status, payload, headers = 401, {"status": "error", "category": "INVALID_AUTHENTICATION"}, {}
-                else:
-                    forced, headers = server._admit(parsed.path)
-                    if forced is not None:
-                        status, payload = forced, _error_payload(forced)
-                    else:
-                        status, payload = server._route(method, parsed.path, query, body)
                 with server._lock:
-                    server.requests.append(Recorded(method, parsed.path, query, body, status))
-                self._send(status, payload, headers)
+                    server._in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server._in_flight)
+                try:
+                    if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                        status, payload, headers = 401, {"status": "error", "category": "INVALID_AUTHENTICATION"}, {}
+                    else:
+                        forced, headers = server._admit(parsed.path)
+                        if forced is not None:
+                            status, payload = forced, _error_payload(forced)
+                        else:
+                            status, payload = server._route(method, parsed.path, query, body)
+                    with server._lock:
+                        server.requests.append(Recorded(method, parsed.path, query, body, status))
+                    if server.latency_ms:
+                        time.sleep(server.latency_ms / 1000)
+                    self._send(status, payload, headers)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
 
             def do_GET(self) -> None:  # noqa: N802
                 self._handle("GET")
@@ -255,7 +269,11 @@ class HubSpotServer:
         if method == "GET" and path == f"{LOCAL}/stats":
             with self._lock:
                 statuses = [r.status for r in self.requests]
-            return 200, {"received": len(statuses), "rate_limited": statuses.count(429)}
+            return 200, {
+                "received": len(statuses),
+                "rate_limited": statuses.count(429),
+                "cpu_seconds": round(time.process_time(), 3),  # this process's: meaningful in ServerProcess
+            }
         if method == "POST" and path == f"{LOCAL}/touch":
             moment = datetime.fromtimestamp(body["modified_ms"] / 1000, UTC)
             with self._lock:
@@ -407,10 +425,11 @@ class ServerProcess:
     `bulk_portal(contacts, start)`, built and served in a process of its own, so its work does not share
     the client's GIL (as a real HubSpot would not). `stats()` and `touch()` reach it over HTTP."""
 
-    def __init__(self, contacts: int, start: datetime, *, cap: int, interval_ms: int) -> None:
+    def __init__(self, contacts: int, start: datetime, *, cap: int, interval_ms: int, latency_ms: int = 0) -> None:
         self.argv = [
             sys.executable, "-m", "tests.support.hubspot_server", "--contacts", str(contacts),
             "--start", start.isoformat(), "--cap", str(cap), "--interval-ms", str(interval_ms),
+            "--latency-ms", str(latency_ms),
         ]  # fmt: skip
         self.url = ""
         self._process: subprocess.Popen | None = None
@@ -430,8 +449,8 @@ class ServerProcess:
             self._process.terminate()
             self._process.wait(timeout=30)
 
-    def stats(self) -> dict[str, int]:
-        """Requests received so far and how many of them were answered 429."""
+    def stats(self) -> dict[str, float]:
+        """Requests received so far, how many of them were answered 429, the server's CPU seconds."""
         return self._call("GET", "stats")
 
     def touch(self, contact_ids: list[str], modified: datetime, **properties: str) -> None:
@@ -451,8 +470,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", type=datetime.fromisoformat, required=True)
     parser.add_argument("--cap", type=int, default=1000)
     parser.add_argument("--interval-ms", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=int, default=0)
     args = parser.parse_args(argv)
-    server = HubSpotServer(bulk_portal(args.contacts, args.start), cap=args.cap, interval_ms=args.interval_ms)
+    portal = bulk_portal(args.contacts, args.start)
+    server = HubSpotServer(portal, cap=args.cap, interval_ms=args.interval_ms, latency_ms=args.latency_ms)
     with server._lock:
         server._index()  # built before the URL is announced, not inside the first timed request
     print(server.url, flush=True)

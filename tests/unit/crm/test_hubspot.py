@@ -282,6 +282,26 @@ def test_429s_without_retry_after_back_off_from_a_requests_share_of_the_interval
     assert slept == pytest.approx([0.1, 0.2, 0.4])
 
 
+def test_status_reads_overlap_the_next_search_and_the_export_is_the_same(policy, tmp_path):
+    """A far HubSpot (a round trip on every answer): a page's status read is on the wire beside the
+    next search, never more than those two at once, and the export is byte for byte the one-server one."""
+    portal = Portal()
+    seed(portal, 60)
+    with (
+        HubSpotServer(portal) as near,
+        HubSpotServer(portal, latency_ms=30) as far,
+        warehouse.session(tmp_path / "a.duckdb") as a,
+        warehouse.session(tmp_path / "b.duckdb") as b,
+    ):
+        quick = hubspot.pull(a, policy, client_for(near), out_root=tmp_path / "a", now=NOW)
+        slow = hubspot.pull(b, policy, client_for(far), out_root=tmp_path / "b", now=NOW)
+    assert far.peak_in_flight == 2
+    for spec in contract.EXPORT_FILES:
+        assert (quick.export_dir / spec.name).read_bytes() == (slow.export_dir / spec.name).read_bytes()
+    # 60 contacts, 90 statuses; the one with an invalid email (quarantined later) has no status read.
+    assert slow.counts["contacts_pulled"] == 60 and slow.counts["consent_events_pulled"] == 89
+
+
 def test_401_stops_at_once_with_a_clear_message(policy, tmp_path):
     with HubSpotServer(Portal()) as server, warehouse.session(tmp_path / "w.duckdb") as conn:
         client = client_for(server, token="pat-wrong")
