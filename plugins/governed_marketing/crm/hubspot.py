@@ -17,9 +17,9 @@ row's record). What is pulled (`governance.yml` `hubspot`):
   `ops.hubspot_archived`.
 
 Requests honour HubSpot's `X-HubSpot-RateLimit-*` headers (paced to spend the cap, not pass it) and
-429s (waited out, then resumed), retry 5xx and connection errors, and stop at once on 401/403 (`HubSpotAuthRejected`).
-The pull's requests made, retried and rate-limited are recorded in `ops.hubspot_pulls` and the run's
-ingest step. Nothing personal is logged.
+429s (waited out, then resumed), retry 5xx and connection errors, and stop at once on 401/403
+(`HubSpotAuthRejected`). The pull's requests made, retried and rate-limited are recorded in
+`ops.hubspot_pulls` and the run's ingest step. Nothing personal is logged.
 """
 
 from __future__ import annotations
