@@ -7,30 +7,33 @@ row's record). What is pulled (`governance.yml` `hubspot`):
 - contacts through the CRM v3 search API, incremental on `lastmodifieddate` from the cursor kept in
   `ops.hubspot_cursor`; a time window whose result count passes the search API's 10,000-results
   ceiling is split in two until each window fits; pages by `after`;
-- each page's subscription statuses (communication preferences, one batch read per page), mapped by
-  subscription type to the consent purposes, with their legal basis and timestamp: a consent event
-  whose `source` names HubSpot;
+- each page's subscription statuses (communication preferences, one batch read per page, read by a
+  worker while the next page is searched), mapped by subscription type to the consent purposes, with
+  their legal basis and timestamp: a consent event whose `source` names HubSpot;
 - merged contacts: the survivor's `hs_merged_object_ids` map each merged-away id to it
   (`ops.hubspot_merges`; that id's raw rows move to the survivor after the load);
 - archived (deleted) contacts we hold: an erasure request on our side (`dsr_requests.csv`, request id
   `hubspot-archived-<id>`), answered by the privacy step like any other, recorded in
   `ops.hubspot_archived`.
 
-Requests honour HubSpot's `X-HubSpot-RateLimit-*` headers (paced under the cap) and 429s (waited out,
-then resumed), retry 5xx and connection errors, and stop at once on 401/403 (`HubSpotAuthRejected`).
-The pull's requests made, retried and rate-limited are recorded in `ops.hubspot_pulls` and the run's
-ingest step. Nothing personal is logged.
+Requests honour HubSpot's `X-HubSpot-RateLimit-*` headers (paced to spend the cap, not pass it) and
+429s (waited out, then resumed), retry 5xx and connection errors, and stop at once on 401/403
+(`HubSpotAuthRejected`). The pull's requests made, retried and rate-limited are recorded in
+`ops.hubspot_pulls` and the run's ingest step. Nothing personal is logged.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEARCH_CEILING = 10_000  # HubSpot's search API: no more than this many results per query
+STATUS_PAGES_AHEAD = 2  # pages whose status reads may wait behind the search (memory, not speed)
 PORTAL = "default"
 ARCHIVED_PREFIX = "hubspot-archived-"
 EPOCH = datetime(1970, 1, 1)
@@ -78,35 +82,71 @@ class RequestCounts:
 class Pacer:
     """Keeps requests under the cap HubSpot announces (`X-HubSpot-RateLimit-Max` per `-Interval-Milliseconds`).
 
-    A sliding window of our own send times: the next request waits until the window has room.
+    A sliding window of our own requests: the next one waits until the window has room. A request holds
+    its slot from when it is sent and is stamped again when its answer arrives (HubSpot counted it at
+    some moment in between), so our window never frees a slot before HubSpot's does: a request sent when
+    ours has room finds room there too, and the budget is spent without the 429 a send-time stamp meets.
+    Thread-safe: waiting callers queue for the window one at a time.
     """
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cap: int | None = None
         self.interval = 10.0
-        self.sent: deque[float] = deque()
+        self.sent: deque[list[float]] = deque()  # one [stamp] per request in the window, oldest sent first
         self.sleep = sleep
+        self.clock = clock
+        self._queue = threading.Lock()  # one waiter at a time
+        self._lock = threading.Lock()  # the window itself
 
     def observe(self, headers: dict[str, str] | None) -> None:
         lowered = {k.lower(): v for k, v in (headers or {}).items()}
-        if "x-hubspot-ratelimit-max" in lowered:
-            self.cap = int(lowered["x-hubspot-ratelimit-max"])
-        if "x-hubspot-ratelimit-interval-milliseconds" in lowered:
-            self.interval = int(lowered["x-hubspot-ratelimit-interval-milliseconds"]) / 1000
+        with self._lock:
+            if "x-hubspot-ratelimit-max" in lowered:
+                self.cap = int(lowered["x-hubspot-ratelimit-max"])
+            if "x-hubspot-ratelimit-interval-milliseconds" in lowered:
+                self.interval = int(lowered["x-hubspot-ratelimit-interval-milliseconds"]) / 1000
 
     def wait(self) -> float:
-        waited = 0.0
-        now = time.monotonic()
-        while self.sent and now - self.sent[0] >= self.interval:
+        """Wait for a slot and take it; returns the seconds waited. `acquire` also returns the slot."""
+        return self.acquire()[0]
+
+    def acquire(self) -> tuple[float, list[float]]:
+        """Wait until the window has room, take a slot (stamped now); pass it to `done` when answered."""
+        with self._queue:
+            with self._lock:
+                pause = self._until_room(self.clock())
+            if pause > 0:
+                self.sleep(pause)
+            with self._lock:
+                now = self.clock()
+                self._expire(now)
+                slot = [now]
+                self.sent.append(slot)
+        return pause, slot
+
+    def done(self, slot: list[float]) -> None:
+        """The answer arrived: the slot counts from now (HubSpot admitted the request before this)."""
+        with self._lock:
+            slot[0] = self.clock()
+
+    def until_room(self) -> float:
+        """Seconds until the window has room for one more request (0.0: it has room now)."""
+        with self._lock:
+            return self._until_room(self.clock())
+
+    def _until_room(self, now: float) -> float:
+        self._expire(now)
+        if self.cap is None or len(self.sent) < self.cap:
+            return 0.0
+        # _expire frees slots oldest-sent first: room comes when the first len - cap + 1 have all expired.
+        last = max(slot[0] for slot in itertools.islice(self.sent, len(self.sent) - self.cap + 1))
+        return max(0.0, self.interval - (now - last)) + 0.001
+
+    def _expire(self, now: float) -> None:
+        while self.sent and now - self.sent[0][0] >= self.interval:
             self.sent.popleft()
-        if self.cap is not None and len(self.sent) >= self.cap:
-            waited = self.interval - (now - self.sent[0]) + 0.001
-            self.sleep(waited)
-            now = time.monotonic()
-            while self.sent and now - self.sent[0] >= self.interval:
-                self.sent.popleft()
-        self.sent.append(time.monotonic())
-        return waited
 
 
 class HubSpotClient:
@@ -129,6 +169,7 @@ class HubSpotClient:
         self.contacts = self.sdk.crm.contacts
         self.preferences = self.sdk.communication_preferences
         self.counts = RequestCounts()
+        self._counts_lock = threading.Lock()
         self.pacer = Pacer(sleep)
         self.max_attempts = max_attempts
         self.sleep = sleep
@@ -143,9 +184,10 @@ class HubSpotClient:
         from urllib3.exceptions import HTTPError
 
         delay = 0.5
+        limited = 0  # 429s in a row for this call
         for attempt in range(1, self.max_attempts + 1):
-            self.counts.waited_seconds += self.pacer.wait()
-            self.counts.made += 1
+            waited, slot = self.pacer.acquire()
+            self._count(made=1, waited_seconds=waited)
             try:
                 if raw:
                     response = method(*args, _preload_content=False, **kwargs)
@@ -153,7 +195,7 @@ class HubSpotClient:
                 else:
                     data, _status, headers = method(*args, _return_http_data_only=False, **kwargs)
             except HTTPError:
-                self.counts.retried += 1
+                self._count(retried=1)
                 wait = delay
             except Exception as exc:
                 status = getattr(exc, "status", None)
@@ -168,21 +210,42 @@ class HubSpotClient:
                         "(crm.objects.contacts.read/write, communication_preferences.read_write)"
                     ) from None
                 if status == 429:
-                    self.counts.rate_limited += 1
-                    wait = _retry_after(headers, self.pacer.interval)
+                    self._count(rate_limited=1)
+                    limited += 1
+                    wait = self._rate_limited_wait(headers, limited)
                 elif status >= 500 or status == 0:  # 0: the SDK's code for a connection (TLS) failure
-                    self.counts.retried += 1
+                    self._count(retried=1)
                     wait = delay
                 else:  # a request we got wrong: retrying repeats it; the body may hold data, so not quoted
                     raise CrmExportError(f"HubSpot {what}: HTTP {status} ({getattr(exc, 'reason', '')})") from None
             else:
                 self.pacer.observe(dict(headers or {}))
                 return data
+            finally:
+                self.pacer.done(slot)
             if attempt < self.max_attempts:
-                self.counts.waited_seconds += wait
+                self._count(waited_seconds=wait)
                 self.sleep(wait)
                 delay = min(delay * 2, 30.0)
         raise HubSpotUnavailable(f"HubSpot {what}: no success after {self.max_attempts} attempts")
+
+    def _count(self, **increments: float) -> None:
+        with self._counts_lock:
+            for name, value in increments.items():
+                setattr(self.counts, name, getattr(self.counts, name) + value)
+
+    def _rate_limited_wait(self, headers: dict[str, str], in_a_row: int) -> float:
+        """How long to wait out a 429: its Retry-After when given; else until our window has room, at
+        least one request's share of the interval, doubled for each further 429 in a row (another
+        client on the same token fills HubSpot's window without our knowing), at most one interval."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        try:
+            return max(0.0, float(lowered["retry-after"]))
+        except (KeyError, ValueError):
+            pass
+        interval = self.pacer.interval
+        share = interval / self.pacer.cap if self.pacer.cap else 1.0
+        return min(interval, max(self.pacer.until_room(), share * 2 ** (in_a_row - 1)))
 
     # ---- the endpoints -------------------------------------------------------------------------
 
@@ -245,14 +308,6 @@ class HubSpotClient:
             legal_basis_explanation=explanation,
         )
         self.call("unsubscribe", self.preferences.status_api.unsubscribe_with_http_info, request)
-
-
-def _retry_after(headers: dict[str, str], interval: float) -> float:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        return max(0.0, float(lowered["retry-after"]))
-    except (KeyError, ValueError):
-        return interval if lowered.get("x-hubspot-ratelimit-remaining") == "0" else 1.0
 
 
 def client_for(token: str | None, base_url: str | None, **kwargs: Any) -> HubSpotClient:
@@ -345,32 +400,48 @@ def pull(
     tallies = {"windows": 0, "statuses_not_consent": 0, "statuses_unmapped": 0, "pages": 0}
     newest: datetime | None = None
     low = _ms(since) + 1 if since else 0  # strictly after the cursor: what was loaded is not pulled again
-    for page in _windows(client, low, _ms(now) + 1, properties, config.page_size):
-        tallies["pages"] += 1
-        tallies["windows"] += _next_after(page) is None
-        emails: dict[str, str] = {}
-        for record in page.get("results") or []:
-            object_id = str(record["id"])
-            props = record.get("properties") or {}
-            modified = _parse(props.get("lastmodifieddate") or record.get("updatedAt"))
-            if modified is not None:
-                newest = max(newest, modified) if newest else modified
-            contacts[object_id] = _contact_row(object_id, record, props, config)
-            email = contract.normalize_email(props.get("email"))
-            if email:
-                emails[email] = object_id
-            for merged in (props.get("hs_merged_object_ids") or "").split(";"):
-                if merged.strip() and merged.strip() != object_id:
-                    merges[merged.strip()] = object_id
-        if emails:
-            statuses = client.subscription_statuses(sorted(emails))
-            for email, rows in statuses.items():
-                contact_id = emails.get(contract.normalize_email(email))
-                if contact_id:
-                    for row in rows:
-                        event = _consent_event(contact_id, row, config, tallies)
-                        if event:
-                            events[event["event_id"]] = event
+    # A page's statuses are read by one worker while the next page is searched: two requests on the wire
+    # (HubSpot's round trip, not the cap, bounds a one-at-a-time pull), taken in page order, so the export
+    # is the same as one at a time; the pacer keeps both under the cap.
+    statuses_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-statuses")
+    reading: deque[tuple[Future[dict[str, list[dict]]], dict[str, str]]] = deque()
+
+    def take_statuses() -> None:
+        future, emails = reading.popleft()
+        for email, rows in future.result().items():
+            contact_id = emails.get(contract.normalize_email(email))
+            if contact_id:
+                for row in rows:
+                    event = _consent_event(contact_id, row, config, tallies)
+                    if event:
+                        events[event["event_id"]] = event
+
+    try:
+        for page in _windows(client, low, _ms(now) + 1, properties, config.page_size):
+            tallies["pages"] += 1
+            tallies["windows"] += _next_after(page) is None
+            emails: dict[str, str] = {}
+            for record in page.get("results") or []:
+                object_id = str(record["id"])
+                props = record.get("properties") or {}
+                modified = _parse(props.get("lastmodifieddate") or record.get("updatedAt"))
+                if modified is not None:
+                    newest = max(newest, modified) if newest else modified
+                contacts[object_id] = _contact_row(object_id, record, props, config)
+                email = contract.normalize_email(props.get("email"))
+                if email:
+                    emails[email] = object_id
+                for merged in (props.get("hs_merged_object_ids") or "").split(";"):
+                    if merged.strip() and merged.strip() != object_id:
+                        merges[merged.strip()] = object_id
+            if emails:
+                reading.append((statuses_reader.submit(client.subscription_statuses, sorted(emails)), emails))
+            while len(reading) > STATUS_PAGES_AHEAD or (reading and reading[0][0].done()):
+                take_statuses()
+        while reading:
+            take_statuses()
+    finally:  # on a failure, status reads not yet started are not sent
+        statuses_reader.shutdown(wait=True, cancel_futures=True)
     archived = _archived(conn, client, config)
     counts: dict[str, Any] = {
         "contacts_pulled": len(contacts),

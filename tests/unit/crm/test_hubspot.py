@@ -233,6 +233,75 @@ def test_the_pacer_keeps_under_the_announced_cap():
     assert len(slept) == 1 and slept[0] > 50  # the fourth waits for the window
 
 
+def test_the_pacer_counts_a_request_from_its_answer():
+    """HubSpot admitted the request somewhere between send and answer: the slot frees an interval
+    after the answer, never after the send (that was early by up to one round trip: a 429)."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = hubspot.Pacer(sleep=sleep, clock=lambda: now[0])
+    pacer.observe({"X-HubSpot-RateLimit-Max": "2", "X-HubSpot-RateLimit-Interval-Milliseconds": "1000"})
+    for _ in range(2):
+        _, slot = pacer.acquire()
+        now[0] += 0.05  # the round trip
+        pacer.done(slot)
+    assert pacer.until_room() == pytest.approx(1.001 - 0.05)
+    waited, _ = pacer.acquire()
+    assert slept == [waited] and now[0] == pytest.approx(1.051)  # the first answer (0.05) + the interval
+
+
+def test_paced_requests_spend_the_cap_without_a_429(policy, tmp_path):
+    """Stamped when answered, our window never frees a slot before the server's: laps after the first
+    burst find room (a send-time stamp met a 429 at the start of every lap, each one waited out)."""
+    portal = Portal()
+    seed(portal, 40)
+    with HubSpotServer(portal, cap=3, interval_ms=400) as server, warehouse.session(tmp_path / "w.duckdb") as conn:
+        client = hubspot.HubSpotClient(TOKEN, base_url=server.url)  # real sleeps: the pacer must wait
+        pulled = hubspot.pull(conn, policy, client, out_root=tmp_path / "pulls", now=NOW)
+    assert pulled.counts["contacts_pulled"] == 40 and client.counts.made > 2 * server.cap
+    assert [r.status for r in server.requests if r.status == 429] == []
+    assert client.counts.rate_limited == 0 and client.counts.waited_seconds > 0
+
+
+def test_429s_without_retry_after_back_off_from_a_requests_share_of_the_interval(policy, tmp_path):
+    """No Retry-After and room in our window: one request's share of the interval (10 s / 100), doubled
+    for each 429 in a row; never the whole interval for one 429."""
+    slept: list[float] = []
+    portal = Portal()
+    seed(portal, 5)
+    with HubSpotServer(portal, cap=100, interval_ms=10_000) as server, warehouse.session(tmp_path / "w.duckdb") as conn:
+        client = hubspot.HubSpotClient(TOKEN, base_url=server.url, sleep=slept.append)
+        client.pacer.observe({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"})
+        server.fail_next(429, 3, path="/crm/v3/objects/contacts/search")
+        pulled = hubspot.pull(conn, policy, client, out_root=tmp_path / "pulls", now=NOW)
+    assert pulled.counts["contacts_pulled"] == 5 and client.counts.rate_limited == 3
+    assert slept == pytest.approx([0.1, 0.2, 0.4])
+
+
+def test_status_reads_overlap_the_next_search_and_the_export_is_the_same(policy, tmp_path):
+    """A far HubSpot (a round trip on every answer): a page's status read is on the wire beside the
+    next search, never more than those two at once, and the export is byte for byte the one-server one."""
+    portal = Portal()
+    seed(portal, 60)
+    with (
+        HubSpotServer(portal) as near,
+        HubSpotServer(portal, latency_ms=30) as far,
+        warehouse.session(tmp_path / "a.duckdb") as a,
+        warehouse.session(tmp_path / "b.duckdb") as b,
+    ):
+        quick = hubspot.pull(a, policy, client_for(near), out_root=tmp_path / "a", now=NOW)
+        slow = hubspot.pull(b, policy, client_for(far), out_root=tmp_path / "b", now=NOW)
+    assert far.peak_in_flight == 2
+    for spec in contract.EXPORT_FILES:
+        assert (quick.export_dir / spec.name).read_bytes() == (slow.export_dir / spec.name).read_bytes()
+    # 60 contacts, 90 statuses; the one with an invalid email (quarantined later) has no status read.
+    assert slow.counts["contacts_pulled"] == 60 and slow.counts["consent_events_pulled"] == 89
+
+
 def test_401_stops_at_once_with_a_clear_message(policy, tmp_path):
     with HubSpotServer(Portal()) as server, warehouse.session(tmp_path / "w.duckdb") as conn:
         client = client_for(server, token="pat-wrong")
