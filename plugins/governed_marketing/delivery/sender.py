@@ -312,17 +312,10 @@ def deliver_campaign(
             by_ref[row["recipient_ref"]] = row
         return by_ref
 
-    def work(items: list[tuple[str, str, bytes]]) -> list[Attempt]:
-        done = []
-        for ref, recipient, data in items:
-            cap.wait()
-            done.append(send_one(connections, sender_address, recipient, data, ref))
-        return done
-
     def send_chunk(pool: ThreadPoolExecutor, part: list[str], by_ref: dict[str, dict], keys: dict[str, str]) -> int:
         """Send one chunk (already marked `sending`); record the answers; return how many are left to retry."""
 
-        def build(ref: str) -> tuple[str, str, bytes]:
+        def build(ref: str) -> tuple[str, str, bytes]:  # in the worker threads: rendering is the CPU
             row = by_ref[ref]
             key = keys[ref]  # the key planned first: the Message-ID never changes for this recipient
             data = render_message(
@@ -334,12 +327,16 @@ def deliver_campaign(
             )
             return ref, row["email"], data
 
+        def work(refs: list[str]) -> list[Attempt]:
+            done = []
+            for ref in refs:
+                _, recipient, data = build(ref)
+                cap.wait()
+                done.append(send_one(connections, sender_address, recipient, data, ref))
+            return done
+
         shares = [part[i :: delivery.connections] for i in range(delivery.connections)]
-        attempts = [
-            a
-            for done in pool.map(lambda share: work([build(r) for r in share]), [s for s in shares if s])
-            for a in done
-        ]
+        attempts = [a for done in pool.map(work, [s for s in shares if s]) for a in done]
         for status in ("sent", "deferred", "bounced", "planned"):
             group = [a for a in attempts if a.outcome == status]
             for reply in sorted({a.reply for a in group}, key=str):
