@@ -12,6 +12,7 @@ rule changes both; `tests/unit/test_consent.py` holds them against each other on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ with recipients as (
     select r.recipient_pseudonym, c.contact_id, c.email_normalized
     from marts.campaign_recipients r
     join raw.crm_contacts c on c.contact_id = r.contact_id
-    where r.campaign_id = $campaign_id
+    where r.campaign_id = $campaign_id{only_contacts}
 ),
 events as (
     select distinct on (event_id) contact_id, lower(trim(purpose)) as consent, action, occurred_at
@@ -111,19 +112,26 @@ def still_eligible(
     campaign_id: str,
     as_of: datetime,
     honour_suppression_list: bool = True,
+    contact_ids: Sequence[str] | None = None,
 ) -> set[str]:
-    """Pseudonyms of the campaign's recipients that still have consent and no suppressing request."""
+    """Pseudonyms of the campaign's recipients that still have consent and no suppressing request.
+
+    `contact_ids`: only these recipients (the SMTP sender checks one batch at a time, so its memory
+    does not grow with the campaign); None: all of them.
+    """
     purpose = policy.purpose_of(campaign_id)
     as_of = as_of.replace(tzinfo=None)
-    consented = conn.execute(
-        _STILL_ELIGIBLE,
-        {
-            "campaign_id": campaign_id,
-            "as_of": as_of,
-            "required": list(purpose.requires_consent),
-            "max_age_days": purpose.consent_max_age_days,
-        },
-    ).fetchall()
+    params = {
+        "campaign_id": campaign_id,
+        "as_of": as_of,
+        "required": list(purpose.requires_consent),
+        "max_age_days": purpose.consent_max_age_days,
+    }
+    only = ""
+    if contact_ids is not None:
+        only = " and r.contact_id = any(cast($contact_ids as varchar[]))"
+        params["contact_ids"] = list(contact_ids)
+    consented = conn.execute(_STILL_ELIGIBLE.replace("{only_contacts}", only), params).fetchall()
     blocked = _suppressed_emails(conn, as_of)
     rows = [(pseudonym, email) for pseudonym, email in consented if email not in blocked]
     suppressed = _suppression_list(conn) if honour_suppression_list else set()

@@ -159,6 +159,9 @@ class Delivery(_Strict):
     #: The mailto of List-Unsubscribe; mails to it land in `unsubscribe_mailbox` (read by the privacy DAG).
     unsubscribe_mailto: str = Field(pattern=r"^[^<>@\s]+@[^<>@\s]+$")
     retry: DeliveryRetry = Field(default_factory=DeliveryRetry)
+    #: A message still answered 4xx this many hours after it was planned (its time in the queue, as an
+    #: MTA's maximal queue lifetime) is given up: `undeliverable` for the campaign, never tried again.
+    give_up_deferred_after_hours: float = Field(gt=0, le=720)
     campaigns: dict[str, DeliveryCampaign] = Field(default_factory=dict)
 
 

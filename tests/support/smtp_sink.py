@@ -1,5 +1,5 @@
 """A real local SMTP server (aiosmtpd) standing in for the relay: records what it accepts, and can
-answer chosen recipients with a 4xx (once) or a 5xx, or slow DATA down."""
+answer chosen recipients with a 4xx (once or always) or a 5xx, or slow DATA down."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def free_port() -> int:
 class SinkHandler:
     defer_once: set[str] = field(default_factory=set)  # RCPT answered 451 the first time
     reject: set[str] = field(default_factory=set)  # RCPT answered 550 every time
+    defer_always: set[str] = field(default_factory=set)  # RCPT answered 451 every time
     data_delay: float = 0.0
     keep: bool = True  # False: count only (benchmarks)
     accepted: list[bytes] = field(default_factory=list)
@@ -37,7 +38,7 @@ class SinkHandler:
             attempts = self.rcpt_attempts[address]
         if address in self.reject:
             return "550 5.1.1 mailbox unavailable"
-        if address in self.defer_once and attempts == 1:
+        if address in self.defer_always or (address in self.defer_once and attempts == 1):
             return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"

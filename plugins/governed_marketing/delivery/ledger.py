@@ -7,7 +7,11 @@ automatically. A crash therefore leaves `sending` rows that are *in doubt* (repo
 a person may miss one newsletter, but never gets it twice, and an objector never gets it at all.
 
 Statuses: planned -> sending -> sent | deferred (4xx, retried with back-off) | bounced (5xx, final
-for this campaign); planned/deferred -> suppressed (no longer allowed at send time).
+for this campaign); planned/deferred -> suppressed (no longer allowed at send time); deferred ->
+undeliverable (still 4xx `delivery.give_up_deferred_after_hours` after it was planned: final).
+
+Every function here is one set-based statement over a batch of recipients, so the sender's memory
+holds one batch of the outbox, never the campaign.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from governed_marketing.warehouse import Warehouse
 
-STATUSES = ("planned", "sending", "sent", "deferred", "bounced", "suppressed")
+STATUSES = ("planned", "sending", "sent", "deferred", "bounced", "suppressed", "undeliverable")
 #: Rows a run may send: never `sending` (in doubt) nor a final status.
 SENDABLE = ("planned", "deferred")
 
@@ -60,13 +64,28 @@ def count(conn: Warehouse, campaign_id: str) -> int:
     ]
 
 
-def states(conn: Warehouse, campaign_id: str) -> dict[str, tuple[str, int, str]]:
-    """{recipient_ref: (status, attempts, message_key)} of one campaign."""
+def states(conn: Warehouse, campaign_id: str, refs: list[str]) -> dict[str, tuple[str, int, str]]:
+    """{recipient_ref: (status, attempts, message_key)} of these recipients of one campaign."""
     rows = conn.execute(
-        "select recipient_ref, status, attempts, message_key from ops.delivery_ledger where campaign_id = ?",
-        [campaign_id],
+        "select recipient_ref, status, attempts, message_key from ops.delivery_ledger "
+        "where campaign_id = ? and recipient_ref = any(cast(? as varchar[]))",
+        [campaign_id, list(refs)],
     ).fetchall()
     return {ref: (status, attempts, key) for ref, status, attempts, key in rows}
+
+
+def give_up(conn: Warehouse, campaign_id: str, *, planned_before: datetime, refs: list[str] | None = None) -> int:
+    """`deferred` rows planned before `planned_before` (of `refs`, or of the whole campaign) become
+    `undeliverable`; returns how many."""
+    if refs is not None and not refs:
+        return 0
+    only = "" if refs is None else " and recipient_ref = any(cast(? as varchar[]))"
+    rows = conn.execute(
+        "update ops.delivery_ledger set status = 'undeliverable', updated_at = ? "
+        f"where campaign_id = ? and status = 'deferred' and planned_at < ?{only}",
+        [now(), campaign_id, planned_before, *([list(refs)] if refs is not None else [])],
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def mark(

@@ -1,12 +1,15 @@
 """Send one campaign's outbox through an SMTP relay: last-moment checks, the cap, the ledger.
 
-Per run: the newest outbox file of the campaign is read; every recipient not yet in
-ops.delivery_ledger is `planned`; consent, the suppression list, restriction and objection are
-checked again (consent.still_eligible, the same last-moment check generation uses); verified
-unsubscribe clicks waiting in the spool are applied before each chunk. Each chunk is marked
-`sending` and committed before any DATA (see ledger: at most once), then sent over
-`delivery.connections` connections under `delivery.per_minute_cap`. A 4xx is `deferred` and
-retried after back-off (doubling), a 5xx is `bounced` and counted, never retried.
+Per run, the newest outbox file of the campaign is read a batch at a time (BATCH_CHUNKS chunks),
+so memory holds one batch whatever the campaign's size. Per batch: recipients not yet in
+ops.delivery_ledger are `planned` (one set-based insert); consent, the suppression list,
+restriction and objection are checked again for the batch just before it is sent
+(consent.still_eligible, the same last-moment check generation uses); verified unsubscribe clicks
+waiting in the spool are applied before each chunk. Each chunk is marked `sending` and committed
+before any DATA (see ledger: at most once), then sent over `delivery.connections` connections under
+`delivery.per_minute_cap`. A 4xx is `deferred` and retried after back-off (doubling; each retry is
+one more pass over the outbox), a 5xx is `bounced` and counted, never retried; a message still
+deferred `delivery.give_up_deferred_after_hours` after it was planned is `undeliverable`.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Messages marked `sending` per connection before their DATA: the most a crash can leave in doubt.
 CHUNK_PER_CONNECTION = 50
+#: Chunks per batch of the outbox read, planned and re-checked at once: the sender's memory holds
+#: one batch (about 2,000 rows with 2 connections), whatever the campaign's size.
+BATCH_CHUNKS = 20
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,7 @@ class DeliveryOutcome:
     sent: int = 0
     deferred: int = 0
     bounced: int = 0
+    undeliverable: int = 0
     suppressed_at_send: int = 0
     already_done: int = 0
     in_doubt: int = 0
@@ -217,20 +224,46 @@ def latest_outbox(outbox_root: Path, campaign_id: str) -> Path | None:
     return files[-1] if files else None
 
 
-def read_outbox(path: Path) -> list[dict]:
+#: The keys the sender reads from an outbox row (publish writes them).
+OUTBOX_KEYS = ("contact_id", "email", "subject", "body")
+
+
+def iter_outbox(path: Path, size: int) -> Iterator[list[dict]]:
+    """The outbox file in batches of `size` rows, read line by line: memory holds one batch."""
+    batch: list[dict] = []
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}: line {number} is not JSON ({type(exc).__name__})") from None
+            missing = [key for key in OUTBOX_KEYS if not isinstance(row, dict) or key not in row]
+            if missing:
+                raise ValueError(f"{path}: line {number} has no {', '.join(missing)}")
+            batch.append(row)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
-def eligible_contacts(conn: Warehouse, policy: Policy, campaign_id: str, as_of: datetime) -> dict[str, str]:
-    """{contact_id: email} of the campaign's recipients still allowed now (consent, requests, suppression)."""
+def eligible_contacts(
+    conn: Warehouse, policy: Policy, campaign_id: str, as_of: datetime, contact_ids: list[str]
+) -> dict[str, str]:
+    """{contact_id: email} of these recipients still allowed now (consent, requests, suppression)."""
     from governed_marketing.consent import still_eligible
 
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
+    if not contact_ids:
+        return {}
+    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of, contact_ids=contact_ids)
     rows = conn.execute(
         "select r.recipient_pseudonym, c.contact_id, c.email_normalized from marts.campaign_recipients r "
-        "join raw.crm_contacts c on c.contact_id = r.contact_id where r.campaign_id = ?",
-        [campaign_id],
+        "join raw.crm_contacts c on c.contact_id = r.contact_id "
+        "where r.campaign_id = ? and r.contact_id = any(cast(? as varchar[]))",
+        [campaign_id, list(contact_ids)],
     ).fetchall()
     return {contact_id: email for pseudonym, contact_id, email in rows if pseudonym in allowed}
 
@@ -261,95 +294,123 @@ def deliver_campaign(
     path = latest_outbox(outbox_root, campaign_id)
     if path is None:
         return outcome
-    rows = read_outbox(path)
-    outcome.messages = len(rows)
-    by_ref: dict[str, dict] = {}
-    for row in rows:
-        version = f"{row.get('prompt_version', '')}/{row.get('model', '')}"
-        row["recipient_ref"] = contact_ref(pseudonym_key, row["contact_id"])
-        row["content_version"] = version
-        row["message_key"] = tokens.message_key(delivery_key, campaign_id, row["contact_id"], version)
-        by_ref[row["recipient_ref"]] = row
-    outcome.planned = ledger.plan(conn, campaign_id, pd.DataFrame(list(by_ref.values())), run_id=run_id)
-    outcome.unsubscribes_applied += len(list(apply_unsubscribes(conn)))
-
-    state = ledger.states(conn, campaign_id)
-    todo = [ref for ref in by_ref if state[ref][0] in ledger.SENDABLE]
-    outcome.in_doubt = sum(1 for ref in by_ref if state[ref][0] == "sending")
-    outcome.already_done = len(by_ref) - len(todo) - outcome.in_doubt
     campaign = delivery.campaigns[campaign_id]
     sender_address = campaign.sender.rpartition("<")[2].rstrip(">").strip()
     cap = PerMinuteCap(delivery.per_minute_cap)
     connections = Connections(relay)
+    chunk = CHUNK_PER_CONNECTION * delivery.connections
+    give_up_before = ledger.now() - timedelta(hours=delivery.give_up_deferred_after_hours)
 
-    def build(ref: str) -> tuple[str, bytes]:
-        row = by_ref[ref]
-        key = state[ref][2]  # the key planned first: the Message-ID never changes for this recipient
-        data = render_message(
-            row,
-            campaign=campaign,
-            delivery=delivery,
-            message_key=key,
-            token=tokens.unsubscribe_token(delivery_key, key),
-        )
-        return row["email"], data
+    def keyed(rows: list[dict]) -> dict[str, dict]:
+        """{recipient_ref: row} of one batch, with the ledger's keys (a duplicate row: the last wins)."""
+        by_ref: dict[str, dict] = {}
+        for row in rows:
+            version = f"{row.get('prompt_version', '')}/{row.get('model', '')}"
+            row["recipient_ref"] = contact_ref(pseudonym_key, row["contact_id"])
+            row["content_version"] = version
+            row["message_key"] = tokens.message_key(delivery_key, campaign_id, row["contact_id"], version)
+            by_ref[row["recipient_ref"]] = row
+        return by_ref
 
-    def work(refs: list[str]) -> list[Attempt]:
-        done = []
-        for ref in refs:
-            recipient, data = build(ref)
-            cap.wait()
-            done.append(send_one(connections, sender_address, recipient, data, ref))
-        return done
+    def send_chunk(pool: ThreadPoolExecutor, part: list[str], by_ref: dict[str, dict], keys: dict[str, str]) -> int:
+        """Send one chunk (already marked `sending`); record the answers; return how many are left to retry."""
 
-    def pass_over(refs: list[str]) -> list[str]:
-        """Send these recipients' messages in chunks; return the ones deferred."""
-        deferred: list[str] = []
-        chunk = CHUNK_PER_CONNECTION * delivery.connections
-        with ThreadPoolExecutor(max_workers=delivery.connections, thread_name_prefix="smtp") as pool:
-            allowed = eligible_contacts(conn, policy, campaign_id, as_of)
-            for start in range(0, len(refs), chunk):
+        def build(ref: str) -> tuple[str, str, bytes]:  # in the worker threads: rendering is the CPU
+            row = by_ref[ref]
+            key = keys[ref]  # the key planned first: the Message-ID never changes for this recipient
+            data = render_message(
+                row,
+                campaign=campaign,
+                delivery=delivery,
+                message_key=key,
+                token=tokens.unsubscribe_token(delivery_key, key),
+            )
+            return ref, row["email"], data
+
+        def work(refs: list[str]) -> list[Attempt]:
+            done = []
+            for ref in refs:
+                _, recipient, data = build(ref)
+                cap.wait()
+                done.append(send_one(connections, sender_address, recipient, data, ref))
+            return done
+
+        shares = [part[i :: delivery.connections] for i in range(delivery.connections)]
+        attempts = [a for done in pool.map(work, [s for s in shares if s]) for a in done]
+        for status in ("sent", "deferred", "bounced", "planned"):
+            group = [a for a in attempts if a.outcome == status]
+            for reply in sorted({a.reply for a in group}, key=str):
+                refs_ = [a.recipient_ref for a in group if a.reply == reply]
+                ledger.mark(conn, campaign_id, refs_, status, reply=reply, attempted=status != "planned")
+        deferred = [a.recipient_ref for a in attempts if a.outcome == "deferred"]
+        given_up = ledger.give_up(conn, campaign_id, planned_before=give_up_before, refs=deferred)
+        outcome.undeliverable += given_up
+        outcome.sent += sum(a.outcome == "sent" for a in attempts)
+        outcome.bounced += sum(a.outcome == "bounced" for a in attempts)
+        outcome.in_doubt += sum(a.outcome == "in_doubt" for a in attempts)
+        return len(deferred) - given_up + sum(a.outcome == "planned" for a in attempts)
+
+    def pass_over(pool: ThreadPoolExecutor, *, first: bool) -> int:
+        """One pass over the outbox, a batch at a time: plan, check, send what the ledger says is
+        still to send. Returns how many messages are left deferred (4xx, or no connection)."""
+        left = 0
+        for rows in iter_outbox(path, chunk * BATCH_CHUNKS):
+            by_ref = keyed(rows)
+            if first:
+                outcome.messages += len(rows)
+                frame = pd.DataFrame(
+                    {k: [r[k] for r in by_ref.values()] for k in ("recipient_ref", "message_key", "content_version")}
+                )
+                outcome.planned += ledger.plan(conn, campaign_id, frame, run_id=run_id)
+            state = ledger.states(conn, campaign_id, list(by_ref))
+            status = {ref: state[ref][0] if ref in state else "gone" for ref in by_ref}  # gone: erased since
+            todo = [ref for ref in by_ref if status[ref] in ledger.SENDABLE]
+            if first:
+                in_doubt = sum(1 for ref in by_ref if status[ref] == "sending")
+                outcome.in_doubt += in_doubt
+                outcome.already_done += len(by_ref) - len(todo) - in_doubt
+            if not todo:
+                continue
+            outcome.unsubscribes_applied += len(list(apply_unsubscribes(conn)))
+            # The last-moment check, for this batch just before its chunks leave.
+            allowed = eligible_contacts(conn, policy, campaign_id, as_of, [by_ref[r]["contact_id"] for r in todo])
+            for start in range(0, len(todo), chunk):
                 for contact_id in apply_unsubscribes(conn):  # a click since the last chunk: honoured now
                     outcome.unsubscribes_applied += 1
                     allowed.pop(contact_id, None)
-                part = refs[start : start + chunk]
+                part = todo[start : start + chunk]
                 ok = [r for r in part if allowed.get(by_ref[r]["contact_id"]) == by_ref[r]["email"]]
                 kept = set(ok)
                 blocked = [r for r in part if r not in kept]
                 ledger.mark(conn, campaign_id, blocked, "suppressed", run_id=run_id)
                 outcome.suppressed_at_send += len(blocked)
                 ledger.mark(conn, campaign_id, ok, "sending", run_id=run_id)  # committed before any DATA
-                shares = [ok[i :: delivery.connections] for i in range(delivery.connections)]
-                attempts = [a for done in pool.map(work, [s for s in shares if s]) for a in done]
-                for status in ("sent", "deferred", "bounced", "planned"):
-                    group = [a for a in attempts if a.outcome == status]
-                    for reply in sorted({a.reply for a in group}, key=str):
-                        refs_ = [a.recipient_ref for a in group if a.reply == reply]
-                        ledger.mark(conn, campaign_id, refs_, status, reply=reply, attempted=status != "planned")
-                outcome.sent += sum(a.outcome == "sent" for a in attempts)
-                outcome.bounced += sum(a.outcome == "bounced" for a in attempts)
-                outcome.in_doubt += sum(a.outcome == "in_doubt" for a in attempts)
-                deferred += [a.recipient_ref for a in attempts if a.outcome in ("deferred", "planned")]
-        return deferred
+                if ok:
+                    left += send_chunk(pool, ok, by_ref, {r: state[r][2] for r in ok})
+        return left
 
     try:
-        deferred = pass_over(todo)
-        for attempt in range(1, delivery.retry.attempts):
-            if not deferred:
-                break
-            sleep(delivery.retry.backoff_seconds * 2 ** (attempt - 1))
-            outcome.retries += len(deferred)
-            deferred = pass_over(deferred)
+        with ThreadPoolExecutor(max_workers=delivery.connections, thread_name_prefix="smtp") as pool:
+            left = pass_over(pool, first=True)
+            for attempt in range(1, delivery.retry.attempts):
+                if not left:
+                    break
+                sleep(delivery.retry.backoff_seconds * 2 ** (attempt - 1))
+                outcome.retries += left
+                left = pass_over(pool, first=False)
     finally:
         connections.close()
-    outcome.deferred = len(deferred)
+    outcome.deferred = left
+    # Deferred rows this outbox no longer holds (an earlier content version) are given up by age too.
+    outcome.undeliverable += ledger.give_up(conn, campaign_id, planned_before=give_up_before)
     log.info(
-        "delivery %s via %s: %d sent, %d deferred, %d bounced, %d suppressed at send, %d in doubt",
+        "delivery %s via %s: %d sent, %d deferred, %d bounced, %d undeliverable, %d suppressed at send, %d in doubt",
         campaign_id,
         relay.describe(),
         outcome.sent,
         outcome.deferred,
         outcome.bounced,
+        outcome.undeliverable,
         outcome.suppressed_at_send,
         outcome.in_doubt,
     )
