@@ -165,6 +165,7 @@ def _delivery_line(settings) -> str:
         "Delivered: "
         + "; ".join(
             f"{c['campaign_id']} {c['sent']:,} sent, {c['deferred']:,} deferred, {c['bounced']:,} bounced, "
+            f"{c.get('undeliverable', 0):,} undeliverable (deferred too long), "
             f"{c['suppressed']:,} suppressed at send time"
             for c in campaigns
         )
