@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 
+from governed_marketing.crm.contract import is_valid_email
 from governed_marketing.delivery import ledger, tokens
 from governed_marketing.delivery.message import render_message
 from governed_marketing.policy import Policy
@@ -242,6 +243,8 @@ def iter_outbox(path: Path, size: int) -> Iterator[list[dict]]:
             missing = [key for key in OUTBOX_KEYS if not isinstance(row, dict) or key not in row]
             if missing:
                 raise ValueError(f"{path}: line {number} has no {', '.join(missing)}")
+            if not is_valid_email(row["email"]):  # before any row is marked `sending`: nothing left in doubt
+                raise ValueError(f"{path}: line {number}: the email is not an address the CRM contract accepts")
             batch.append(row)
             if len(batch) >= size:
                 yield batch

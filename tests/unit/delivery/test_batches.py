@@ -90,3 +90,22 @@ def test_an_objection_recorded_while_earlier_batches_send_stops_the_later_ones(w
     sent_to = {m["To"] for m in world.sink.handler.messages()}
     assert email_of(9) not in sent_to and len(sent_to) == 11
     assert (outcome.sent, outcome.suppressed_at_send) == (11, 1)
+
+
+def test_an_outbox_line_with_an_address_the_contract_refuses_stops_before_its_batch_is_marked(world):
+    """A hand-edited outbox (a non-ASCII address cannot be rendered): the error names the line, not the
+    address, and comes before the batch holding it is planned or marked `sending` (none left in doubt)."""
+    path = delivery_world.write_outbox(world.outbox, "spring_newsletter", 3)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[1])
+    row["email"] = "jörg@exämple.test"
+    lines[1] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with pytest.raises(ValueError, match=r"line 2: the email is not an address") as refused:
+        _send(world, run_id="run-1")
+
+    assert "jörg" not in str(refused.value)
+    assert world.sink.handler.accepted == []
+    marked = world.conn.execute("select count(*) from ops.delivery_ledger where status = 'sending'").fetchone()
+    assert marked == (0,)
