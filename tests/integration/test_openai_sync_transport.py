@@ -143,10 +143,11 @@ def test_a_429_with_retry_after_pauses_every_thread_and_the_unit_is_sent_again(s
 
     assert len(results) == 24
     (rate_limited_at,) = [at for at, status in server.answers() if status == 429]
-    # Calls already on the wire (at most the 3 other workers') may land after the 429, late on a loaded machine;
-    # nothing new is sent until it has passed (without the pause, 4 workers send dozens in this window).
+    # The 3 other workers' calls already on the wire may land after the 429, and on a loaded machine each may
+    # also send one more before the 429's thread has set the pause (CI saw 4 at load ~10); after that nothing
+    # until it has passed. Without the pause the 20 units left would all be sent in this window.
     during = [r for r in server.chat_requests() if rate_limited_at < r.at < rate_limited_at + 0.75]
-    assert len(during) <= 3, [round(r.at - rate_limited_at, 3) for r in during]
+    assert len(during) <= 2 * 3, [round(r.at - rate_limited_at, 3) for r in during]
     assert [r.extra.get("rate_limited") for r in results.values()].count("1") == 1
 
 

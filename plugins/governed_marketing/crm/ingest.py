@@ -734,17 +734,47 @@ def ingest_export(
         result.quarantine_reasons = dict(
             Counter(part.split(" (")[0] for _, reason, _ in quarantined for part in reason.split("; "))
         )
-        invalid = len(quarantined) - len(duplicates)
-        if result.rows_read and invalid / result.rows_read > max_share:
-            top = ", ".join(f"{reason}: {n}" for reason, n in Counter(r for _, r, _ in quarantined).most_common(3))
-            raise QuarantineThresholdExceeded(
-                f"{path}: {invalid} of {result.rows_read} rows failed validation "
-                f"({invalid / result.rows_read:.0%} > ingest.max_quarantine_share {max_share:.0%}); "
-                f"nothing was loaded. Most common: {top}"
-            )
+        _check_quarantine_share(path, result, quarantined, invalid=len(quarantined) - len(duplicates), limit=max_share)
         staged.append((spec, valid, _quarantine_frame(load_id, spec.name, quarantined, now), result))
 
     _gate_loaded_rows(conn, load_id, staged, known_contacts)
+    _load_staged(conn, load_id, fingerprint, crm_dir, now, staged)
+    _archive_landing(landing_root / load_id, crm_dir, staged, landing_plan, door)
+    result = IngestResult(load_id=load_id, already_loaded=False, files=[r for *_, r in staged])
+    log.info(
+        "loaded export %s: %d contacts read, %d rows quarantined",
+        load_id,
+        result.contacts_read,
+        result.rows_quarantined,
+    )
+    for item in result.files:
+        if item.columns_dropped:  # names only: the values were never read
+            log.warning("%s: columns outside the contract dropped: %s", item.file_name, ", ".join(item.columns_dropped))
+    return result
+
+
+def _check_quarantine_share(
+    path: Path, result: FileResult, quarantined: list[tuple[int, str, dict]], *, invalid: int, limit: float
+) -> None:
+    """A file whose failing share passes `ingest.max_quarantine_share` stops the load before anything is written."""
+    if result.rows_read and invalid / result.rows_read > limit:
+        top = ", ".join(f"{reason}: {n}" for reason, n in Counter(r for _, r, _ in quarantined).most_common(3))
+        raise QuarantineThresholdExceeded(
+            f"{path}: {invalid} of {result.rows_read} rows failed validation "
+            f"({invalid / result.rows_read:.0%} > ingest.max_quarantine_share {limit:.0%}); "
+            f"nothing was loaded. Most common: {top}"
+        )
+
+
+def _load_staged(
+    conn: Warehouse,
+    load_id: str,
+    fingerprint: str,
+    crm_dir: Path,
+    now: datetime,
+    staged: list[tuple[ExportFile, pd.DataFrame, pd.DataFrame, FileResult]],
+) -> None:
+    """Valid rows upserted, quarantined rows kept, the load recorded: one transaction, all or nothing."""
     conn.execute("begin transaction")
     try:
         for spec, valid, quarantine, result in staged:
@@ -774,27 +804,25 @@ def ingest_export(
         conn.execute("rollback")
         raise
 
-    landing = landing_root / load_id
-    if not landing.exists():
-        partial = landing.with_name(landing.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for spec, *_ in staged:
-            _archive(crm_dir / spec.name, partial / spec.name, spec, landing_plan[spec.name])
-            (partial / spec.name).chmod(0o600)  # personal data: owner-only, whatever the export's mode
-        door.scrub(partial)  # the archive keeps no row the door refused
-        partial.rename(landing)
-    result = IngestResult(load_id=load_id, already_loaded=False, files=[r for *_, r in staged])
-    log.info(
-        "loaded export %s: %d contacts read, %d rows quarantined",
-        load_id,
-        result.contacts_read,
-        result.rows_quarantined,
-    )
-    for item in result.files:
-        if item.columns_dropped:  # names only: the values were never read
-            log.warning("%s: columns outside the contract dropped: %s", item.file_name, ", ".join(item.columns_dropped))
-    return result
+
+def _archive_landing(
+    landing: Path,
+    crm_dir: Path,
+    staged: list[tuple[ExportFile, pd.DataFrame, pd.DataFrame, FileResult]],
+    landing_plan: dict[str, ReadNotes],
+    door: SuppressionDoor,
+) -> None:
+    """landing/<load_id>/: the contract's columns only, owner-only, without the rows the door refused."""
+    if landing.exists():
+        return
+    partial = landing.with_name(landing.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for spec, *_ in staged:
+        _archive(crm_dir / spec.name, partial / spec.name, spec, landing_plan[spec.name])
+        (partial / spec.name).chmod(0o600)  # personal data: owner-only, whatever the export's mode
+    door.scrub(partial)  # the archive keeps no row the door refused
+    partial.rename(landing)
 
 
 def _archive(source: Path, target: Path, spec: ExportFile, notes: ReadNotes) -> None:

@@ -504,19 +504,7 @@ def erase(
     clock.lap("identity")
 
     # 2. files, while the contact ids are known
-    for directory in export_copies(home):
-        _erase_export_copy(directory, matcher, results, home)
-    for ref, files in erase_outbox(home / "outbox", identities).items():
-        for store, n in files.items():
-            results[ref].removed[store] += n
-            results[ref].outbox_messages += n
-    for ref, request_ids in owned.items():
-        for request_id in sorted(request_ids):
-            export = home / "exports" / request_id
-            if export.is_dir():
-                files = sum(1 for p in export.rglob("*") if p.is_file())
-                shutil.rmtree(export)
-                results[ref].removed[f"exports/{request_id}"] += files
+    _erase_files(home, identities, owned, matcher, results)
     clock.lap("files")
 
     # 3. the warehouse, 4. physically (the file rewritten)
@@ -527,7 +515,52 @@ def erase(
     if compact:
         warehouse.erase_physically(warehouse_path)
     clock.lap("warehouse_compact")
-    # 5. the scan of every table: what it finds is a mention in someone else's row, redacted, rewritten again
+    # 5. the scan of every table, 6. of every file: mentions in someone else's row or file are redacted
+    tables = _verify_tables(warehouse_path, matcher, results, compact=compact, clock=clock)
+    files = _verify_files(home, warehouse_path, matcher, results, clock=clock)
+    clock.lap("files_redact_mentions")
+
+    # 7. the verdict, then receipts
+    verdicts = _verdicts(identities, tables, files, home)
+    for ref, result in results.items():
+        result.verification = verdicts[ref]
+        result.receipt = write_receipt(home, result, policy=policy, notes=notes, now=now)
+    clock.lap("receipts")
+    return results
+
+
+def _erase_files(
+    home: Path,
+    identities: dict[str, scan.Identity],
+    owned: dict[str, set[str]],
+    matcher: scan.Matcher,
+    results: dict[str, ErasureResult],
+) -> None:
+    """Copies of earlier exports, the outbox, and the person's own access exports."""
+    for directory in export_copies(home):
+        _erase_export_copy(directory, matcher, results, home)
+    for ref, files in erase_outbox(home / "outbox", identities).items():
+        for store, n in files.items():
+            results[ref].removed[store] += n
+            results[ref].outbox_messages += n
+    for ref, request_ids in owned.items():
+        for request_id in sorted(request_ids):
+            export = home / "exports" / request_id
+            if export.is_dir():
+                count = sum(1 for p in export.rglob("*") if p.is_file())
+                shutil.rmtree(export)
+                results[ref].removed[f"exports/{request_id}"] += count
+
+
+def _verify_tables(
+    warehouse_path: Path | None,
+    matcher: scan.Matcher,
+    results: dict[str, ErasureResult],
+    *,
+    compact: bool,
+    clock: _Clock,
+) -> scan.TableScan:
+    """Every table scanned; a mention left in someone else's row is redacted and the file rewritten again."""
     with warehouse.session(warehouse_path, read_only=True) as conn:
         tables = scan.scan_tables(conn, matcher)
     clock.lap("verify_tables")
@@ -541,8 +574,18 @@ def erase(
         if compact:
             warehouse.erase_physically(warehouse_path)
         clock.lap("warehouse_redact_mentions")
+    return tables
 
-    # 6. the scan of every file: text redacted in place, SQLite redacted and vacuumed, then scanned again
+
+def _verify_files(
+    home: Path,
+    warehouse_path: Path | None,
+    matcher: scan.Matcher,
+    results: dict[str, ErasureResult],
+    *,
+    clock: _Clock,
+) -> scan.FileScan:
+    """Every file scanned: text redacted in place, SQLite redacted and vacuumed, then scanned again."""
     files = scan.scan_files(home, matcher)
     clock.lap("verify_files")
     changed_any = False
@@ -567,27 +610,33 @@ def erase(
         for hit in in_db:
             if hit.matches <= live:
                 files.hits.remove(hit)
-    clock.lap("files_redact_mentions")
+    return files
 
-    # 7. the verdict, then receipts
+
+def _verdicts(
+    identities: dict[str, scan.Identity], tables: scan.TableScan, files: scan.FileScan, home: Path
+) -> dict[str, dict[str, object]]:
+    """What each receipt says was searched and found: counts and store names, never an identifier."""
     table_hits, file_hits = tables.by_ref(), files.by_ref()
     table_stores, file_paths = tables.stores_by_ref(), files.paths_by_ref()
-    for ref, result in results.items():
+    scanned_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+    verdicts = {}
+    for ref, identity in identities.items():
         hits = {
             kind: table_hits.get(ref, {}).get(kind, 0) + file_hits.get(ref, {}).get(kind, 0)
             for kind in ("email", "phone", "name")
         }
-        result.verification = {
-            "scanned_at": datetime.now(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z",
+        verdicts[ref] = {
+            "scanned_at": scanned_at,
             "tables_scanned": tables.tables,
             "text_columns_scanned": tables.columns,
             "files_scanned": files.files,
             "bytes_scanned": files.bytes,
             "file_engine": files.engine,
             "identifiers_searched": {
-                "emails": len(identities[ref].emails),
-                "phones": len(identities[ref].phones),
-                "names": len(identities[ref].names),
+                "emails": len(identity.emails),
+                "phones": len(identity.phones),
+                "names": len(identity.names),
             },
             "hits": hits,
             "stores_with_hits": sorted(
@@ -595,9 +644,7 @@ def erase(
             ),
             "verified": not any(hits.values()),
         }
-        result.receipt = write_receipt(home, result, policy=policy, notes=notes, now=now)
-    clock.lap("receipts")
-    return results
+    return verdicts
 
 
 class _Clock:
