@@ -1,1 +1,1 @@
-"""The CRM export: its contract, a sample generator and the ingest into raw tables."""
+"""The CRM side: the export contract, the HubSpot source (and what goes back to it), the ingest into raw tables."""
