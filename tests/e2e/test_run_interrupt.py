@@ -59,9 +59,7 @@ def test_sigterm_mid_drafting_records_in_doubt_units_and_a_second_run_is_refused
 ):
     home = tmp_path / "home"
     args = ["run", "--crm", str(sample_export), "--as-of", SAMPLE_AS_OF.isoformat()]
-    # Slow answers keep the first run drafting while the second run starts and is refused, which takes
-    # seconds on a loaded machine: SIGTERM must find it still drafting (abandoned calls cost no wait).
-    with LocalOpenAIServer(latency_s=20.0) as vendor:
+    with LocalOpenAIServer(latency_s=5.0) as vendor:
         env = _env(home, vendor)
         out, err = (tmp_path / "first.out").open("w"), (tmp_path / "first.err").open("w")
         first = subprocess.Popen([str(GMP), *args], cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err)
