@@ -28,7 +28,13 @@ GRACE_S = 20.0
 
 
 class RunInterrupted(RuntimeError):
-    """The run was asked to stop (SIGTERM) and stopped; what was in flight is in the ledger."""
+    """The run was asked to stop (SIGTERM) and stopped; what was in flight is in the ledger.
+
+    Not retryable: a retry in the process that was asked to stop would only stop again (and Airflow
+    would wait for it); the next run sends the in-doubt units again under the same key.
+    """
+
+    retryable = False
 
 
 def request_stop(reason: str = "SIGTERM") -> None:
@@ -119,6 +125,9 @@ def sigterm_stops_the_run() -> Iterator[None]:
             left.wait(0.5)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # interrupt_main() runs the SIGINT handler: make it raise KeyboardInterrupt here, whatever this process
+    # inherited (a parent that ignores SIGINT passes SIG_IGN on) or was given by a library.
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     watcher = threading.Thread(target=watch, name="gmp-sigterm", daemon=True)
     watcher.start()
@@ -128,6 +137,7 @@ def sigterm_stops_the_run() -> Iterator[None]:
         left.set()
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_sigint)
         watcher.join(timeout=1)
         os.close(read_fd)
         os.close(write_fd)

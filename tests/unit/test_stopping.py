@@ -28,6 +28,18 @@ def _wait_in_main_thread(seconds: float) -> float:
     return time.monotonic() - started
 
 
+def test_the_main_thread_is_interrupted_even_where_sigint_was_ignored():
+    """A parent that ignores SIGINT passes SIG_IGN on to `gmp run`; interrupt_main() would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stopping.sigterm_stops_the_run():
+            threading.Timer(0.3, stopping.request_stop).start()
+            assert _wait_in_main_thread(30) < 10
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_flag_set_by_on_kill_interrupts_the_main_thread():
     """The SIGTERM went to Airflow's handler, not to our wakeup fd: the flag alone must end the pass."""
     with stopping.sigterm_stops_the_run():

@@ -22,6 +22,15 @@ def test_units_that_failed_at_the_vendor_are_left_to_airflows_retries() -> None:
         raise UnitsFailed("2 of 24 unit(s) could not be drafted (server)")
 
 
+def test_a_task_stopped_by_sigterm_fails_without_a_retry() -> None:
+    """In the process that was asked to stop, a retry would only stop again while Airflow waits for it
+    (CI saw `gmp run` wait on such retries after SIGTERM instead of exiting)."""
+    from governed_marketing.stopping import RunInterrupted
+
+    with pytest.raises(AirflowFailException, match="the run is stopping"), fail_fast():
+        raise RunInterrupted("spring_newsletter: not drafted, the run is stopping (SIGTERM)")
+
+
 def test_the_list_holds_export_and_policy_errors_not_transient_ones() -> None:
     assert all(is_deterministic(e("x")) for e in (ExportUnreadable, CrmExportError, PolicyError))
     assert not is_deterministic(ValueError("x")) and not is_deterministic(OSError("database is locked"))
