@@ -318,24 +318,19 @@ def deliver_campaign(
     def send_chunk(pool: ThreadPoolExecutor, part: list[str], by_ref: dict[str, dict], keys: dict[str, str]) -> int:
         """Send one chunk (already marked `sending`); record the answers; return how many are left to retry."""
 
-        def build(ref: str) -> tuple[str, str, bytes]:  # in the worker threads: rendering is the CPU
-            row = by_ref[ref]
-            key = keys[ref]  # the key planned first: the Message-ID never changes for this recipient
-            data = render_message(
-                row,
-                campaign=campaign,
-                delivery=delivery,
-                message_key=key,
-                token=tokens.unsubscribe_token(delivery_key, key),
-            )
-            return ref, row["email"], data
-
-        def work(refs: list[str]) -> list[Attempt]:
+        def work(refs: list[str]) -> list[Attempt]:  # in the worker threads: rendering is the CPU
             done = []
             for ref in refs:
-                _, recipient, data = build(ref)
+                row, key = by_ref[ref], keys[ref]  # the key planned first: the Message-ID never changes
+                data = render_message(
+                    row,
+                    campaign=campaign,
+                    delivery=delivery,
+                    message_key=key,
+                    token=tokens.unsubscribe_token(delivery_key, key),
+                )
                 cap.wait()
-                done.append(send_one(connections, sender_address, recipient, data, ref))
+                done.append(send_one(connections, sender_address, row["email"], data, ref))
             return done
 
         shares = [part[i :: delivery.connections] for i in range(delivery.connections)]

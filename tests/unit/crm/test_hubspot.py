@@ -264,7 +264,9 @@ def test_paced_requests_spend_the_cap_without_a_429(policy, tmp_path):
         pulled = hubspot.pull(conn, policy, client, out_root=tmp_path / "pulls", now=NOW)
     assert pulled.counts["contacts_pulled"] == 40 and client.counts.made > 2 * server.cap
     assert [r.status for r in server.requests if r.status == 429] == []
-    assert client.counts.rate_limited == 0 and client.counts.waited_seconds > 0
+    # No assertion on time waited: on a loaded machine requests may be slow enough never to fill the window;
+    # that the pacer waits for room is proven on a fake clock (test_the_pacer_counts_a_request_from_its_answer).
+    assert client.counts.rate_limited == 0
 
 
 def test_429s_without_retry_after_back_off_from_a_requests_share_of_the_interval(policy, tmp_path):
