@@ -370,3 +370,69 @@ def test_a_stop_request_mid_drafting_records_the_units_in_flight_as_in_doubt(con
         doubt = ledger.in_doubt_totals(conn, CAMPAIGN)
         assert doubt["units_ever_in_doubt"] == statuses["in_doubt"] and doubt["in_doubt_units"] == 0
         assert doubt["in_doubt_cost_usd"] > 0
+
+
+def test_offline_drafts_are_stored_in_sets_and_a_crash_between_sets_loses_none(conn, policy, monkeypatch):
+    """Offline drafts cost nothing to make again: stored in sets, one transaction each (not one per draft)."""
+    from governed_marketing.generation.transports import offline
+    from governed_marketing.generation.transports.offline import OFFLINE_MODEL, OfflineProvider
+
+    monkeypatch.setattr(ledger, "DRAFTS_PER_WRITE", 4)
+    monkeypatch.setattr(offline, "SUBMIT_CHUNK", 4)
+    prepare_campaign(CAMPAIGN, provider="offline", model=OFFLINE_MODEL, transport="offline", **_common(conn, policy))
+    units = _units(conn)
+    assert units > 8, "the test needs more than two sets"
+    writes: list[int] = []
+    real_write = ledger.record_successes
+
+    def crash_from_second_set_on(conn_, stored, **kwargs):
+        writes.append(len(stored))
+        if len(writes) >= 2:
+            raise _Crash
+        real_write(conn_, stored, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "record_successes", crash_from_second_set_on)
+        with pytest.raises(_Crash):
+            draft_sync(CAMPAIGN, provider=OfflineProvider(), transport="offline", **_common(conn, policy))
+    assert writes == [4, 4, 4], "four drafts per transaction; the failed set is tried once more on the way out"
+    # The first set is stored with its ledger rows; the second was handed over, never stored; the rest planned.
+    assert _statuses(conn) == {"succeeded": 4, "submitted": 4, "planned": units - 8}
+
+    writes.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "record_successes", lambda c, s, **k: (writes.append(len(s)), real_write(c, s, **k)))
+        draft_sync(CAMPAIGN, provider=OfflineProvider(), transport="offline", **_common(conn, policy, "run-1-try-2"))
+    assert _statuses(conn) == {"succeeded": units}
+    assert sum(writes) == units - 4 and max(writes) <= 4, "only what was not stored is drafted again, in sets"
+    stored = conn.execute(
+        "select count(*), count(distinct unit_id) from ops.generated_content where campaign_id = ?", [CAMPAIGN]
+    ).fetchone()
+    assert stored == (units, units)
+
+
+def test_a_set_of_drafts_is_stored_whole_or_not_at_all(conn, policy):
+    from governed_marketing.generation.base import Draft, DraftResult
+    from governed_marketing.generation.campaign import load_work
+    from governed_marketing.generation.transports.offline import OFFLINE_MODEL
+
+    prepare_campaign(CAMPAIGN, provider="offline", model=OFFLINE_MODEL, transport="offline", **_common(conn, policy))
+    work = load_work(conn, policy, CAMPAIGN, provider="offline", model=OFFLINE_MODEL, as_of=_as_of())
+    first, second = list(work.requests.values())[:2]
+    result = DraftResult(draft=Draft(subject="Hello", preheader="Spring", body="Our spring range is in."), model="m")
+    # The same unit twice breaks generated_content's key on the insert: the whole set is rolled back.
+    with pytest.raises(Exception, match="(?i)constraint|duplicate|unique"):
+        ledger.record_successes(
+            conn,
+            [(first, result, 0.0), (second, result, 0.0), (first, result, 0.0)],
+            provider="offline",
+            model=OFFLINE_MODEL,
+        )
+    assert conn.execute("select count(*) from ops.generated_content").fetchone()[0] == 0
+    assert _statuses(conn) == {"planned": _units(conn)}
+
+    ledger.record_successes(
+        conn, [(first, result, 0.5), (second, result, 0.25)], provider="offline", model=OFFLINE_MODEL
+    )
+    assert _statuses(conn) == {"succeeded": 2, "planned": _units(conn) - 2}
+    assert conn.execute("select round(sum(cost_usd), 2) from ops.generation_ledger").fetchone()[0] == 0.75

@@ -300,7 +300,7 @@ def test_identical_requests_are_sent_once_and_the_answer_goes_to_every_unit(serv
     results = _provider(server, concurrency=4).draft_many(
         [*distinct, *same],
         on_result=collected.on_result,
-        on_submit=lambda group: submitted.append([r.unit_id for r in group]),
+        on_submit=lambda groups: submitted.extend([r.unit_id for r in group] for group in groups),
     )
 
     assert len(results) == 7 and server.paid_requests == 3 and len(server.chat_requests()) == 3

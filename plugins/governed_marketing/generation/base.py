@@ -72,8 +72,9 @@ class DraftFailure:
 
 ResultCallback = Callable[[DraftRequest, DraftResult], None]
 FailureCallback = Callable[[DraftRequest, DraftFailure], None]
-#: Units about to be sent as one request (identical bodies are sent once), on the calling thread.
-SubmitCallback = Callable[[list[DraftRequest]], None]
+#: Groups of units about to be sent, on the calling thread: each group is one request (identical
+#: bodies are sent once). Several groups at once let the caller record them in one statement.
+SubmitCallback = Callable[[list[list[DraftRequest]]], None]
 
 
 class ContentProvider(Protocol):

@@ -17,7 +17,8 @@ row carries the tokens and cost) and the others carry `shared_request_of` = its 
 
 Intent is recorded (`plan`) before any request leaves, the submit is recorded before the call
 (`mark_submitted`), and each draft is stored with its ledger row in one transaction
-(`record_success`), so a crash anywhere leaves a ledger that says what was paid for. The ledger
+(`record_success`; drafts that cost nothing to draft again are stored in sets: `DraftWriter`),
+so a crash anywhere leaves a ledger that says what was paid for. The ledger
 holds ids, counts, tokens and money: never request or response text, never personal data
 (individual-mode unit ids are pseudonyms).
 """
@@ -25,7 +26,7 @@ holds ids, counts, tokens and money: never request or response text, never perso
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -208,52 +209,123 @@ def record_success(
     model: str,
     cost_usd: float,
 ) -> None:
-    """Store the draft and close its ledger row in one transaction (both or neither survive a crash).
+    """Store one draft and close its ledger row in one transaction (both or neither survive a crash)."""
+    record_successes(conn, [(request, result, cost_usd)], provider=provider, model=model)
 
-    `model` is the ledger's model key (what was asked for); the vendor's exact model name is kept in
-    neither table's key so a dated snapshot name does not make a rerun pay again.
+
+def record_successes(
+    conn: Warehouse,
+    stored: Sequence[tuple[DraftRequest, DraftResult, float]],
+    *,
+    provider: str,
+    model: str,
+) -> None:
+    """Store these drafts and close their ledger rows in one transaction: all of them, or none.
+
+    Set-based: one statement per table whatever the number of drafts (at 1M contacts, 7,846 drafts
+    stored one transaction each spent 124 s in the warehouse). `model` is the ledger's model key
+    (what was asked for); the vendor's exact model name is kept in neither table's key so a dated
+    snapshot name does not make a rerun pay again. Each item is (request, result, cost in USD).
     """
-    cid = request.custom_id or custom_id(request.campaign_id, request.unit_id, request.prompt_version, model)
+    if not stored:
+        return
     now = _now()
+    text = "string"
+    frame = pd.DataFrame(
+        {
+            "custom_id": pd.Series(
+                [r.custom_id or custom_id(r.campaign_id, r.unit_id, r.prompt_version, model) for r, _, _ in stored],
+                dtype=text,
+            ),
+            "campaign_id": pd.Series([r.campaign_id for r, _, _ in stored], dtype=text),
+            "unit_id": pd.Series([r.unit_id for r, _, _ in stored], dtype=text),
+            "prompt_version": pd.Series([r.prompt_version for r, _, _ in stored], dtype=text),
+            "language": pd.Series([r.language for r, _, _ in stored], dtype=text),
+            "subject": pd.Series([d.draft.subject for _, d, _ in stored], dtype=text),
+            "preheader": pd.Series([d.draft.preheader for _, d, _ in stored], dtype=text),
+            "body": pd.Series([d.draft.body for _, d, _ in stored], dtype=text),
+            "input_tokens": pd.Series([d.input_tokens for _, d, _ in stored], dtype="int64"),
+            "output_tokens": pd.Series([d.output_tokens for _, d, _ in stored], dtype="int64"),
+            "vendor_request_id": pd.Series([d.vendor_request_id for _, d, _ in stored], dtype=text),
+            "cost_usd": pd.Series([cost for _, _, cost in stored], dtype="float64"),
+        }
+    )
+    conn.temp_table("ledger_stored", frame)
     conn.execute("begin transaction")
     try:
         conn.execute(
-            "delete from ops.generated_content "
-            "where campaign_id = ? and unit_id = ? and prompt_version = ? and model = ?",
-            [request.campaign_id, request.unit_id, request.prompt_version, model],
+            """
+            delete from ops.generated_content
+             where model = ? and exists (
+                 select 1 from ledger_stored s
+                  where s.campaign_id = generated_content.campaign_id and s.unit_id = generated_content.unit_id
+                    and s.prompt_version = generated_content.prompt_version
+             )
+            """,
+            [model],
         ).fetchall()
         conn.execute(
-            "insert into ops.generated_content values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                request.campaign_id,
-                request.unit_id,
-                request.prompt_version,
-                provider,
-                model,
-                request.language,
-                result.draft.subject,
-                result.draft.preheader,
-                result.draft.body,
-                result.input_tokens,
-                result.output_tokens,
-                result.vendor_request_id,
-                now,
-            ],
+            """
+            insert into ops.generated_content (
+                campaign_id, unit_id, prompt_version, provider, model, language, subject, preheader, body,
+                input_tokens, output_tokens, vendor_request_id, generated_at
+            )
+            select campaign_id, unit_id, prompt_version, ?, ?, language, subject, preheader, body,
+                   input_tokens, output_tokens, vendor_request_id, ?
+              from ledger_stored
+            """,
+            [provider, model, now],
         ).fetchall()
         conn.execute(
             """
             update ops.generation_ledger
-               set status = 'succeeded', vendor_request_id = ?, input_tokens = input_tokens + ?,
-                   output_tokens = output_tokens + ?, cost_usd = cost_usd + ?, finished_at = ?,
+               set status = 'succeeded', vendor_request_id = s.vendor_request_id,
+                   input_tokens = generation_ledger.input_tokens + s.input_tokens,
+                   output_tokens = generation_ledger.output_tokens + s.output_tokens,
+                   cost_usd = generation_ledger.cost_usd + s.cost_usd, finished_at = ?,
                    last_error_kind = null, last_error = null
-             where custom_id = ?
+              from ledger_stored s
+             where generation_ledger.custom_id = s.custom_id
             """,
-            [result.vendor_request_id, result.input_tokens, result.output_tokens, cost_usd, now, cid],
+            [now],
         ).fetchall()
         conn.execute("commit")
     except BaseException:
         conn.execute("rollback")
         raise
+    finally:
+        conn.execute("drop table if exists ledger_stored").fetchall()
+
+
+#: Drafts per transaction of a `DraftWriter` (one write per draft cost 16 ms each at 1M contacts).
+DRAFTS_PER_WRITE = 1000
+
+
+class DraftWriter:
+    """Drafts that cost nothing to draft again, stored in sets of `max_rows` (one transaction each).
+
+    For the offline templates and for answers still held in a vendor batch's result file: a crash
+    before a write loses nothing paid for (the offline units are drafted again for free; a batch is
+    collected again). A draft paid for in a sync call is stored the moment it arrives instead
+    (`record_success`). The caller flushes before it reads the ledger again and when drafting ends.
+    """
+
+    def __init__(self, conn: Warehouse, *, provider: str, model: str, max_rows: int | None = None) -> None:
+        self.conn, self.provider, self.model = conn, provider, model
+        self.max_rows = max_rows or DRAFTS_PER_WRITE
+        self.pending: list[tuple[DraftRequest, DraftResult, float]] = []
+
+    def add(self, request: DraftRequest, result: DraftResult, cost_usd: float) -> None:
+        self.pending.append((request, result, cost_usd))
+        if len(self.pending) >= self.max_rows:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what waits; returns how many drafts were written."""
+        written = self.pending
+        record_successes(self.conn, written, provider=self.provider, model=self.model)
+        self.pending = []  # kept if the write failed: the caller's next flush tries again
+        return len(written)
 
 
 def record_failure(

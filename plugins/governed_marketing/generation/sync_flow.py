@@ -2,8 +2,8 @@
 
 The second stage (the first is `campaign.prepare_campaign`, the third `publish.publish_campaign`):
 the vendor-payload gate over exactly what leaves, then only the units the ledger says are still to
-do; each draft is stored the moment it arrives, so a crash or a retry pays for nothing twice. The
-Batch API does the same stage in generation/batch_flow.py.
+do; each paid draft is stored the moment it arrives (offline drafts, free to make again, in sets),
+so a crash or a retry pays for nothing twice. The Batch API does the same stage in generation/batch_flow.py.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def draft_sync(
     as_of: datetime,
     run_id: str,
 ) -> CampaignOutcome:
-    """Draft every unit still to request, one call each; each draft is stored the moment it arrives.
+    """Draft every unit still to request, one call each; each draft is stored as it arrives.
 
     Raises:
         GateFailed: the vendor-payload gate failed (nothing is sent).
@@ -100,18 +100,26 @@ class _SyncRecorder:
     pricing: Pricing
     outcome: CampaignOutcome
     failures: dict[str, DraftFailure] = field(default_factory=dict)
+    drafts: ledger.DraftWriter = field(init=False)
 
-    def submitted(self, group: list[DraftRequest]) -> None:
+    def __post_init__(self) -> None:
+        self.drafts = ledger.DraftWriter(self.conn, provider=self.provider.name, model=self.provider.model)
+
+    def submitted(self, groups: list[list[DraftRequest]]) -> None:
         # Marked as each request is handed to the transport, so `submitted` means "maybe at the vendor".
-        ledger.mark_submitted(self.conn, [r.custom_id for r in group], run_id=self.run_id)
-        if len(group) > 1:
-            ledger.mark_shared(self.conn, group[0].custom_id, [r.custom_id for r in group[1:]])
+        ledger.mark_submitted(self.conn, [r.custom_id for group in groups for r in group], run_id=self.run_id)
+        for group in groups:
+            if len(group) > 1:
+                ledger.mark_shared(self.conn, group[0].custom_id, [r.custom_id for r in group[1:]])
 
     def stored(self, request: DraftRequest, result: DraftResult) -> None:
         cost = self.pricing.cost_of(result.input_tokens, result.output_tokens)
-        ledger.record_success(
-            self.conn, request, result, provider=self.provider.name, model=self.provider.model, cost_usd=cost
-        )
+        if self.provider.name == "offline":  # free to draft again: stored in sets
+            self.drafts.add(request, result, cost)
+        else:  # paid for: stored before the next answer is taken
+            ledger.record_success(
+                self.conn, request, result, provider=self.provider.name, model=self.provider.model, cost_usd=cost
+            )
         self._spent(result.input_tokens, result.output_tokens, cost)
 
     def failed(self, request: DraftRequest, failure: DraftFailure) -> None:
@@ -148,9 +156,12 @@ def _draft_recorded(
     try:
         with stopping.stops_by_itself():
             try:
-                return provider.draft_many(
-                    to_request, on_result=recorder.stored, on_failure=recorder.failed, on_submit=recorder.submitted
-                )
+                try:
+                    return provider.draft_many(
+                        to_request, on_result=recorder.stored, on_failure=recorder.failed, on_submit=recorder.submitted
+                    )
+                finally:  # the drafts that arrived are stored before anything reads the ledger again
+                    recorder.drafts.flush()
             except DraftingInterrupted as exc:
                 reason = f"sent, and the run stopped ({stopping.stop_reason()}) before the answer was recorded"
                 in_doubt = ledger.record_in_doubt(conn, [r.custom_id for r in exc.in_flight], reason)

@@ -365,6 +365,8 @@ class _Recorder:
         self.model = model
         self.cost_of = cost_of
         self.reasked = reasked
+        # The answers stay in the vendor's result file until collect ends: stored in sets, not one by one.
+        self.drafts = ledger.DraftWriter(conn, provider=provider, model=model)
 
     def failure(
         self, cid: str, kind: str, reason: str, *, retryable: bool, input_tokens: int = 0, output_tokens: int = 0
@@ -457,9 +459,7 @@ class _Recorder:
             **tokens,
         )
         cost = self.cost_of(result.input_tokens, result.output_tokens)
-        ledger.record_success(
-            self.conn, self.requests[cid], result, provider=self.provider, model=self.model, cost_usd=cost
-        )
+        self.drafts.add(self.requests[cid], result, cost)
         self._spent(result.input_tokens, result.output_tokens, cost)
         self.outcome.succeeded += 1
 
@@ -505,6 +505,7 @@ def collect(
         conn, outcome, requests_by_custom_id, provider=provider, model=model, cost_of=cost_of, reasked=reasked
     )
     seen = _record_result_files(client, batch, pending, recorder) if pending else set()
+    recorder.drafts.flush()  # before the files that hold the answers are deleted
     _record_unanswered(batch, pending - seen, recorder)
     for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
         if file_id and _delete_file(client, file_id):

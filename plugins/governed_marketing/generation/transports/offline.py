@@ -28,6 +28,8 @@ from governed_marketing.generation.request import check_unique
 log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline-templates-v1"
+#: Units handed over (marked submitted) at once: drafting is local, so one ledger write per chunk.
+SUBMIT_CHUNK = 1000
 #: The languages the templates draft in: every language of the one table.
 OFFLINE_LANGUAGES: tuple[str, ...] = tuple(sorted(LANGUAGES))
 
@@ -142,12 +144,14 @@ class OfflineProvider:
     ) -> dict[str, DraftResult]:
         check_unique(requests)
         results: dict[str, DraftResult] = {}
-        for request in requests:
-            if on_submit is not None:
-                on_submit([request])
-            result = DraftResult(draft=self.draft(request), model=self.model)
-            results[request.unit_id] = result
-            if on_result is not None:
-                on_result(request, result)
+        for start in range(0, len(requests), SUBMIT_CHUNK):
+            chunk = requests[start : start + SUBMIT_CHUNK]
+            if on_submit is not None:  # each request is its own group; nothing is sent, nothing is paid
+                on_submit([[request] for request in chunk])
+            for request in chunk:
+                result = DraftResult(draft=self.draft(request), model=self.model)
+                results[request.unit_id] = result
+                if on_result is not None:
+                    on_result(request, result)
         log.info("drafted %d units with offline templates", len(results))
         return results

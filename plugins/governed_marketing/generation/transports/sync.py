@@ -335,8 +335,9 @@ class OpenAIProvider:
 
         Requests with the same body are sent once: the first of them pays, and the answer goes to every
         one of them (the others' results carry 0 tokens and `shared_request_of` = the payer's custom_id).
-        `on_submit` gets each such group just before it is handed to a worker (at most `concurrency`
-        groups are out at once), so a caller that records it knows which units may be with the vendor.
+        `on_submit` gets each such group (a list of one group) just before it is handed to a worker (at
+        most `concurrency` groups are out at once), so a caller that records it knows which units may
+        be with the vendor.
 
         A fatal vendor error (quota, credentials), or the first failing unit when there is no
         `on_failure`, stops new calls at once; calls already in flight are waited for and their drafts
@@ -440,7 +441,7 @@ class _Drafting:
         while self.waiting and len(self.out) < self.workers and not self.run.stop.is_set():
             index = self.waiting.popleft()
             if self.on_submit is not None:
-                self.on_submit(self.groups[index])
+                self.on_submit([self.groups[index]])
             self.out.add(index)
             threading.Thread(target=self._work, args=(index,), name="gmp-openai", daemon=True).start()
 
