@@ -9,6 +9,7 @@ ledger and drafted again; a recipient's name never rejects a draft. The outbox f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -103,7 +104,7 @@ def publish_campaign(
     outcome.dropped_before_outbox = len(work.sendable) - len(final)
     messages = _drafted_messages(conn, work, model)
     messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
-    rows = [_outbox_row(message, policy, work) for message in messages.itertuples(index=False)]
+    rows = _outbox_rows(messages, policy, work)
     _check_content(conn, run_id, policy, work, model, final, messages, rows)
     outbox_file = outbox_path(outbox_root, campaign_id, work.version)
     outcome.outbox_rewritten = _write_outbox(outbox_file, rows)
@@ -156,24 +157,42 @@ def _drafted_messages(conn: Warehouse, work: CampaignWork, model: str) -> pd.Dat
     ).df()
 
 
-def _outbox_row(message: Any, policy: Policy, work: CampaignWork) -> dict:
-    """One outbox line: our greeting, the vendor's body, our notice (the format the delivery reads)."""
-    # Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
-    # greeting, and a value that does not read as a name gets the greeting without a name.
-    body = f"{greeting(message.language, message.first_name)}\n\n{message.body.strip()}"
-    notice = objection_notice(message.language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
-    return {
-        "campaign_id": work.campaign_id,
-        "contact_id": message.contact_id,
-        "email": message.email,
-        "language": message.language,
-        "subject": message.subject,
-        "body": f"{body.rstrip()}\n\n--\n{notice}",
-        "prompt_version": work.version,
-        "model": message.model,
-        "cohort_id": message.audience_cohort_id,
-        "generated_at": pd.Timestamp(message.generated_at).isoformat() + "Z",
-    }
+def _outbox_rows(messages: pd.DataFrame, policy: Policy, work: CampaignWork) -> list[dict]:
+    """One outbox line per message: our greeting, the vendor's body, our notice (the format the delivery reads).
+
+    Vendor text is never evaluated as a template, and the name is data: it only ever fills our own
+    greeting, and a value that does not read as a name gets the greeting without a name. Greetings,
+    notices and timestamps repeat across a campaign (a few thousand first names for a million
+    messages), so each is worked out once per value.
+    """
+    greet = functools.cache(greeting)
+
+    @functools.cache
+    def notice(language: str | None) -> str:
+        return objection_notice(language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
+
+    @functools.cache
+    def stamp(generated_at: Any) -> str:
+        return pd.Timestamp(generated_at).isoformat() + "Z"
+
+    rows = []
+    for message in messages.itertuples(index=False):
+        body = f"{greet(message.language, message.first_name)}\n\n{message.body.strip()}"
+        rows.append(
+            {
+                "campaign_id": work.campaign_id,
+                "contact_id": message.contact_id,
+                "email": message.email,
+                "language": message.language,
+                "subject": message.subject,
+                "body": f"{body.rstrip()}\n\n--\n{notice(message.language)}",
+                "prompt_version": work.version,
+                "model": message.model,
+                "cohort_id": message.audience_cohort_id,
+                "generated_at": stamp(message.generated_at),
+            }
+        )
+    return rows
 
 
 def _check_content(
