@@ -25,6 +25,7 @@ from airflow.sdk import Param, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 from governed_marketing.orchestration import assets
+from governed_marketing.orchestration.dbt_tasks import DBT_GLOBAL_FLAGS, freeze_heap, unfreeze_heap
 from governed_marketing.orchestration.report_task import rebuild_report
 from pendulum import datetime
 
@@ -71,6 +72,12 @@ def build_marketing_models():
             # Env vars, not dbt vars: a var that changes per run makes every task parse the whole project.
             "env": {"GMP_DBT_AS_OF": "{{ params.as_of or '' }}", "GMP_DBT_RUN_ID": "{{ run_id }}"},
             "pool": assets.WAREHOUSE_POOL,
+            # Per-task cost that is not the model's (see governed_marketing.orchestration.dbt_tasks):
+            # no JSON artifacts in Cosmos' throwaway project copy, a relation cache of the model's schemas,
+            # and Cosmos' gc.collect() after the dbt call walks only what that call made.
+            "dbt_cmd_global_flags": list(DBT_GLOBAL_FLAGS),
+            "pre_execute": freeze_heap,
+            "post_execute": unfreeze_heap,
         },
     )
 
