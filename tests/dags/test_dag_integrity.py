@@ -135,3 +135,17 @@ def test_scheduled_model_builds_leave_dbt_unit_tests_to_ci(dag_bag):
     for dbt_task in dbt_tasks:
         exclude = dbt_task.exclude if isinstance(dbt_task.exclude, str) else " ".join(dbt_task.exclude or [])
         assert "resource_type:unit_test" in exclude.split(), (dbt_task.task_id, dbt_task.exclude)
+
+
+def test_model_tasks_skip_the_per_task_cost_that_is_not_the_model(dag_bag):
+    """No JSON artifacts in Cosmos' throwaway copy, a relation cache of the model's schemas, a frozen heap."""
+    from governed_marketing.orchestration.dbt_tasks import DBT_GLOBAL_FLAGS, freeze_heap, unfreeze_heap
+
+    models = dag_bag.dags["build_marketing_models"]
+    dbt_tasks = [t for t in models.tasks if t.task_id.endswith("_model_build")]
+    assert dbt_tasks
+    for dbt_task in dbt_tasks:
+        assert list(DBT_GLOBAL_FLAGS) == dbt_task.dbt_cmd_global_flags, dbt_task.task_id
+        assert dbt_task._pre_execute_hook is freeze_heap
+        assert dbt_task._post_execute_hook is unfreeze_heap
+        assert dbt_task.partial_parse  # partial parsing between tasks is what keeps the rest cheap
