@@ -648,7 +648,7 @@ def _count(conn: Warehouse, table: str) -> int:
     return int(scalar(conn, f"select count(*) from raw.{table}") or 0)
 
 
-def _gate_loaded_rows(conn: Warehouse, load_id: str, staged: list, known_contacts: set[str]) -> None:
+def _gate_loaded_rows(conn: Warehouse, load_id: str, staged: list, known_contacts: pa.Array) -> None:
     """The raw CRM gate over each file's rows about to be loaded, recorded under the load's id.
 
     Raises:
