@@ -243,10 +243,12 @@ def _frame(
             "_line": pa.array(numbers, type=pa.int64()),
         }
     )
-    merged = pa.concat_tables([split.cast(read.schema), read]).sort_by("_line")
-    frame = pd.DataFrame(
-        {column: pd.array(merged.column(column).cast(pa.string()), dtype="string") for column in spec.columns}
-    )
+    if read.num_rows:  # records the csv module read sit between the plain lines: merge by line
+        merged = pa.concat_tables([split.cast(read.schema), read]).sort_by("_line")
+    else:  # the plain lines alone are already in line order: no sort, no copy
+        merged = split.cast(read.schema)
+    # large_string as it is: pandas' Arrow strings are large_string (a cast to string is copied back)
+    frame = pd.DataFrame({column: pd.array(merged.column(column), dtype="string") for column in spec.columns})
     frame["_line"] = merged.column("_line").to_numpy() if merged.num_rows else []  # as pandas types an empty list
     return frame
 
@@ -403,20 +405,48 @@ def _value_notes(out: pd.DataFrame, notes: dict[str, pd.Series]) -> pd.DataFrame
 
 
 class _Checks:
-    """Collects per-row failure reasons for one file."""
+    """Collects per-row failure reasons for one file.
+
+    Each check keeps its mask; the reason texts are joined at the end for the failing rows only
+    (a few in a real export), so a check that passes costs one mask, not a string column.
+    """
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.reasons = pd.Series([""] * len(frame), index=frame.index, dtype="string")
+        self.index = frame.index
+        self.failures: list[tuple[np.ndarray, str]] = []
 
     def fail(self, mask: pd.Series, reason: str) -> None:
-        mask = mask.fillna(True).astype(bool)
-        self.reasons = self.reasons.where(~mask, self.reasons + "; " + reason)
-
-    def failing(self) -> pd.Series:
-        return self.reasons != ""
+        failed = mask.fillna(True).astype(bool).to_numpy()
+        if failed.any():
+            self.failures.append((failed, reason))
 
     def reason_text(self) -> pd.Series:
-        return self.reasons.str.removeprefix("; ")
+        """Per row, the reasons of its failed checks joined by "; ", in check order; empty where all passed."""
+        return _reason_text(self.index, self.failures)
+
+
+def _reason_text(index: pd.Index, failures: list[tuple[np.ndarray, str]]) -> pd.Series:
+    failing = np.zeros(len(index), dtype=bool)
+    for mask, _ in failures:
+        failing |= mask
+    at = np.flatnonzero(failing)
+    texts = [[] for _ in at]
+    for mask, reason in failures:
+        for row in np.flatnonzero(mask[at]):
+            texts[row].append(reason)
+    text = np.full(len(index), "", dtype=object)
+    text[at] = ["; ".join(parts) for parts in texts]
+    return pd.Series(text, index=index, dtype="string")
+
+
+def _add_reason(reasons: pd.Series, mask: pd.Series, reason: str) -> pd.Series:
+    """`reason` appended (after "; " when there is one already) on the rows of `mask`; the rest untouched."""
+    if not mask.any():
+        return reasons
+    hit = mask.to_numpy(dtype=bool)
+    text = reasons.to_numpy(dtype=object)  # a new array: the caller's series is not changed
+    text[hit] = [f"{before}; {reason}" if before else reason for before in text[hit]]
+    return pd.Series(text, index=reasons.index, dtype="string")
 
 
 def _clean_contacts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -706,10 +736,10 @@ def ingest_export(
             reason = (
                 f"updated_at more than {policy.ingest.max_future_skew} after the load time (ingest.max_future_skew)"
             )
-            reasons = reasons.where(~future, (reasons + "; " + reason).str.removeprefix("; "))
+            reasons = _add_reason(reasons, future, reason)
         elif spec in (contract.CONSENT_EVENTS, contract.ACTIVITY):
             orphan = unknown_contact(clean, known_contacts)
-            reasons = reasons.where(~orphan, (reasons + "; " + ORPHAN_REASON).str.removeprefix("; "))
+            reasons = _add_reason(reasons, orphan, ORPHAN_REASON)
         clean["_line"] = frame["_line"]
         failing = reasons != ""
         failed = frame.loc[failing]
