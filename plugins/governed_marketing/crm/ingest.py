@@ -233,6 +233,7 @@ def _frame(
     columns = {
         column: pc.list_element(cells, position) for column, position in zip(spec.columns, positions, strict=True)
     }
+    del cells  # each column is its own array now
     split = pa.table({**columns, "_line": pa.array(at + 1, type=pa.int64())})
     read = pa.table(
         {
@@ -350,8 +351,9 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                         broken.append((line, reason, dict(enumerate(row))))
                 if not restart or done >= total or (done > special and plain[done]):
                     break
+        del reader, lines  # the Python lines (the largest copy of the file) are not needed by the split
         frame = _frame(text, plain, first_data, positions, records, numbers, spec)
-        del lines, text
+        del text
     if spec is contract.CONTACTS:
         at = header.index("contact_id")
         notes.broken_contact_ids = [str(record[at]) for _, _, record in broken if at in record]
