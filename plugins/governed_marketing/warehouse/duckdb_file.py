@@ -21,6 +21,7 @@ from governed_marketing.warehouse.base import Warehouse
 class DuckDBWarehouse(Warehouse):
     engine = "duckdb"
     stable_row_ids = True
+    sole_writer = True
 
     def __init__(self, raw: duckdb.DuckDBPyConnection, *, owned: bool = True) -> None:
         self.raw = raw
