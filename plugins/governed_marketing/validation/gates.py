@@ -325,8 +325,17 @@ def _validate_by_group(
     context: Any, gate: str, subject: str, suite: Any, batch: _GateBatch, classes: Mapping[str, str] | None
 ) -> tuple[list[tuple[int, dict, bool]], dict[str, Any]]:
     """Run the expectations on personal columns and the rest as two suites, each with its own result
-    format; return the scrubbed results in the suite's order (with whether each read personal data)."""
+    format; return the scrubbed results in the suite's order (with whether each read personal data).
+
+    Both suites run on one GX validator, so GX builds the batch once: a pandas batch is fingerprinted
+    (`hash_pandas_object` over every cell, a marker we drop) and wrapped once per gate, not once per
+    suite, and metrics both suites need (row count, null counts) are computed once. The run's meta is
+    what `ValidationDefinition.run` records (validation_id, run_id, validation_time, batch_parameters).
+    """
     import great_expectations as gx
+    from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.validator.v1_validator import Validator
 
     groups: dict[str, list] = {"personal": [], "descriptive": []}
     for expectation in suite.expectations:
@@ -339,6 +348,7 @@ def _validate_by_group(
     }
     merged: list[tuple[int, dict, bool]] = []
     meta: dict[str, Any] = {}
+    validator = Validator(batch_definition=batch.definition, batch_parameters=batch.parameters)
     for group, configs in groups.items():
         if not configs:
             continue
@@ -348,8 +358,21 @@ def _validate_by_group(
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{gate}:{subject}:{group}", data=batch.definition, suite=part)
         )
-        validation = definition.run(batch_parameters=batch.parameters, result_format=formats[group])
-        meta = validation.meta
+        validator.result_format = formats[group]
+        validation = validator.validate_expectation_suite(part)
+        run_id = RunIdentifier(run_time=datetime.now(UTC))
+        meta = {
+            **validation.meta,
+            "validation_id": definition.id,
+            "checkpoint_id": None,
+            "run_id": run_id,
+            "validation_time": run_id.run_time,
+            "batch_parameters": (
+                {k: DATAFRAME_REPLACEMENT_STR if k == "dataframe" else v for k, v in batch.parameters.items()}
+                if batch.parameters
+                else None
+            ),
+        }
         personal = group == "personal"
         for item in validation.to_json_dict()["results"]:
             config = item["expectation_config"]

@@ -16,37 +16,59 @@ from governed_marketing.validation.gates import GateResult, run_gate
 from governed_marketing.warehouse import table_exists
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from governed_marketing.warehouse import Warehouse
 
 ORPHAN_REASON = "contact_id not in contacts"
 
 
-def known_contact_ids(conn: Warehouse, exported: pd.Series) -> set[str]:
-    """Contact ids of this export's contacts file (stripped, non-blank) and of raw.crm_contacts."""
-    known = {str(v) for v in exported.dropna().str.strip() if v}
+def known_contact_ids(conn: Warehouse, exported: pd.Series) -> pa.Array:
+    """Contact ids of this export's contacts file (stripped, non-blank) and of raw.crm_contacts, unique.
+
+    An Arrow array, not a Python set: built and looked up column-wise (no Python object per id),
+    and passed as it is to `pc.is_in` by every check of the load.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    stripped = exported.dropna().str.strip()
+    parts = [_arrow_strings(stripped[stripped != ""])]
     if table_exists(conn, "raw", "crm_contacts"):
-        known.update(row[0] for row in conn.execute("select contact_id from raw.crm_contacts").fetchall())
-    return known
+        loaded = conn.execute("select contact_id from raw.crm_contacts").df()["contact_id"]
+        parts.append(_arrow_strings(loaded))
+    return pc.unique(pa.concat_arrays([part.cast(pa.large_string()) for part in parts]))
 
 
-def is_known_contact(contact: pd.Series, known: set[str]) -> pd.Series:
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array (no copy for pandas' Arrow-backed strings); NA as null."""
+    import pyarrow as pa
+
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        array = pa.array(values.array)
+        return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=pa.large_string())
+
+
+def is_known_contact(contact: pd.Series, known: set[str] | pa.Array) -> pd.Series:
     """`contact.isin(known)`, by pyarrow's hash lookup: pandas' isin walks the whole set in Python per call."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = pa.array(contact.astype(object).where(contact.notna(), None).tolist(), type=pa.string())
-    found = pc.is_in(values, value_set=pa.array(list(known), type=pa.string()), skip_nulls=True)
+    if not isinstance(known, pa.Array):
+        known = pa.array(list(known), type=pa.large_string())
+    found = pc.is_in(_arrow_strings(contact).cast(pa.large_string()), value_set=known, skip_nulls=True)
     return pd.Series(found.fill_null(False).to_numpy(zero_copy_only=False), index=contact.index, dtype=bool)
 
 
-def unknown_contact(frame: pd.DataFrame, known: set[str]) -> pd.Series:
+def unknown_contact(frame: pd.DataFrame, known: set[str] | pa.Array) -> pd.Series:
     """Rows whose (non-blank) contact_id is not a known contact."""
     contact = frame["contact_id"]
     present = contact.notna() & (contact != "")
     return present & ~is_known_contact(contact, known)
 
 
-def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: set[str]) -> pd.DataFrame:
+def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: set[str] | pa.Array) -> pd.DataFrame:
     """The rows about to be loaded (without the ingest's line numbers), plus `is_contact_known`."""
     from expectations.raw_crm import CONTACT_KNOWN, LOADED_COLUMNS
 

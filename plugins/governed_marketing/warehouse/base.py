@@ -36,6 +36,9 @@ class Warehouse(ABC):
     engine: ClassVar[str]
     #: Whether a row keeps its row id when it is updated (Postgres moves an updated row: new ctid).
     stable_row_ids: ClassVar[bool]
+    #: Whether no other session can write while this connection holds the warehouse (a DuckDB file
+    #: has one read-write process): a key absent when a statement starts stays absent until it ends.
+    sole_writer: ClassVar[bool]
 
     @abstractmethod
     def execute(self, query: str, params: Sequence | Mapping | None = None) -> Result: ...

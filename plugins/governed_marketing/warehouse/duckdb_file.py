@@ -21,6 +21,7 @@ from governed_marketing.warehouse.base import Warehouse
 class DuckDBWarehouse(Warehouse):
     engine = "duckdb"
     stable_row_ids = True
+    sole_writer = True
 
     def __init__(self, raw: duckdb.DuckDBPyConnection, *, owned: bool = True) -> None:
         self.raw = raw
@@ -105,7 +106,16 @@ class DuckDBWarehouse(Warehouse):
         self.raw.execute("checkpoint").fetchall()
 
     def sqlalchemy_url(self) -> str | None:
-        return None  # the file is held by this connection: GX validates a frame of it
+        """None: the file is held by this connection, so GX validates a frame of it.
+
+        GX's SQL engine was tried on DuckDB (GX 1.24.1, duckdb-engine 0.17, SQLAlchemy 2.1,
+        DuckDB 2.0) for the raw CRM gate and does not run the suites: a second engine on the same
+        file is refused (duckdb-engine sets its own config); GX reads a query's rows after closing
+        its connection, and DuckDB's unbuffered result is empty by then; GX has no regex for the
+        `duckdb` dialect ("Regex is not supported for dialect duckdb"); and the type expectations
+        name pandas types (datetime64).
+        """
+        return None
 
     def install_pseudonym_key(self, key: bytes) -> None:
         """`gmp_pseudonym(email)` as a function of this connection: the key stays in this process."""

@@ -148,6 +148,7 @@ def _arrow_pg_type(kind: pa.DataType) -> str:
 class PostgresWarehouse(Warehouse):
     engine = "postgres"
     stable_row_ids = False  # an UPDATE writes a new tuple: the row gets a new ctid
+    sole_writer = False  # other sessions may insert the same key meanwhile
 
     def __init__(self, raw: PgConnection) -> None:
         raw.autocommit = True

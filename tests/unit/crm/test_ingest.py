@@ -393,6 +393,20 @@ def test_a_delta_with_an_older_updated_at_is_reported_unchanged_not_loaded(tmp_p
     assert (contacts.rows_loaded, contacts.rows_unchanged) == (0, 1)
 
 
+def test_a_delta_redelivering_loaded_events_keeps_them_and_loads_only_the_new_ones(tmp_path, conn, ingest):
+    """An event id already loaded stays as it was (events are facts: first delivery wins); the
+    delta's new ids are loaded, and the counts say which is which."""
+    ingest(write_export(tmp_path / "full"))
+    again = [consent_event(1, action="withdraw"), consent_event(2), consent_event(11, contact_id="c001")]
+    result = ingest(write_export(tmp_path / "delta", contacts=[], consent_events=again, activities=[activity(1)]))
+    assert count(conn, "raw.crm_consent_events") == 11
+    (kept,) = rows(conn, "select action from raw.crm_consent_events where event_id = 'e001'")
+    assert kept["action"] == "grant"
+    loaded = {f.file_name: (f.rows_loaded, f.rows_unchanged) for f in result.files}
+    assert loaded["consent_events.csv"] == (1, 2)
+    assert loaded["activity.csv"] == (0, 1)
+
+
 def test_a_duplicated_event_id_is_counted_once_and_the_copy_quarantined_naming_the_kept_line(tmp_path, conn, ingest):
     events = [consent_event(n) for n in range(1, 11)]
     events[3] = consent_event(1, action="withdraw")  # line 5 repeats e001 from line 2

@@ -151,3 +151,20 @@ def test_a_none_column_holding_an_identifier_after_all_is_not_sampled():
     assert SECRET_EMAILS[0] not in stored(result)
     (format_check, _) = result.validation["results"]
     assert format_check["result"]["partial_unexpected_list"] == ["[withheld: looks like personal data]", "Klingon"]
+
+
+def test_both_result_format_groups_validate_one_batch(monkeypatch):
+    """The personal and the descriptive sub-suites share one GX batch: the frame is read (and
+    fingerprinted by GX over every cell) once per gate, and the run's meta keeps
+    ValidationDefinition.run's keys."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    hashed: list[int] = []
+    real = pandas_execution_engine.hash_pandas_dataframe
+    monkeypatch.setattr(pandas_execution_engine, "hash_pandas_dataframe", lambda df: hashed.append(len(df)) or real(df))
+    result = run_gate("test_gate", "subject", suite, frame(), classes=CLASSES)
+    assert {o.result_format for o in result.outcomes} == {"counts only", "counts and a sample of values"}
+    assert hashed == [3]
+    meta = result.validation["meta"]
+    assert {"validation_id", "run_id", "validation_time", "batch_parameters", "batch_markers"} <= set(meta)
+    assert meta["batch_parameters"] == {"dataframe": "<DATAFRAME>"}
