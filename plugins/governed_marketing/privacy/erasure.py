@@ -494,7 +494,7 @@ def erase(
     results = {r.request_id: ErasureResult(r.request_id) for r in requests}
     if not requests:
         return results
-    clock = _Clock(timings if timings is not None else {})
+    clock = Clock(timings if timings is not None else {})
     with warehouse.session(warehouse_path) as conn:
         identities = resolve_identities(conn, requests, key=key)
         owned = own_request_ids(conn, identities)
@@ -558,7 +558,7 @@ def _verify_tables(
     results: dict[str, ErasureResult],
     *,
     compact: bool,
-    clock: _Clock,
+    clock: Clock,
 ) -> scan.TableScan:
     """Every table scanned; a mention left in someone else's row is redacted and the file rewritten again."""
     with warehouse.session(warehouse_path, read_only=True) as conn:
@@ -583,7 +583,7 @@ def _verify_files(
     matcher: scan.Matcher,
     results: dict[str, ErasureResult],
     *,
-    clock: _Clock,
+    clock: Clock,
 ) -> scan.FileScan:
     """Every file scanned: text redacted in place, SQLite redacted and vacuumed, then scanned again."""
     files = scan.scan_files(home, matcher)
@@ -647,7 +647,9 @@ def _verdicts(
     return verdicts
 
 
-class _Clock:
+class Clock:
+    """Seconds per phase, added into a dict (a phase lapped twice adds up): where a pass's time goes."""
+
     def __init__(self, sink: dict[str, float]) -> None:
         self.sink = sink
         self.last = time.perf_counter()
