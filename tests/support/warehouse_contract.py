@@ -85,6 +85,139 @@ def check_rows_mentioning_finds_the_person(conn: Warehouse) -> None:
     assert len(without_names) >= 1 and ["one"] in [values for _rid, *values in without_names]
 
 
+#: (id, contact_id, first_name, last_name, email, email_normalized, phone, notes, meta): who is found where.
+_SCAN_ROWS = [
+    (
+        1,
+        "c1",
+        "Ada",
+        "Lovelace",
+        "Ada.Lovelace@Engine.example",
+        "ada.lovelace@engine.example",
+        "+44 20 7946 0000",
+        None,
+        None,
+    ),  # her own row: every kind
+    (
+        2,
+        "c2",
+        "Ben",
+        "Other",
+        "ben@other.example",
+        "ben@other.example",
+        None,
+        "forwarded from ADA.LOVELACE@Engine.example.",
+        None,
+    ),  # an email in someone else's notes
+    (
+        3,
+        "c3",
+        "Cy",
+        "Other",
+        "cy@other.example",
+        "cy@other.example",
+        None,
+        "call her on 00 44 20 7946 0000 after six",
+        None,
+    ),  # a phone, 00 and spaces
+    (4, "c4", "Di", "Other", "di@other.example", "di@other.example", None, "Met Ada Lovelace at the fair", None),
+    (5, None, "Ada", "Lovelace", None, None, None, None, None),  # a row that says nobody's: her name counts
+    (
+        6,
+        "c6",
+        "Grace",
+        "Hopper",
+        "grace@other.example",
+        "grace@other.example",
+        None,
+        "a lovelace-themed party",
+        None,
+    ),  # her last name, not her first: nobody
+    (
+        7,
+        "c7",
+        "Ada",
+        "Lovelace",
+        "ada.namesake@other.example",
+        "ada.namesake@other.example",
+        None,
+        None,
+        None,
+    ),  # a namesake's own row: theirs
+    (
+        8,
+        "c8",
+        "Ed",
+        "Other",
+        "ed@other.example",
+        "ed@other.example",
+        None,
+        None,
+        '{"tel": "+44 (20) 7946-0000"}',
+    ),  # a phone in a JSON text column, other separators
+    (
+        9,
+        "c9",
+        "Flo",
+        "Other",
+        "flo@other.example",
+        "flo@other.example",
+        None,
+        "Grüße an Zoë Müller-Lüdenscheidt",
+        None,
+    ),  # a non-ASCII name in free text
+    (
+        10,
+        "c10",
+        "Gil",
+        "Other",
+        "gil@other.example",
+        "gil@other.example",
+        "+44 20 7946 0000",
+        None,
+        None,
+    ),  # her phone as someone else's own number: theirs
+]
+
+
+def check_scan_tables_finds_mentions_in_any_cell(conn: Warehouse) -> None:
+    """The erasure scan (privacy.scan.scan_tables) finds an email, a phone (any separators, 00 or +)
+    and a full name in any text cell, also in someone else's free text, and nothing in namesakes' rows."""
+    from governed_marketing.privacy.scan import Identity, Matcher, scan_tables
+
+    conn.execute("create schema if not exists scanprobe").fetchall()
+    conn.execute("drop table if exists scanprobe.people").fetchall()
+    conn.execute(
+        "create table scanprobe.people (id integer, contact_id varchar, first_name varchar, last_name varchar,"
+        " email varchar, email_normalized varchar, phone varchar, notes varchar, meta varchar)"
+    ).fetchall()
+    for row in _SCAN_ROWS:
+        conn.execute("insert into scanprobe.people values (?, ?, ?, ?, ?, ?, ?, ?, ?)", list(row)).fetchall()
+    ada = Identity("r-ada", emails={"ada.lovelace@engine.example"}, phones={"+44 20 7946 0000"},
+                   names={("Ada", "Lovelace")}, contact_ids={"c1"})  # fmt: skip
+    zoe = Identity("r-zoe", emails={"zoe@elsewhere.example"}, names={("Zoë", "Müller-Lüdenscheidt")})
+    try:
+        found = scan_tables(conn, Matcher([ada, zoe]))
+        hits = {}
+        for hit in found.hits:
+            if (hit.schema, hit.table) == ("scanprobe", "people"):
+                (row_id,) = conn.execute(
+                    f"select id from scanprobe.people where {conn.row_id()} = ?", [hit.rowid]
+                ).fetchone()
+                hits[row_id] = {ref: sorted(kinds) for ref, kinds in hit.refs.items()}
+        assert hits == {
+            1: {"r-ada": ["email", "name", "phone"]},
+            2: {"r-ada": ["email", "name"]},  # her name is in her email, and no other email is there
+            3: {"r-ada": ["phone"]},
+            4: {"r-ada": ["name"]},
+            5: {"r-ada": ["name"]},
+            8: {"r-ada": ["phone"]},
+            9: {"r-zoe": ["name"]},
+        }
+    finally:
+        conn.execute("drop table scanprobe.people").fetchall()
+
+
 def check_schema_is_ensured_once(conn: Warehouse) -> None:
     """Every raw and ops table is there after an open for writing, and the applied DDL is recorded."""
     schema.ensure(conn)
@@ -116,5 +249,6 @@ CHECKS = [
     check_transaction_is_all_or_nothing,
     check_row_ids_address_rows,
     check_rows_mentioning_finds_the_person,
+    check_scan_tables_finds_mentions_in_any_cell,
     check_schema_is_ensured_once,
 ]

@@ -12,10 +12,11 @@ retried task finishes the job):
    with `meta.subject_column` (so a new model is never forgotten), the generation ledger; the
    person's requests are kept with the email replaced by the keyed HMAC; the suppression list gets
    the person so a re-sent export cannot bring them back;
-4. physically: CHECKPOINT, then the DuckDB file rewritten (COPY FROM DATABASE) and swapped in,
+4. the scan of every table: what it still finds is a mention in someone else's row (an email in
+   their notes), redacted; it reads live rows, which step 5 does not change, so it runs first and
+   a redaction costs no second rewrite of the whole warehouse;
+5. physically: CHECKPOINT, then the DuckDB file rewritten (COPY FROM DATABASE) and swapped in,
    because deleted rows survive in freed blocks until then (on Postgres: VACUUM FULL);
-5. the scan of every table: what it still finds is a mention in someone else's row (an email in
-   their notes), redacted, and the file rewritten again;
 6. the scan of every file under GMP_HOME: text files (logs) and SQLite files (Airflow's XCom and
    metadata) holding the identifiers are redacted, then scanned again;
 7. the verdict from the last scans, and the receipt.
@@ -494,7 +495,7 @@ def erase(
     results = {r.request_id: ErasureResult(r.request_id) for r in requests}
     if not requests:
         return results
-    clock = _Clock(timings if timings is not None else {})
+    clock = Clock(timings if timings is not None else {})
     with warehouse.session(warehouse_path) as conn:
         identities = resolve_identities(conn, requests, key=key)
         owned = own_request_ids(conn, identities)
@@ -507,16 +508,17 @@ def erase(
     _erase_files(home, identities, owned, matcher, results)
     clock.lap("files")
 
-    # 3. the warehouse, 4. physically (the file rewritten)
+    # 3. the warehouse
     with warehouse.session(warehouse_path) as conn:
         notes = erase_warehouse(conn, identities, results, key=key, manifest_path=manifest_path)
         conn.checkpoint()
     clock.lap("warehouse_delete")
+    # 4. the scan of every table (mentions in someone else's row redacted), then 5. the one rewrite of the file
+    tables = _verify_tables(warehouse_path, matcher, results, clock=clock)
     if compact:
         warehouse.erase_physically(warehouse_path)
     clock.lap("warehouse_compact")
-    # 5. the scan of every table, 6. of every file: mentions in someone else's row or file are redacted
-    tables = _verify_tables(warehouse_path, matcher, results, compact=compact, clock=clock)
+    # 6. the scan of every file (the database file's bytes too, after the rewrite)
     files = _verify_files(home, warehouse_path, matcher, results, clock=clock)
     clock.lap("files_redact_mentions")
 
@@ -557,10 +559,9 @@ def _verify_tables(
     matcher: scan.Matcher,
     results: dict[str, ErasureResult],
     *,
-    compact: bool,
-    clock: _Clock,
+    clock: Clock,
 ) -> scan.TableScan:
-    """Every table scanned; a mention left in someone else's row is redacted and the file rewritten again."""
+    """Every table scanned; a mention left in someone else's row is redacted (the caller then rewrites the file)."""
     with warehouse.session(warehouse_path, read_only=True) as conn:
         tables = scan.scan_tables(conn, matcher)
     clock.lap("verify_tables")
@@ -571,8 +572,6 @@ def _verify_tables(
                     results[ref].redacted[store] += n
             tables.hits = scan.recheck(conn, matcher, tables.hits)  # only these rows changed since the scan
             conn.checkpoint()
-        if compact:
-            warehouse.erase_physically(warehouse_path)
         clock.lap("warehouse_redact_mentions")
     return tables
 
@@ -583,7 +582,7 @@ def _verify_files(
     matcher: scan.Matcher,
     results: dict[str, ErasureResult],
     *,
-    clock: _Clock,
+    clock: Clock,
 ) -> scan.FileScan:
     """Every file scanned: text redacted in place, SQLite redacted and vacuumed, then scanned again."""
     files = scan.scan_files(home, matcher)
@@ -647,7 +646,9 @@ def _verdicts(
     return verdicts
 
 
-class _Clock:
+class Clock:
+    """Seconds per phase, added into a dict (a phase lapped twice adds up): where a pass's time goes."""
+
     def __init__(self, sink: dict[str, float]) -> None:
         self.sink = sink
         self.last = time.perf_counter()

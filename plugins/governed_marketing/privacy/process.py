@@ -12,6 +12,7 @@ it goes to XCom, the step records and the audit log.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from governed_marketing import warehouse
 from governed_marketing.crm import hubspot_upstream
 from governed_marketing.policy import Policy, load_policy
 from governed_marketing.privacy import audit, dsr
-from governed_marketing.privacy.erasure import ErasureRequest, erase, erase_outbox
+from governed_marketing.privacy.erasure import Clock, ErasureRequest, erase, erase_outbox
 from governed_marketing.privacy.scan import Identity
 from governed_marketing.settings import Settings, get_settings
 
@@ -69,12 +70,15 @@ def process_pending(
     # A right never waits for the clock: the as-of only fixes eligibility.
     received_by = max(moment, datetime.now(UTC).replace(tzinfo=None, microsecond=0))
     home = settings.home_dir
+    clock = Clock(timings if timings is not None else {})
     manifest = _manifest(settings)
+    clock.lap("dsr_manifest")
     done: dict[str, list[str]] = defaultdict(list)
     erasures: list[ErasureRequest] = []
     outbox_holds: dict[str, Identity] = {}
     with warehouse.session(settings=settings) as conn:
         registered = dsr.sync_ledger(conn, policy=policy, key=key, as_of=received_by)
+        clock.lap("dsr_ledger")
         pending = conn.execute(
             """
             select l.request_id, l.request_type, r.email_normalized, r.details
@@ -84,7 +88,7 @@ def process_pending(
             """,
             [received_by],
         ).fetchall()
-        outcomes = _answer_all(conn, pending, policy=policy, key=key, home=home, manifest=manifest)
+        outcomes = _answer_all(conn, pending, policy=policy, key=key, home=home, manifest=manifest, clock=clock)
         statuses: list[tuple[str, str, dict[str, Any] | None]] = []
         entries: list[dict[str, Any]] = []
         for request_id, kind, email, _ in pending:  # in the order received: the audit chain's order
@@ -115,9 +119,11 @@ def process_pending(
         dsr.set_statuses(conn, statuses)  # one statement for the pass, one for its audit rows
         audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)
         hubspot_upstream.queue(conn, pending)  # HubSpot's ids for these requests, before an erasure removes them
+    clock.lap("dsr_statuses_audit")
     if outbox_holds:  # objection and restriction take effect at once: no pending message goes out
         for request_id, files in erase_outbox(home / "outbox", outbox_holds).items():
             log.info("request %s: %d pending messages withdrawn from the outbox", request_id, sum(files.values()))
+    clock.lap("dsr_outbox_holds")
     if erasures:
         _erase(
             erasures,
@@ -129,6 +135,7 @@ def process_pending(
             done=done,
             compact=compact,
             timings=timings,
+            clock=clock,
         )
     answered = sum(len(v) for k, v in done.items() if k not in ("needs_review", "failed"))
     counts = {
@@ -142,6 +149,7 @@ def process_pending(
     with warehouse.session(settings=settings) as conn:
         counts["left_open"] = left_open(conn, now=received_by)
         record_step(conn, actor, "privacy_requests", "dsr", counts)  # evidence beside the other steps
+    clock.lap("dsr_left_open_step")
     return counts
 
 
@@ -177,6 +185,7 @@ def _answer_all(
     key: bytes,
     home: Path,
     manifest: Path | None,
+    clock: Clock | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every non-erasure request of the pass answered by type, each type in one pass over the tables.
 
@@ -195,6 +204,8 @@ def _answer_all(
 
         for request_id, result in rectify_many(conn, corrections).items():
             outcomes[request_id] = _rectified(result, policy)
+    if clock:
+        clock.lap("dsr_rectification")
     exports = [(r, k, e) for r, k, e, _ in live if k in ("access", "portability")]
     if exports:
         from governed_marketing.privacy.access import export_subjects
@@ -206,6 +217,8 @@ def _answer_all(
                 outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "data_held": False}
             else:
                 outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "rows": export.counts}
+    if clock:
+        clock.lap("dsr_access_exports")
     holds = [(r, k, e) for r, k, e, _ in live if k in ("objection", "restriction")]
     if holds:
         conn.temp_table("dsr_hold_emails", pd.DataFrame({"email": sorted({e for _, _, e in holds})}, dtype="string"))
@@ -233,6 +246,8 @@ def _answer_all(
                     "effect": "excluded from every campaign until lifted (gmp dsr lift)",
                     "notify": _recipient_names(policy),
                 }
+    if clock:
+        clock.lap("dsr_objection_restriction")
     return outcomes
 
 
@@ -265,6 +280,7 @@ def _erase(
     done: dict[str, list[str]],
     compact: bool,
     timings: dict[str, float] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     email_requests = [r for r in erasures if not r.email.startswith("erased:")]
     results = erase(
@@ -277,6 +293,8 @@ def _erase(
         compact=compact,
         timings=timings,
     )
+    if clock:
+        clock.last = time.perf_counter()  # erase() lapped its own phases into the same timings
     statuses: list[tuple[str, str, dict[str, Any] | None]] = []
     entries: list[dict[str, Any]] = []
     for request in erasures:
@@ -298,3 +316,5 @@ def _erase(
     with warehouse.session(settings=settings) as conn:
         dsr.set_statuses(conn, statuses)
         audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)
+    if clock:
+        clock.lap("erasure_statuses_audit")

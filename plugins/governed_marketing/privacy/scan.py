@@ -196,7 +196,8 @@ class Matcher:
                     found[ref].add("phone")
         if self.by_name_key:
             words = set(WORD.findall(lower))
-            for key in words.intersection(self.by_name_key):
+            # over the row's few words, not the batch's many name keys (set.intersection(dict) walks the dict)
+            for key in [word for word in words if word in self.by_name_key]:
                 for name in self.by_name_key[key]:
                     contiguous = name.full in lower
                     # first and last name as words of one row count too, unless next to another email (a namesake)
@@ -397,7 +398,7 @@ def scan_tables(conn: Warehouse, matcher: Matcher) -> TableScan:
         text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in columns) + "))"
         fetched = columns + [c for c in identity_columns.get((schema, table), []) if c not in columns]
         select = ", ".join(f"{_quote(c)}::varchar" for c in fetched)
-        rows = conn.rows_mentioning(relation, text, select, patterns, names=bool(matcher.by_name_key))
+        rows = conn.rows_mentioning(relation, text, select, patterns, names=bool(matcher.by_name_key), columns=columns)
         for rowid, *values in rows:
             refs, someone_elses = matcher.find_in_record(dict(zip(fetched, values, strict=True)))
             if refs:

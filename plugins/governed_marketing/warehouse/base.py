@@ -67,11 +67,19 @@ class Warehouse(ABC):
 
     @abstractmethod
     def rows_mentioning(
-        self, relation: str, text_sql: str, select_sql: str, patterns: Mapping[str, str], *, names: bool
+        self,
+        relation: str,
+        text_sql: str,
+        select_sql: str,
+        patterns: Mapping[str, str],
+        *,
+        names: bool,
+        columns: Sequence[str] | None = None,
     ) -> list[tuple]:
         """(row id, *selected values) of the rows whose lower-cased text may name someone in the
         scan's needle tables (scan_emails, scan_phones and, with `names`, scan_names). A superset:
-        the caller's matcher decides. `patterns`: the token regexes (email, phone, word), where used."""
+        the caller's matcher decides. `patterns`: the token regexes (email, phone, word), where used.
+        `columns`: the text columns `text_sql` joins with chr(31), for an engine that can work per cell."""
 
     @abstractmethod
     def checkpoint(self) -> None:

@@ -208,10 +208,18 @@ class PostgresWarehouse(Warehouse):
         return f"{alias}.ctid::text" if alias else "ctid::text"  # as text: comparable to a parameter
 
     def rows_mentioning(
-        self, relation: str, text_sql: str, select_sql: str, patterns: Mapping[str, str], *, names: bool
+        self,
+        relation: str,
+        text_sql: str,
+        select_sql: str,
+        patterns: Mapping[str, str],
+        *,
+        names: bool,
+        columns: Sequence[str] | None = None,
     ) -> list[tuple]:
         """Candidates by substring (strpos) of an email, a phone's digits or a last name: Postgres has
-        no set-returning regexp_extract_all to join tokens on. Row ids are ctids as text."""
+        no set-returning regexp_extract_all to join tokens on. Row ids are ctids as text. `columns`
+        is not needed: the substring tests read the row's whole text."""
         rows = self.execute(
             f"""
             with rows_ as (select ctid::text as rid, {text_sql} as txt, {select_sql} from {relation})

@@ -113,3 +113,24 @@ def test_the_receipt_holds_the_audit_head_that_verify_checks_the_table_against(h
     with home.connect(read_only=True) as conn:
         result = audit.verify(conn)
     assert not result.ok and f"receipts/{request_id}.json" in result.reason
+
+
+def test_a_mention_is_redacted_before_the_one_rewrite_of_the_warehouse_file(home, monkeypatch):
+    """Carol's note mentions Alice: the table scan runs before the rewrite, so the redacted note is
+    not left in the file's freed blocks and the warehouse is rewritten once, not twice."""
+    from governed_marketing import warehouse
+
+    rewrites = []
+    real = warehouse.erase_physically
+    monkeypatch.setattr(warehouse, "erase_physically", lambda *a, **k: (rewrites.append(a), real(*a, **k))[1])
+    with home.connect() as conn:
+        request_id = dsr.submit(conn, "erasure", email_of("alice"), policy=home.policy, key=home.key)
+
+    result = process_pending(settings=home.settings, policy=home.policy)
+
+    assert result["erasure"] == [request_id] and len(rewrites) == 1
+    receipt = json.loads((home.path / "receipts" / f"{request_id}.json").read_text(encoding="utf-8"))
+    assert any(s["action"] == "mentions redacted in other records" for s in receipt["stores"])
+    data = home.settings.warehouse_path.read_bytes().lower()
+    for value in identifiers("alice"):
+        assert value.lower().encode() not in data, f"the warehouse file still holds {value!r}"
