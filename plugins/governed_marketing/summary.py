@@ -137,7 +137,7 @@ def render_summary(summary: RunSummary, *, provider_line: str, console) -> None:
         table.add_row("  eligible", f"{c.get('eligible', 0):,}")
         table.add_row(
             "  dropped by the last-moment consent check",
-            f"{c.get('dropped_before_vendor', 0) + c.get('dropped_before_outbox', 0):,}",
+            f"{c.get('dropped_before_vendor', 0):,}",
         )
         table.add_row("  cohorts", f"{c.get('cohorts', 0):,}")
         mode = f"{c.get('mode', 'cohort')}, {c.get('transport', 'offline')}"

@@ -436,3 +436,32 @@ def test_a_set_of_drafts_is_stored_whole_or_not_at_all(conn, policy):
     )
     assert _statuses(conn) == {"succeeded": 2, "planned": _units(conn) - 2}
     assert conn.execute("select round(sum(cost_usd), 2) from ops.generation_ledger").fetchone()[0] == 0.75
+
+
+def test_an_objection_received_after_drafting_keeps_the_person_out_of_the_outbox(conn, policy, tmp_path):
+    """Publish is the last moment: a request received after the drafts were made still wins."""
+    from governed_marketing.generation.transports.offline import OFFLINE_MODEL, OfflineProvider
+    from governed_marketing.privacy import dsr
+    from governed_marketing.settings import get_settings
+
+    common = {"provider": "offline", "model": OFFLINE_MODEL, "transport": "offline"}
+    prepare_campaign(CAMPAIGN, **common, **_common(conn, policy))
+    draft_sync(CAMPAIGN, provider=OfflineProvider(), transport="offline", **_common(conn, policy))
+    contact_id, email = conn.execute(
+        "select c.contact_id, c.email_normalized from marts.campaign_recipients r "
+        "join raw.crm_contacts c using (contact_id) where r.campaign_id = ? order by c.contact_id limit 1",
+        [CAMPAIGN],
+    ).fetchone()
+    key, _ = get_settings().resolve_pseudonym_key()
+    dsr.submit(conn, "objection", email, policy=policy, key=key, now=_as_of())
+
+    outcome = publish_campaign(CAMPAIGN, **common, outbox_root=tmp_path, **_common(conn, policy))
+    sent_to = {row["contact_id"] for row in _outbox(tmp_path)}
+    assert contact_id not in sent_to and email not in {row["email"] for row in _outbox(tmp_path)}
+    assert outcome.messages == len(sent_to) == _recipients(conn) - 1
+    assert outcome.dropped_before_vendor == 1, "the summary and the report count who the last-moment check dropped"
+
+
+def _recipients(conn) -> int:
+    found = conn.execute("select count(*) from marts.campaign_recipients where campaign_id = ?", [CAMPAIGN]).fetchone()
+    return int(found[0])

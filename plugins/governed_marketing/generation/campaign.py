@@ -50,8 +50,7 @@ class CampaignOutcome:
     model: str
     prompt_version: str
     audience: int = 0
-    dropped_before_vendor: int = 0
-    dropped_before_outbox: int = 0
+    dropped_before_vendor: int = 0  # by the last-moment check of this stage (load_work), since the models
     cohorts: int = 0
     mode: str = "cohort"
     transport: str = "offline"

@@ -93,19 +93,16 @@ def publish_campaign(
         GateFailed: the generated-content gate failed: nothing is written; drafts whose own text broke
             a rule are marked rejected in the ledger and drafted again on the next run.
     """
-    from governed_marketing.consent import still_eligible
-
+    # load_work is the last-moment check (consent, suppression, restriction, objection), here just
+    # before names are merged and the outbox is written; `work.sendable` is who passed it. The
+    # recipients it dropped since the models were built are counted in `dropped_before_vendor`.
     work = load_work(conn, policy, campaign_id, provider=provider, model=model, as_of=as_of)
     outcome = campaign_outcome(conn, policy, work, transport)
     _require_every_draft(conn, work, model, outcome)
-    # Consent again, just before names are merged and the outbox is written.
-    allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    final = work.sendable[work.sendable["recipient_pseudonym"].isin(allowed)]
-    outcome.dropped_before_outbox = len(work.sendable) - len(final)
     messages = _drafted_messages(conn, work, model)
-    messages = messages[messages["recipient_pseudonym"].isin(set(final["recipient_pseudonym"]))]
+    messages = messages[messages["recipient_pseudonym"].isin(set(work.sendable["recipient_pseudonym"]))]
     rows = _outbox_rows(messages, policy, work)
-    _check_content(conn, run_id, policy, work, model, final, messages, rows)
+    _check_content(conn, run_id, policy, work, model, work.sendable, messages, rows)
     outbox_file = outbox_path(outbox_root, campaign_id, work.version)
     outcome.outbox_rewritten = _write_outbox(outbox_file, rows)
     outcome.messages = len(rows)

@@ -427,8 +427,7 @@ def _run_summary(policy: Policy, evidence: dict, failure: str | None) -> dict:
                 "campaign_id": campaign_id,
                 "status": "failed" if "failed" in counts else ("done" if counts else "not run"),
                 "audience": counts.get("audience", funnel.get(campaign_id, {}).get("audience", 0)),
-                "dropped_by_last_moment_check": counts.get("dropped_before_vendor", 0)
-                + counts.get("dropped_before_outbox", 0),
+                "dropped_by_last_moment_check": counts.get("dropped_before_vendor", 0),
                 "cohorts": counts.get("cohorts", 0),
                 "vendor_calls": counts.get("vendor_calls", 0),
                 "messages": counts.get("messages", 0),
