@@ -85,18 +85,20 @@ def common_words() -> frozenset[str]:
 
 
 def audience_identifiers(conn: Warehouse, campaign_id: str) -> KnownIdentifiers:
-    """The identifiers of every recipient of the campaign, read on our side only (never stored)."""
-    rows = conn.execute(
-        """
-        select c.first_name, c.last_name, c.email_normalized, c.phone
+    """The identifiers of every recipient of the campaign, read on our side only (never stored).
+
+    Read as distinct values (a million recipients share about 180,000 name pairs): each value is
+    worked out once, and the sets are the same as from every row.
+    """
+    recipients = """
         from marts.campaign_recipients r
         join raw.crm_contacts c using (contact_id)
         where r.campaign_id = ?
-        """,
-        [campaign_id],
-    ).fetchall()
+    """
     known = KnownIdentifiers(common_words=common_words())
-    for first_name, last_name, email, phone in rows:
+    for first_name, last_name in conn.execute(
+        f"select distinct c.first_name, c.last_name {recipients}", [campaign_id]
+    ).fetchall():
         parts = [" ".join(_WORD.findall(name)) for name in (first_name, last_name) if name]
         parts = [part for part in parts if part]
         if len(parts) == 2:
@@ -104,8 +106,10 @@ def audience_identifiers(conn: Warehouse, campaign_id: str) -> KnownIdentifiers:
         for part in parts:
             candidates = {part, *part.split(" ")}
             known.names.update(n for n in candidates if len(n) >= MIN_NAME_CHARS)
+    for (email,) in conn.execute(f"select distinct c.email_normalized {recipients}", [campaign_id]).fetchall():
         if email:
             known.emails.add(email.lower())
+    for (phone,) in conn.execute(f"select distinct c.phone {recipients}", [campaign_id]).fetchall():
         if phone and len(_digits(phone)) >= 6:
             known.phones.add(_digits(phone))
     return known
