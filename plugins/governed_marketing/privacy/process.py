@@ -185,7 +185,7 @@ def _answer_all(
     key: bytes,
     home: Path,
     manifest: Path | None,
-    clock: Clock | None = None,
+    clock: Clock,
 ) -> dict[str, dict[str, Any]]:
     """Every non-erasure request of the pass answered by type, each type in one pass over the tables.
 
@@ -204,8 +204,7 @@ def _answer_all(
 
         for request_id, result in rectify_many(conn, corrections).items():
             outcomes[request_id] = _rectified(result, policy)
-    if clock:
-        clock.lap("dsr_rectification")
+    clock.lap("dsr_rectification")
     exports = [(r, k, e) for r, k, e, _ in live if k in ("access", "portability")]
     if exports:
         from governed_marketing.privacy.access import export_subjects
@@ -217,8 +216,7 @@ def _answer_all(
                 outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "data_held": False}
             else:
                 outcomes[request_id] = {"export": str(export.directory.relative_to(home)), "rows": export.counts}
-    if clock:
-        clock.lap("dsr_access_exports")
+    clock.lap("dsr_access_exports")
     holds = [(r, k, e) for r, k, e, _ in live if k in ("objection", "restriction")]
     if holds:
         conn.temp_table("dsr_hold_emails", pd.DataFrame({"email": sorted({e for _, _, e in holds})}, dtype="string"))
@@ -246,8 +244,7 @@ def _answer_all(
                     "effect": "excluded from every campaign until lifted (gmp dsr lift)",
                     "notify": _recipient_names(policy),
                 }
-    if clock:
-        clock.lap("dsr_objection_restriction")
+    clock.lap("dsr_objection_restriction")
     return outcomes
 
 
@@ -279,8 +276,8 @@ def _erase(
     actor: str,
     done: dict[str, list[str]],
     compact: bool,
-    timings: dict[str, float] | None = None,
-    clock: Clock | None = None,
+    timings: dict[str, float] | None,
+    clock: Clock,
 ) -> None:
     email_requests = [r for r in erasures if not r.email.startswith("erased:")]
     results = erase(
@@ -293,8 +290,7 @@ def _erase(
         compact=compact,
         timings=timings,
     )
-    if clock:
-        clock.last = time.perf_counter()  # erase() lapped its own phases into the same timings
+    clock.last = time.perf_counter()  # erase() lapped its own phases into the same timings
     statuses: list[tuple[str, str, dict[str, Any] | None]] = []
     entries: list[dict[str, Any]] = []
     for request in erasures:
@@ -316,5 +312,4 @@ def _erase(
     with warehouse.session(settings=settings) as conn:
         dsr.set_statuses(conn, statuses)
         audit.record_many(conn, entries, actor=actor, purpose=PURPOSE)
-    if clock:
-        clock.lap("erasure_statuses_audit")
+    clock.lap("erasure_statuses_audit")
