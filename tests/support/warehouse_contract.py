@@ -79,9 +79,12 @@ def check_rows_mentioning_finds_the_person(conn: Warehouse) -> None:
     conn.temp_table("scan_names", pd.DataFrame({"first_key": ["ada"], "last_key": ["lovelace"]}, dtype="string"))
     patterns = {"email": _SQL_EMAIL, "phone": _SQL_PHONE, "word": _SQL_WORD}
     text = "lower(concat_ws(chr(31), name::varchar, notes::varchar))"
-    rows = conn.rows_mentioning('"contract"."items"', text, "name::varchar", patterns, names=True)
+    columns = ["name", "notes"]
+    rows = conn.rows_mentioning('"contract"."items"', text, "name::varchar", patterns, names=True, columns=columns)
     assert sorted(values for _rid, *values in rows) == [["one"], ["three"]]
-    without_names = conn.rows_mentioning('"contract"."items"', text, "name::varchar", patterns, names=False)
+    without_names = conn.rows_mentioning(
+        '"contract"."items"', text, "name::varchar", patterns, names=False, columns=columns
+    )
     assert len(without_names) >= 1 and ["one"] in [values for _rid, *values in without_names]
 
 

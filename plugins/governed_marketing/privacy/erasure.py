@@ -483,6 +483,7 @@ def erase(
     now: datetime | None = None,
     compact: bool = True,
     timings: dict[str, float] | None = None,
+    clock: Clock | None = None,
 ) -> dict[str, ErasureResult]:
     """Erase a batch of people everywhere, verify, and write one receipt per request.
 
@@ -490,12 +491,14 @@ def erase(
         warehouse_path: the DuckDB file; None: the configured warehouse (GMP_WAREHOUSE), on Postgres
             with VACUUM FULL as the physical step and no database file under GMP_HOME to scan.
         timings: filled with seconds per phase (for benchmarks and the step record).
+        clock: the caller's running clock, lapped instead of a new one over `timings` (the caller's
+            next lap then starts where erasure ended).
     """
     now = (now or datetime.now(UTC)).replace(tzinfo=None, microsecond=0)
     results = {r.request_id: ErasureResult(r.request_id) for r in requests}
     if not requests:
         return results
-    clock = Clock(timings if timings is not None else {})
+    clock = clock or Clock(timings if timings is not None else {})
     with warehouse.session(warehouse_path) as conn:
         identities = resolve_identities(conn, requests, key=key)
         owned = own_request_ids(conn, identities)

@@ -12,7 +12,6 @@ it goes to XCom, the step records and the audit log.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,7 +133,6 @@ def process_pending(
             actor=actor,
             done=done,
             compact=compact,
-            timings=timings,
             clock=clock,
         )
     answered = sum(len(v) for k, v in done.items() if k not in ("needs_review", "failed"))
@@ -276,7 +274,6 @@ def _erase(
     actor: str,
     done: dict[str, list[str]],
     compact: bool,
-    timings: dict[str, float] | None,
     clock: Clock,
 ) -> None:
     email_requests = [r for r in erasures if not r.email.startswith("erased:")]
@@ -288,9 +285,8 @@ def _erase(
         key=key,
         manifest_path=manifest,
         compact=compact,
-        timings=timings,
+        clock=clock,
     )
-    clock.last = time.perf_counter()  # erase() lapped its own phases into the same timings
     statuses: list[tuple[str, str, dict[str, Any] | None]] = []
     entries: list[dict[str, Any]] = []
     for request in erasures:

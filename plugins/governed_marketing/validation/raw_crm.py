@@ -50,25 +50,23 @@ def _arrow_strings(values: pd.Series) -> pa.Array:
     return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=pa.large_string())
 
 
-def is_known_contact(contact: pd.Series, known: set[str] | pa.Array) -> pd.Series:
+def is_known_contact(contact: pd.Series, known: pa.Array) -> pd.Series:
     """`contact.isin(known)`, by pyarrow's hash lookup: pandas' isin walks the whole set in Python per call."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not isinstance(known, pa.Array):
-        known = pa.array(list(known), type=pa.large_string())
     found = pc.is_in(_arrow_strings(contact).cast(pa.large_string()), value_set=known, skip_nulls=True)
     return pd.Series(found.fill_null(False).to_numpy(zero_copy_only=False), index=contact.index, dtype=bool)
 
 
-def unknown_contact(frame: pd.DataFrame, known: set[str] | pa.Array) -> pd.Series:
+def unknown_contact(frame: pd.DataFrame, known: pa.Array) -> pd.Series:
     """Rows whose (non-blank) contact_id is not a known contact."""
     contact = frame["contact_id"]
     present = contact.notna() & (contact != "")
     return present & ~is_known_contact(contact, known)
 
 
-def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: set[str] | pa.Array) -> pd.DataFrame:
+def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: pa.Array) -> pd.DataFrame:
     """The rows about to be loaded (without the ingest's line numbers), plus `is_contact_known`."""
     from expectations.raw_crm import CONTACT_KNOWN, LOADED_COLUMNS
 

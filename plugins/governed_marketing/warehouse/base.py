@@ -74,7 +74,7 @@ class Warehouse(ABC):
         patterns: Mapping[str, str],
         *,
         names: bool,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[str],
     ) -> list[tuple]:
         """(row id, *selected values) of the rows whose lower-cased text may name someone in the
         scan's needle tables (scan_emails, scan_phones and, with `names`, scan_names). A superset:

@@ -70,50 +70,11 @@ class DuckDBWarehouse(Warehouse):
         patterns: Mapping[str, str],
         *,
         names: bool,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[str],
     ) -> list[tuple]:
-        """Tokens cut out with regexp_extract_all and joined to the needles: one pass, no per-needle scan.
-
-        With `columns` (the text columns `text_sql` concatenates), the tokens are cut from the table's
-        distinct cell values instead of every row's text (`_cells_mentioning`): the same candidates, less work.
-        """
-        if columns:
-            return self._cells_mentioning(relation, text_sql, select_sql, patterns, names=names, columns=columns)
-        names_cte = (
-            f"""
-            union
-            select w.rid from (select rid, unnest(regexp_extract_all(txt, '{patterns["word"]}')) as tok from rows_) w
-            join scan_names n on w.tok = n.last_key
-            join rows_ r on r.rid = w.rid
-            where contains(r.txt, n.first_key)
-            """
-            if names
-            else ""
-        )
-        candidates = self.raw.execute(
-            f"""
-            with rows_ as materialized (select rowid as rid, {text_sql} as txt from {relation}),
-            email_tokens as (
-                select rid, unnest(regexp_extract_all(txt, '{patterns["email"].replace("'", "''")}')) as tok from rows_
-            ),
-            phone_tokens as (
-                select rid, regexp_replace(unnest(regexp_extract_all(txt, '{patterns["phone"]}')), '[^0-9]', '', 'g')
-                    as tok
-                from rows_
-            )
-            select rid from email_tokens where rtrim(tok, '.') in (select email from scan_emails)
-            union
-            select rid from phone_tokens
-            where (case when tok like '00%' then substr(tok, 3) else tok end) in (select digits from scan_phones)
-            {names_cte}
-            """
-        ).fetchall()
-        if not candidates:
-            return []
-        rowids = [row[0] for row in candidates]
-        return self.raw.execute(
-            f"select rowid, {select_sql} from {relation} where rowid in (select unnest(?))", [rowids]
-        ).fetchall()
+        """Tokens cut with regexp_extract_all from the table's distinct cell values and joined to the
+        needles: one pass, no per-needle scan, a value repeated in many rows cut once (`_cells_mentioning`)."""
+        return self._cells_mentioning(relation, text_sql, select_sql, patterns, names=names, columns=columns)
 
     def _cells_mentioning(
         self,
@@ -125,9 +86,10 @@ class DuckDBWarehouse(Warehouse):
         names: bool,
         columns: Sequence[str],
     ) -> list[tuple]:
-        """`rows_mentioning` over the table's distinct (lower-cased) cell values, then back to rows.
+        """Candidates from the table's distinct (lower-cased) cell values, then back to rows.
 
-        Why it finds the same rows: no token pattern matches chr(31), the separator of the row's
+        Why it finds the rows a scan of each row's joined text would (tests/support/row_text_scan.py
+        keeps that scan as the oracle): no token pattern matches chr(31), the separator of the row's
         text, so every email, phone or word token of a row is a token of one of its cells, cut the
         same way from the cell alone (the patterns have no anchors or look-around); a first-name key
         is one word, so it is in the row's text exactly when it is in one of its cells (checked on

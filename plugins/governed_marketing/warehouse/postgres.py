@@ -215,7 +215,7 @@ class PostgresWarehouse(Warehouse):
         patterns: Mapping[str, str],
         *,
         names: bool,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[str],
     ) -> list[tuple]:
         """Candidates by substring (strpos) of an email, a phone's digits or a last name: Postgres has
         no set-returning regexp_extract_all to join tokens on. Row ids are ctids as text. `columns`

@@ -82,3 +82,22 @@ def test_rectifications_of_a_pass_apply_together_and_a_person_corrected_twice_ke
     assert rows["c001"][:2] == ("Wexford-Neu", "Hamburg")
     assert rows["c002"][0] == rows["c003"][0] == "Second"  # in the order received: the later request wins
     assert rows["c004"][1] is None and str(rows["c004"][2]) == "1991-02-03"
+
+
+def test_the_pass_records_each_phase_once_and_its_laps_add_up_to_no_more_than_the_pass(home):
+    """The step record says where a pass's time went: the erasure's own phases sit beside the pass's,
+    and none is counted twice (the laps, summed, fit inside the pass)."""
+    import time
+
+    with home.connect() as conn:
+        dsr.submit(conn, "erasure", email_of("alice"), policy=home.policy, key=home.key)
+        dsr.submit(conn, "access", email_of("bob"), policy=home.policy, key=home.key)
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    process_pending(as_of=AS_OF, settings=home.settings, policy=home.policy, timings=timings)
+    elapsed = time.perf_counter() - started
+
+    assert {"dsr_access_exports", "identity", "verify_tables", "receipts", "erasure_statuses_audit"} <= set(timings)
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert sum(timings.values()) <= elapsed

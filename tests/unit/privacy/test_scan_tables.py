@@ -1,4 +1,4 @@
-"""The table scan's per-cell candidates (DuckDB `rows_mentioning(columns=...)`) are the row-text ones.
+"""The table scan's per-cell candidates (DuckDB `rows_mentioning`) are the row-text ones (the oracle).
 
 The per-cell path cuts tokens out of each distinct cell value instead of each row's joined text;
 it must find exactly the rows the row-text path finds, whatever the cells hold: identifiers split
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from governed_marketing.privacy.scan import _SQL_EMAIL, _SQL_PHONE, _SQL_WORD, Identity, Matcher
 from governed_marketing.warehouse import connect
+
+from tests.support.row_text_scan import rows_mentioning_by_row_text
 
 _PEOPLE = [
     Identity("r1", emails={"ada.lovelace@engine.example"}, phones={"+44 20 7946 0000"}, names={("Ada", "Lovelace")}),
@@ -45,7 +47,7 @@ def test_per_cell_candidates_are_the_row_text_candidates(tmp_path: Path) -> None
         text = "lower(concat_ws(chr(31), " + ", ".join(f'"{c}"::varchar' for c in columns) + "))"
         select = ", ".join(f'"{c}"::varchar' for c in columns)
         for names in (True, False):
-            by_row = conn.rows_mentioning('"ops"."scan_probe"', text, select, patterns, names=names)
+            by_row = rows_mentioning_by_row_text(conn, '"ops"."scan_probe"', text, select, patterns, names=names)
             by_cell = conn.rows_mentioning('"ops"."scan_probe"', text, select, patterns, names=names, columns=columns)
             assert sorted(by_cell) == sorted(by_row)
             assert 100 < len(by_row) < 3000  # the pieces make both hits and misses

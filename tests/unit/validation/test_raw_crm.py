@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from governed_marketing.crm import contract
 from governed_marketing.crm.ingest import CLEANERS, RawCrmGateFailed, ingest_export
@@ -22,7 +23,7 @@ ROWS = {
     contract.ACTIVITY.name: [activity(n) for n in (1, 2, 3)],
     contract.DSR_REQUESTS.name: [dsr_request(n) for n in (1, 2, 3)],
 }
-KNOWN = {"c001", "c002", "c003"}
+KNOWN = pa.array(["c001", "c002", "c003"], type=pa.large_string())
 
 
 def loaded(file_name: str) -> pd.DataFrame:
