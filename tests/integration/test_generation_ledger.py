@@ -22,6 +22,7 @@ from governed_marketing.generation.run import run_campaign
 from governed_marketing.generation.sync_flow import draft_sync
 from governed_marketing.generation.transports.sync import OpenAIProvider
 from governed_marketing.policy import Policy, load_policy
+from governed_marketing.validation import GateFailed
 from governed_marketing.warehouse import connect as warehouse_connect
 
 from tests.support.built_warehouse import build_home
@@ -303,6 +304,21 @@ def test_individual_mode_sends_only_the_allow_listed_fields(conn, policy, openai
         user = request.body["messages"][1]["content"]
         data = json.loads(re.findall(r"<cohort_data>\s*(\{.*?\})\s*</cohort_data>", user, re.S)[-1])
         assert set(data) <= allowed
+
+
+def test_individual_mode_judges_each_message_by_its_own_draft(conn, policy, openai_server, tmp_path):
+    """A unit is a recipient there: each message meets the checks of its own draft, so a draft with a
+    phone number in it is rejected (drafted again next run), not merely stopped in the merged message."""
+    campaign = policy.campaigns[CAMPAIGN].model_copy(update={"personalization": "individual"})
+    individual = policy.model_copy(update={"campaigns": {**policy.campaigns, CAMPAIGN: campaign}})
+    openai_server.sign_off_next("Call us on +49 30 1234 5678.")
+
+    with pytest.raises(GateFailed, match=r"draft\(s\) rejected") as failed:
+        run_campaign(CAMPAIGN, provider=_provider(openai_server), outbox_root=tmp_path, **_common(conn, individual))
+
+    rejected = conn.execute("select count(*) from ops.generation_ledger where status = 'rejected'").fetchone()[0]
+    assert rejected >= 1 and f"{rejected} draft(s) rejected" in str(failed.value)
+    assert not list(tmp_path.rglob("*.jsonl"))
 
 
 def test_nothing_is_published_while_units_are_still_in_a_vendor_batch(conn, policy, openai_server, tmp_path):

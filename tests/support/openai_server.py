@@ -163,6 +163,7 @@ class LocalOpenAIServer:
         self._malformed = 0
         self._refusals = 0
         self._placeholder = 0
+        self._sign_offs: list[str] = []
         self._timeouts: deque[float] = deque()
         self._quota_after: int | None = None  # paid completions allowed before insufficient_quota
         self._counter = 0
@@ -274,6 +275,12 @@ class LocalOpenAIServer:
         with self._lock:
             self._placeholder += n
 
+    def sign_off_next(self, text: str, n: int = 1) -> None:
+        """The next n schema-valid completions end their body with `text`: a vendor that writes a phone
+        number, an address or a link into its draft."""
+        with self._lock:
+            self._sign_offs.extend([text] * n)
+
     def no_placeholder_next(self, n: int = 1) -> None:
         """Old name of `placeholder_next` (from when drafts had to carry the placeholder): n rejectable drafts."""
         self.placeholder_next(n)
@@ -371,7 +378,12 @@ class LocalOpenAIServer:
         elif outcome == "malformed":
             content = '{"subject": "Spring ideas", "body": '  # truncated: not JSON at all
         else:
-            content = json.dumps(_fill(body.get("response_format"), digest, outcome == "placeholder"))
+            filled = _fill(body.get("response_format"), digest, outcome == "placeholder")
+            with self._lock:
+                sign_off = self._sign_offs.pop(0) if self._sign_offs else None
+            if sign_off and isinstance(filled.get("body"), str):
+                filled["body"] += f"\n{sign_off}"
+            content = json.dumps(filled)
 
         prompt_tokens = sum(_tokens(_message_text(m)) for m in messages if isinstance(m, dict))
         completion_tokens = _tokens(content or refusal or "")

@@ -191,6 +191,7 @@ def load_work(
     as_of: datetime,
 ) -> CampaignWork:
     """The audience, who may still be sent to (last-moment check), and one request per unit."""
+    from governed_marketing.arrow_text import arrow_strings, isin
     from governed_marketing.consent import still_eligible
 
     mode = policy.campaigns[campaign_id].personalization
@@ -199,11 +200,11 @@ def load_work(
         "select * from marts.campaign_audience where campaign_id = ? order by recipient_pseudonym", [campaign_id]
     ).df()
     allowed = still_eligible(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    sendable = audience[audience["recipient_pseudonym"].isin(allowed)]
+    sendable = audience[isin(audience["recipient_pseudonym"], allowed)]
     cohorts = conn.execute(
         "select * from marts.generation_cohorts where campaign_id = ? order by cohort_id", [campaign_id]
     ).df()
-    cohorts = cohorts[cohorts["cohort_id"].isin(set(sendable["cohort_id"]))]
+    cohorts = cohorts[isin(cohorts["cohort_id"], arrow_strings(sendable["cohort_id"]).drop_null())]
 
     def request(unit_id: str, language: str, attributes: dict[str, str | None]) -> DraftRequest:
         return DraftRequest(

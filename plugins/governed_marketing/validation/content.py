@@ -10,12 +10,13 @@ syntax) and the notice.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
-from governed_marketing.generation.notices import objection_notice
 from governed_marketing.policy import Policy
 from governed_marketing.validation.gates import GateResult, run_gate
 from governed_marketing.validation.patterns import EMAIL_LIKE, PHONE_LIKE, TEMPLATE_SYNTAX, url_outside_allow_list
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from governed_marketing.warehouse import Warehouse
 
 MIN_NAME_CHARS = 4
+_SLICE = 100_000  # bodies turned into Arrow text at a time
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EMAIL = re.compile(EMAIL_LIKE)
 _PHONE = re.compile(PHONE_LIKE)
@@ -132,28 +134,60 @@ def expected_languages(audience: pd.DataFrame, cohorts: pd.DataFrame, policy: Po
     return pd.Series(expected.to_numpy(), index=audience["recipient_pseudonym"].to_numpy())
 
 
-def content_frame(
-    messages: pd.DataFrame,
-    rows: list[dict],
+def final_messages(
     *,
-    expected_language: pd.Series,
-    identifiers: KnownIdentifiers,
-    policy: Policy,
+    unit_id: pd.Series,
+    cohort_id: pd.Series,
+    language: Sequence[str | None],
+    expected_language: Sequence[str | None] | np.ndarray,
+    subject: pd.Series,
+    bodies: Iterable[str],
+    notice: Callable[[str | None], str],
 ) -> pd.DataFrame:
-    """One row per message about to be written, with the draft-level checks computed once per draft.
+    """One row per message about to be written, indexed by the unit whose draft it carries.
+
+    The bodies are read once, in slices, into Arrow text (a million Python strings are never held
+    beside it); each is checked for its language's right-to-object notice on the way.
+    """
+    import pyarrow as pa
+
+    chunks, has_notice, batch = [], [], []
+    languages = iter(language)
+    for body in bodies:
+        has_notice.append(isinstance(body, str) and notice(next(languages)) in body)
+        batch.append(body)
+        if len(batch) == _SLICE:
+            chunks.append(pa.array(batch, type=pa.large_string()))
+            batch = []
+    chunks.append(pa.array(batch, type=pa.large_string()))
+    text = pd.StringDtype("pyarrow", na_value=np.nan)
+    frame = pd.DataFrame(
+        {
+            "cohort_id": cohort_id.to_numpy(),
+            "language": list(language),
+            "expected_language": expected_language,
+            "subject": subject.to_numpy(),
+            "body": pd.array(pa.chunked_array(chunks, type=pa.large_string()), dtype=text),
+            "has_objection_notice": has_notice,
+        },
+        index=pd.Index(unit_id.to_numpy(), name="unit_id"),
+    )
+    return frame
+
+
+def content_frame(
+    final: pd.DataFrame, drafts: pd.DataFrame, *, identifiers: KnownIdentifiers, policy: Policy
+) -> pd.DataFrame:
+    """The gate's input: the final messages (`final_messages`) with the draft-level checks, computed
+    once per draft and joined on the unit whose draft each message carries.
 
     Args:
-        messages: the joined messages (recipient_pseudonym, cohort_id, subject, preheader, body as drafted),
-            in the order `rows` was built from them.
-        rows: the outbox rows about to be written (final subject and body).
+        drafts: one row per unit (index: unit id) with subject, preheader and body as drafted.
     """
     from expectations.generated_content import CONTENT_COLUMNS
 
-    if len(messages) != len(rows):
-        raise ValueError(f"content gate: {len(rows)} outbox rows built from {len(messages)} messages")
-    if not rows:
+    if final.empty:
         return pd.DataFrame(columns=CONTENT_COLUMNS)
-    drafts = messages.drop_duplicates("cohort_id").set_index("cohort_id")
     shapes = [re.compile(p) for p in (EMAIL_LIKE, PHONE_LIKE, url_outside_allow_list(policy.content.allowed_urls))]
     texts = [
         f"{s or ''}\n{p or ''}\n{b or ''}"
@@ -168,24 +202,7 @@ def content_frame(
         },
         index=drafts.index,
     )
-    notices = {
-        language: objection_notice(language, controller=policy.controller.name, url=policy.content.unsubscribe_url)
-        for language in {row["language"] for row in rows}
-    }
-    frame = pd.DataFrame(
-        {
-            "cohort_id": [row["cohort_id"] for row in rows],
-            "language": [row["language"] for row in rows],
-            "expected_language": messages["recipient_pseudonym"].map(expected_language).to_numpy(),
-            "subject": [row["subject"] for row in rows],
-            "body": [row["body"] for row in rows],
-        }
-    )
-    frame = frame.join(draft_checks, on="cohort_id")
-    frame["has_objection_notice"] = [
-        isinstance(row["body"], str) and notices[row["language"]] in row["body"] for row in rows
-    ]
-    return frame
+    return final.join(draft_checks)[CONTENT_COLUMNS]
 
 
 def rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
@@ -198,11 +215,14 @@ def rejected_drafts(content: pd.DataFrame, policy: Policy) -> dict[str, str]:
     from expectations.generated_content import CONTENT_RULES
 
     rules = [rule for rule in CONTENT_RULES if rule.judges_draft]
+    columns = [rule.column for rule in rules]
+    # Every column a draft is judged on is the same for each message of the draft: one row per unit is enough.
+    units = content.loc[~content.index.duplicated(), columns]
     reasons: dict[str, str] = {}
-    for row in content.to_dict("records"):
+    for unit_id, row in zip(units.index, units.to_dict("records"), strict=True):
         problems = {rule.problem for rule in rules if rule.broken(row[rule.column], policy)}
-        if problems and row["cohort_id"] not in reasons:
-            reasons[row["cohort_id"]] = "; ".join(sorted(problems))
+        if problems:
+            reasons[unit_id] = "; ".join(sorted(problems))
     return reasons
 
 

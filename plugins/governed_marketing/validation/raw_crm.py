@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from governed_marketing.arrow_text import arrow_strings, isin
 from governed_marketing.validation.classification import column_classes
 from governed_marketing.validation.gates import GateResult, run_gate
 from governed_marketing.warehouse import table_exists
@@ -33,30 +34,16 @@ def known_contact_ids(conn: Warehouse, exported: pd.Series) -> pa.Array:
     import pyarrow.compute as pc
 
     stripped = exported.dropna().str.strip()
-    parts = [_arrow_strings(stripped[stripped != ""])]
+    parts = [arrow_strings(stripped[stripped != ""])]
     if table_exists(conn, "raw", "crm_contacts"):
         loaded = conn.execute("select contact_id from raw.crm_contacts").df()["contact_id"]
-        parts.append(_arrow_strings(loaded))
+        parts.append(arrow_strings(loaded))
     return pc.unique(pa.concat_arrays([part.cast(pa.large_string()) for part in parts]))
 
 
-def _arrow_strings(values: pd.Series) -> pa.Array:
-    """A text column as one Arrow string array (no copy for pandas' Arrow-backed strings); NA as null."""
-    import pyarrow as pa
-
-    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-        array = pa.array(values.array)
-        return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-    return pa.array(values.astype(object).where(values.notna(), None).tolist(), type=pa.large_string())
-
-
 def is_known_contact(contact: pd.Series, known: pa.Array) -> pd.Series:
-    """`contact.isin(known)`, by pyarrow's hash lookup: pandas' isin walks the whole set in Python per call."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    found = pc.is_in(_arrow_strings(contact).cast(pa.large_string()), value_set=known, skip_nulls=True)
-    return pd.Series(found.fill_null(False).to_numpy(zero_copy_only=False), index=contact.index, dtype=bool)
+    """`contact.isin(known)`, by Arrow's hash lookup (`known` is `known_contact_ids`' array)."""
+    return isin(contact, known)
 
 
 def unknown_contact(frame: pd.DataFrame, known: pa.Array) -> pd.Series:

@@ -11,6 +11,7 @@ from governed_marketing.validation.content import (
     content_frame,
     content_gate,
     expected_languages,
+    final_messages,
     rejected_drafts,
 )
 
@@ -69,10 +70,27 @@ def expected(policy) -> pd.Series:
     return expected_languages(audience, cohorts, policy)
 
 
+def gate_input(frame: pd.DataFrame, built: list[dict], policy) -> pd.DataFrame:
+    """The gate's frame as publish builds it: the final messages, the drafts' checks joined by unit."""
+    final = final_messages(
+        unit_id=frame["cohort_id"],
+        cohort_id=pd.Series([row["cohort_id"] for row in built], dtype=object),
+        language=[row["language"] for row in built],
+        expected_language=frame["recipient_pseudonym"].map(expected(policy)).to_numpy(),
+        subject=pd.Series([row["subject"] for row in built], dtype=object),
+        bodies=(row["body"] for row in built),
+        notice=lambda language: objection_notice(
+            language, controller=policy.controller.name, url=policy.content.unsubscribe_url
+        ),
+    )
+    drafts = frame.drop_duplicates("cohort_id").set_index("cohort_id")[["subject", "preheader", "body"]]
+    return content_frame(final, drafts, identifiers=IDENTIFIERS, policy=policy)
+
+
 def check(policy, frame: pd.DataFrame | None = None, built: list[dict] | None = None, **overrides):
     frame = messages() if frame is None else frame
     built = rows(frame, policy) if built is None else built
-    table = content_frame(frame, built, expected_language=expected(policy), identifiers=IDENTIFIERS, policy=policy)
+    table = gate_input(frame, built, policy)
     table = table.assign(**overrides) if overrides else table
     return content_gate(table, policy=policy, campaign_id=CAMPAIGN)
 
@@ -161,7 +179,7 @@ def test_a_draft_is_judged_on_its_own_text_not_on_a_recipients_merged_name(polic
     frame.loc[0, "first_name"] = "{{ x }} www.evil.test"
     built = rows(frame, policy)
     built[0]["body"] = built[0]["body"].replace("Hi there,", "Hi {{ x }} www.evil.test,")
-    table = content_frame(frame, built, expected_language=expected(policy), identifiers=IDENTIFIERS, policy=policy)
+    table = gate_input(frame, built, policy)
 
     assert not table["draft_has_template_syntax"].any() and not table["draft_has_contact_shape"].any()
     assert not content_gate(table, policy=policy, campaign_id=CAMPAIGN).success  # the message is still stopped
@@ -195,7 +213,7 @@ DRAFT_VIOLATIONS = {
 
 def _table(policy, frame: pd.DataFrame, built: list[dict] | None = None) -> pd.DataFrame:
     built = rows(frame, policy) if built is None else built
-    return content_frame(frame, built, expected_language=expected(policy), identifiers=IDENTIFIERS, policy=policy)
+    return gate_input(frame, built, policy)
 
 
 def test_the_suite_and_the_per_draft_verdict_read_the_same_rules(policy):
