@@ -31,6 +31,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,11 +239,25 @@ def _erase_export_copy(directory: Path, matcher: scan.Matcher, results: dict[str
             return [redact(c) if i in free or len(cells) != len(header) else c for i, c in enumerate(cells)]
 
         free_text = spec in (contract.CONTACTS, contract.DSR_REQUESTS)
-        rewrite_csv(path, drop, redact_row=redact_cells if free_text else None)
+        untouched = _untouched(spec, header, free, contacts)
+        rewrite_csv(path, drop, redact_row=redact_cells if free_text else None, untouched=untouched)
         for ref, n in removed.items():
             results[ref].removed[store] += n
         for ref, n in redacted.items():
             results[ref].redacted[store] += n
+
+
+def _untouched(
+    spec: contract.ExportFile, header: list[str], free: list[int], contacts: dict[str, str]
+) -> Callable[[list[str]], bool] | None:
+    """For an event file (no free text; its owner is its contact_id alone), the rows `rewrite_csv` may
+    write as they are: a well-formed row whose contact is not being erased, and a malformed one
+    (whose owner cannot be told, so it is kept, as `drop` would). `contacts` is read when called:
+    the contacts file, rewritten first, adds the ids its rows show."""
+    if spec not in (contract.CONSENT_EVENTS, contract.ACTIVITY) or free or "contact_id" not in header:
+        return None
+    at, width = len(header) - 1 - header[::-1].index("contact_id"), len(header)  # a dict keeps the last
+    return lambda cells: len(cells) != width or cells[at].strip() not in contacts
 
 
 def _csv_header(path: Path) -> list[str]:

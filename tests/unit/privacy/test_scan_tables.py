@@ -63,3 +63,17 @@ def test_no_candidates_without_hits(tmp_path: Path) -> None:
         text = "lower(concat_ws(chr(31), a::varchar, b::varchar))"
         assert conn.rows_mentioning('"ops"."scan_probe"', text, "a", patterns, names=True, columns=["a", "b"]) == []
         assert not conn.execute("select * from duckdb_tables() where table_name = 'scan_cell_hits'").fetchall()
+
+
+def test_live_values_are_the_strings_some_live_row_still_holds(tmp_path: Path) -> None:
+    """A remnant in the database file's bytes is forgiven only when a live row rightly holds it."""
+    from governed_marketing.privacy.scan import live_values
+
+    with connect(tmp_path / "warehouse.duckdb") as conn:
+        conn.execute("create table ops.scan_probe (a varchar, b varchar)").fetchall()
+        conn.execute("create table ops.other_probe (n integer, c varchar)").fetchall()
+        conn.execute("insert into ops.scan_probe values ('Shared line +44 20 7946 0000', null)").fetchall()
+        conn.execute("insert into ops.other_probe values (1, 'Ada.Lovelace@Engine.example')").fetchall()
+        wanted = {"+44 20 7946 0000", "ADA.LOVELACE@engine.example", "gone@nowhere.example", "7946 0000 x"}
+        assert live_values(conn, wanted) == {"+44 20 7946 0000", "ada.lovelace@engine.example"}
+        assert live_values(conn, []) == set()
