@@ -18,6 +18,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from governed_marketing.arrow_text import isin
 from governed_marketing.policy import Policy
 from governed_marketing.validation.classification import column_classes
 from governed_marketing.validation.gates import GateResult, SqlBatch, run_gate
@@ -43,7 +44,7 @@ def audience_gate_frame(
     from expectations.campaign_audience import STILL_ELIGIBLE
 
     allowed = recheck(conn, policy=policy, campaign_id=campaign_id, as_of=as_of)
-    return audience.assign(**{STILL_ELIGIBLE: audience["recipient_pseudonym"].isin(allowed)})
+    return audience.assign(**{STILL_ELIGIBLE: isin(audience["recipient_pseudonym"], allowed)})
 
 
 def recheck(conn: Warehouse, *, policy: Policy, campaign_id: str, as_of: datetime) -> set[str]:
