@@ -44,3 +44,39 @@ def test_the_url_for_gx_names_the_same_database(conn: PostgresWarehouse, pg_data
     url = make_url(conn.sqlalchemy_url())
     assert url.drivername == "postgresql+psycopg2" and url.database == pg_database
     assert conn.database_file() is None and conn.label() == f"postgres:{pg_database}"
+
+
+@pytest.fixture
+def c_locale_conn(pg_server: PgServer) -> Iterator[PostgresWarehouse]:
+    """A database whose LC_CTYPE is `C`: its regular expressions take only ASCII letters for letters."""
+    import secrets
+
+    name = f"gmp_test_c_{secrets.token_hex(6)}"
+    admin = pg_server.connect(pg_server.maintenance_db)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"create database \"{name}\" template template0 encoding 'UTF8' lc_ctype 'C' lc_collate 'C'")
+        warehouse = PostgresWarehouse(pg_server.connect(name))
+        try:
+            yield warehouse
+        finally:
+            warehouse.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        warehouse_contract.check_rows_mentioning_finds_the_person,
+        warehouse_contract.check_scan_tables_finds_mentions_in_any_cell,
+    ],
+    ids=lambda c: c.__name__,
+)
+def test_the_erasure_scan_finds_non_ascii_names_under_a_c_locale(c_locale_conn: PostgresWarehouse, check) -> None:
+    """Word tokens follow the server's LC_CTYPE; under `C` a last name is looked for by substring, so
+    a non-ASCII name (in the contract's rows) is not cut in two and missed."""
+    assert not c_locale_conn._unicode_words()
+    check(c_locale_conn)

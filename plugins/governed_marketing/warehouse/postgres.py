@@ -217,20 +217,58 @@ class PostgresWarehouse(Warehouse):
         names: bool,
         columns: Sequence[str],
     ) -> list[tuple]:
-        """Candidates by substring (strpos) of an email, a phone's digits or a last name: Postgres has
-        no set-returning regexp_extract_all to join tokens on. Row ids are ctids as text. `columns`
-        is not needed: the substring tests read the row's whole text."""
+        """Tokens cut from each row's text with `regexp_matches(..., 'g')` and joined to the needles by
+        equality (hash joins), as DuckDB does: the cost grows with the rows, not rows x needles (a
+        substring test per needle and row ran for hours at a million contacts and thousands of
+        erasures). Word tokens use the server's `\\w`, which follows its LC_CTYPE: where that does not
+        classify non-ASCII letters as letters (`C`), a last name is looked for by substring instead,
+        so a name like "müller" is never cut in two and missed. Row ids are ctids as text; `columns`
+        is not needed (the row's text is tokenized whole)."""
+        email = patterns["email"].replace("'", "''")
+        phone = patterns["phone"].replace("'", "''")
+        if not names:
+            by_name = ""
+        elif self._unicode_words():
+            by_name = """
+            union
+            select w.rid from (select rid, (regexp_matches(txt, '\\w+', 'g'))[1] as tok from rows_) w
+            join scan_names n on w.tok = n.last_key
+            join rows_ r on r.rid = w.rid
+            where strpos(r.txt, n.first_key) > 0
+            """
+        else:
+            by_name = """
+            union
+            select r.rid from rows_ r where exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)
+            """
         rows = self.execute(
             f"""
-            with rows_ as (select ctid::text as rid, {text_sql} as txt, {select_sql} from {relation})
-            select * from rows_ r
-            where exists (select 1 from scan_emails e where strpos(r.txt, e.email) > 0)
-               or exists (select 1 from scan_phones p
-                          where strpos(regexp_replace(r.txt, '[^0-9]', '', 'g'), p.digits) > 0)
-               {"or exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)" if names else ""}
+            with rows_ as materialized (select ctid::text as rid, {text_sql} as txt from {relation}),
+            email_tokens as (
+                select rid, (regexp_matches(txt, '{email}', 'g'))[1] as tok from rows_ where strpos(txt, '@') > 0
+            ),
+            phone_tokens as (
+                select rid, regexp_replace((regexp_matches(txt, '{phone}', 'g'))[1], '[^0-9]', '', 'g') as tok
+                from rows_ where txt ~ '[0-9]'
+            ),
+            candidates as (
+                select rid from email_tokens where rtrim(tok, '.') in (select email from scan_emails)
+                union
+                select rid from phone_tokens
+                where (case when tok like '00%' then substr(tok, 3) else tok end) in (select digits from scan_phones)
+                {by_name}
+            )
+            select ctid::text, {select_sql} from {relation}
+            where ctid::text in (select rid from candidates)
             """
         ).fetchall()
-        return [(rid, *values) for rid, _txt, *values in rows]
+        return [tuple(row) for row in rows]
+
+    def _unicode_words(self) -> bool:
+        """Whether this server's regular expressions take a non-ASCII letter for a word character
+        and lower() folds it (LC_CTYPE C.UTF-8 or a language's UTF-8 locale; not `C`)."""
+        found = self.execute("select 'ü' ~ '^\\w$' and lower('Ü') = 'ü'").fetchone()
+        return bool(found and found[0])
 
     def checkpoint(self) -> None:
         """Nothing: Postgres' checkpoints are the server's job."""
