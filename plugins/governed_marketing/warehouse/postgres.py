@@ -226,21 +226,23 @@ class PostgresWarehouse(Warehouse):
         is not needed (the row's text is tokenized whole)."""
         email = patterns["email"].replace("'", "''")
         phone = patterns["phone"].replace("'", "''")
-        if not names:
-            by_name = ""
-        elif self._unicode_words():
-            by_name = """
-            union
-            select w.rid from (select rid, (regexp_matches(txt, '\\w+', 'g'))[1] as tok from rows_) w
-            join scan_names n on w.tok = n.last_key
-            join rows_ r on r.rid = w.rid
-            where strpos(r.txt, n.first_key) > 0
-            """
-        else:
-            by_name = """
-            union
-            select r.rid from rows_ r where exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)
-            """
+        name_hits, by_name = "", ""
+        if names and self._unicode_words():
+            # Materialized, so that the first-name test runs only on the rows whose words hold a last
+            # name: left to itself, the planner tested every row against every name first.
+            name_hits = """name_hits as materialized (
+                select w.rid, n.first_key
+                from (select rid, (regexp_matches(txt, '\\w+', 'g'))[1] as tok from rows_) w
+                join scan_names n on w.tok = n.last_key
+            ),"""
+            by_name = (
+                "union select h.rid from name_hits h join rows_ r on r.rid = h.rid where strpos(r.txt, h.first_key) > 0"
+            )
+        elif names:  # rows x names substring tests: slower, but no name is cut in two by an ASCII-only \\w
+            by_name = (
+                "union select r.rid from rows_ r"
+                " where exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)"
+            )
         rows = self.execute(
             f"""
             with rows_ as materialized (select ctid::text as rid, {text_sql} as txt from {relation}),
@@ -251,6 +253,7 @@ class PostgresWarehouse(Warehouse):
                 select rid, regexp_replace((regexp_matches(txt, '{phone}', 'g'))[1], '[^0-9]', '', 'g') as tok
                 from rows_ where txt ~ '[0-9]'
             ),
+            {name_hits}
             candidates as (
                 select rid from email_tokens where rtrim(tok, '.') in (select email from scan_emails)
                 union
