@@ -50,19 +50,22 @@ latest as (
     from ranked
     where rank_ = 1
 ),
-consented as (
-    select r.recipient_pseudonym
+required as (
+    select unnest(cast($required as varchar[])) as consent
+),
+-- Contacts lacking a required consent (no decision, not a grant, or a grant too old), as one set:
+-- a subquery per recipient made Postgres re-rank the consent events for each of them.
+lacking as (
+    select distinct r.contact_id
     from recipients r
-    where not exists (
-        select 1 from (select unnest(cast($required as varchar[])) as consent) req
-        left join latest l on l.contact_id = r.contact_id and l.consent = req.consent
-        where l.action is distinct from 'grant'
-           or l.decided_at < $as_of - $max_age_days * interval '1 day'
-    )
+    cross join required req
+    left join latest l on l.contact_id = r.contact_id and l.consent = req.consent
+    where l.action is distinct from 'grant'
+       or l.decided_at < $as_of - $max_age_days * interval '1 day'
 )
 select r.recipient_pseudonym, r.email_normalized
 from recipients r
-where r.recipient_pseudonym in (select recipient_pseudonym from consented)
+where not exists (select 1 from lacking x where x.contact_id = r.contact_id)
 """
 
 # Every suppressing request counts from its receipt, whatever the as-of: a back-dated run never
