@@ -240,3 +240,19 @@ def test_a_merged_message_problem_rejects_no_draft(policy):
 
     assert not content_gate(table, policy=policy, campaign_id=CAMPAIGN).success
     assert rejected_drafts(table, policy) == {}
+
+
+def test_the_gates_results_name_no_unit(policy):
+    """The frame is indexed by unit (a recipient's pseudonym in individual mode); GX samples failing
+    rows' index values into its results, so the gate must see row numbers, never the units."""
+    import json
+
+    draft = {**DRAFT, "body": "Call +49 30 1234 5678 now, Annabel Quist."}
+    table = _table(policy, messages(en=draft))
+    assert set(table.index) == {"cohort-en", "cohort-de"}
+
+    result = content_gate(table, policy=policy, campaign_id=CAMPAIGN)
+
+    assert not result.success
+    stored = json.dumps(result.__dict__, default=str)
+    assert "cohort-en" not in stored and "cohort-de" not in stored
