@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
@@ -69,14 +70,14 @@ def pg_server() -> PgServer:
     return server
 
 
-@pytest.fixture(scope="module")
-def pg_database(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, randomly named database for this module, dropped (sessions forced out) afterwards."""
+@contextmanager
+def fresh_database(pg_server: PgServer, *, options: str = "") -> Iterator[str]:
+    """A randomly named database (created with `options`, e.g. a locale), dropped with its sessions afterwards."""
     name = f"gmp_test_{secrets.token_hex(6)}"
     admin = pg_server.connect(pg_server.maintenance_db)
     try:
         with admin.cursor() as cur:
-            cur.execute(f'create database "{name}"')
+            cur.execute(f'create database "{name}" {options}')
     finally:
         admin.close()
     try:
@@ -88,3 +89,10 @@ def pg_database(pg_server: PgServer) -> Iterator[str]:
                 cur.execute(f'drop database if exists "{name}" with (force)')
         finally:
             admin.close()
+
+
+@pytest.fixture(scope="module")
+def pg_database(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, randomly named database for this module, dropped (sessions forced out) afterwards."""
+    with fresh_database(pg_server) as name:
+        yield name

@@ -10,7 +10,7 @@ from governed_marketing.policy import load_policy
 from governed_marketing.warehouse import Warehouse
 from governed_marketing.warehouse.postgres import PostgresWarehouse
 
-from tests.postgres.conftest import PgServer
+from tests.postgres.conftest import PgServer, fresh_database
 from tests.support import warehouse_contract
 
 pytestmark = pytest.mark.postgres
@@ -49,22 +49,13 @@ def test_the_url_for_gx_names_the_same_database(conn: PostgresWarehouse, pg_data
 @pytest.fixture
 def c_locale_conn(pg_server: PgServer) -> Iterator[PostgresWarehouse]:
     """A database whose LC_CTYPE is `C`: its regular expressions take only ASCII letters for letters."""
-    import secrets
-
-    name = f"gmp_test_c_{secrets.token_hex(6)}"
-    admin = pg_server.connect(pg_server.maintenance_db)
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"create database \"{name}\" template template0 encoding 'UTF8' lc_ctype 'C' lc_collate 'C'")
+    options = "template template0 encoding 'UTF8' lc_ctype 'C' lc_collate 'C'"
+    with fresh_database(pg_server, options=options) as name:
         warehouse = PostgresWarehouse(pg_server.connect(name))
         try:
             yield warehouse
         finally:
             warehouse.close()
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'drop database if exists "{name}" with (force)')
-        admin.close()
 
 
 @pytest.mark.parametrize(
