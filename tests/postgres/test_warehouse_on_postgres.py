@@ -69,5 +69,5 @@ def c_locale_conn(pg_server: PgServer) -> Iterator[PostgresWarehouse]:
 def test_the_erasure_scan_finds_non_ascii_names_under_a_c_locale(c_locale_conn: PostgresWarehouse, check) -> None:
     """Word tokens follow the server's LC_CTYPE; under `C` a last name is looked for by substring, so
     a non-ASCII name (in the contract's rows) is not cut in two and missed."""
-    assert not c_locale_conn._unicode_words()
+    assert not c_locale_conn._unicode_words
     check(c_locale_conn)

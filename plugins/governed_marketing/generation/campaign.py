@@ -191,7 +191,7 @@ def load_work(
     as_of: datetime,
 ) -> CampaignWork:
     """The audience, who may still be sent to (last-moment check), and one request per unit."""
-    from governed_marketing.arrow_text import arrow_strings, isin
+    from governed_marketing.arrow_text import isin
     from governed_marketing.consent import still_eligible
 
     mode = policy.campaigns[campaign_id].personalization
@@ -204,7 +204,7 @@ def load_work(
     cohorts = conn.execute(
         "select * from marts.generation_cohorts where campaign_id = ? order by cohort_id", [campaign_id]
     ).df()
-    cohorts = cohorts[isin(cohorts["cohort_id"], arrow_strings(sendable["cohort_id"]).drop_null())]
+    cohorts = cohorts[isin(cohorts["cohort_id"], sendable["cohort_id"])]
 
     def request(unit_id: str, language: str, attributes: dict[str, str | None]) -> DraftRequest:
         return DraftRequest(

@@ -445,21 +445,24 @@ def live_values(conn: Warehouse, values: Iterable[str]) -> set[str]:
 
     wanted = {v.lower() for v in values}
     found: set[str] = set()
-    for (schema, table), cols in text_columns(conn).items():
-        if schema == "temp" or table == "live_probe":
-            continue
-        left = sorted(wanted - found)
-        if not left:
-            break
-        conn.temp_table("live_probe", pd.DataFrame({"value": left}, dtype="string"))
-        text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in cols) + "))"
-        rows = conn.execute(
-            f"""
-            with t as materialized (select {text} as txt from {_quote(schema)}.{_quote(table)})
-            select distinct p.value from live_probe p join t on strpos(t.txt, p.value) > 0
-            """
-        ).fetchall()
-        found.update(row[0] for row in rows)
+    try:
+        for (schema, table), cols in text_columns(conn).items():
+            if schema == "temp" or table == "live_probe":
+                continue
+            left = sorted(wanted - found)
+            if not left:
+                break
+            conn.temp_table("live_probe", pd.DataFrame({"value": left}, dtype="string"))
+            text = "lower(concat_ws(chr(31), " + ", ".join(f"{_quote(c)}::varchar" for c in cols) + "))"
+            rows = conn.execute(
+                f"""
+                with t as materialized (select {text} as txt from {_quote(schema)}.{_quote(table)})
+                select distinct p.value from live_probe p join t on strpos(t.txt, p.value) > 0
+                """
+            ).fetchall()
+            found.update(row[0] for row in rows)
+    finally:
+        conn.execute("drop table if exists live_probe").fetchall()  # the values searched: not kept
     return found
 
 

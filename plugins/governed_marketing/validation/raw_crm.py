@@ -41,16 +41,11 @@ def known_contact_ids(conn: Warehouse, exported: pd.Series) -> pa.Array:
     return pc.unique(pa.concat_arrays([part.cast(pa.large_string()) for part in parts]))
 
 
-def is_known_contact(contact: pd.Series, known: pa.Array) -> pd.Series:
-    """`contact.isin(known)`, by Arrow's hash lookup (`known` is `known_contact_ids`' array)."""
-    return isin(contact, known)
-
-
 def unknown_contact(frame: pd.DataFrame, known: pa.Array) -> pd.Series:
     """Rows whose (non-blank) contact_id is not a known contact."""
     contact = frame["contact_id"]
     present = contact.notna() & (contact != "")
-    return present & ~is_known_contact(contact, known)
+    return present & ~isin(contact, known)
 
 
 def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: pa.Array) -> pd.DataFrame:
@@ -61,7 +56,7 @@ def raw_gate_frame(file_name: str, loaded: pd.DataFrame, known: pa.Array) -> pd.
     if "amount" in frame:  # nullable Float64 as plain float64 (NA as NaN), the type GX checks
         frame = frame.assign(amount=frame["amount"].astype("float64"))
     if CONTACT_KNOWN in LOADED_COLUMNS[file_name]:
-        frame = frame.assign(**{CONTACT_KNOWN: is_known_contact(frame["contact_id"], known)})
+        frame = frame.assign(**{CONTACT_KNOWN: isin(frame["contact_id"], known)})
     return frame
 
 
