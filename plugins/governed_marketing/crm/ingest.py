@@ -16,12 +16,15 @@ warehouse or the landing copy. A missing or empty export raises `ExportUnreadabl
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,12 +238,10 @@ def _frame(
     }
     del cells  # each column is its own array now
     split = pa.table({**columns, "_line": pa.array(at + 1, type=pa.int64())})
+    by_column = list(zip(*records, strict=True)) if records else [()] * len(spec.columns)
     read = pa.table(
         {
-            **{
-                column: pa.array([record[i] for record in records], type=pa.large_string())
-                for i, column in enumerate(spec.columns)
-            },
+            **{column: pa.array(by_column[i], type=pa.large_string()) for i, column in enumerate(spec.columns)},
             "_line": pa.array(numbers, type=pa.int64()),
         }
     )
@@ -254,13 +255,107 @@ def _frame(
     return frame
 
 
+class _PhysicalLines:
+    """A file's physical lines as the csv module meets them (`newline=""`), held in Arrow.
+
+    `text` holds each line's contents without its terminator, one Arrow string per line, for the
+    columnar split; `line(i)` gives one line with its terminator as a Python string, for the csv
+    module, which reads only the lines that are not plain. So the bulk of a file never becomes a
+    Python object. A file with a lone CR (a terminator `split("\\n")` cannot see) is cut by
+    `readlines` instead, as the csv module would.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # encoding="utf-8-sig"
+        self._list: list[str] | None = None
+        if data.count(b"\r") != data.count(b"\r\n"):  # a lone CR ends a line too
+            self._list = io.StringIO(data[start:].decode("utf-8"), newline="").readlines()
+            self.total = len(self._list)
+            self.text = _contents(pa.array(self._list, type=pa.large_string()))
+            return
+        whole = pa.py_buffer(data).slice(start)  # no copy of the file
+        offsets = pa.py_buffer(np.array([0, whole.size], dtype=np.int64).tobytes())
+        content = pa.LargeStringArray.from_buffers(1, offsets, whole)
+        try:
+            content.validate(full=True)
+        except pa.ArrowInvalid:  # not UTF-8: as a decoder says it (`read_export_file` names the line)
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "invalid UTF-8") from None
+        self._ends_open = not data.endswith(b"\n")  # the last line has no terminator
+        pieces = pc.split_pattern(content, "\n").flatten() if whole.size else pa.array([], pa.large_string())
+        self._pieces = pieces if self._ends_open else pieces.slice(0, len(pieces) - 1)
+        self.total = len(self._pieces)
+        self.text = _contents(self._pieces) if b"\r" in data else self._pieces
+
+    def release(self) -> None:
+        """Drop the lines with their terminators (the largest copy but `text`) once the csv module is done."""
+        self._list = self._pieces = None
+
+    def line(self, at: int) -> str:
+        if self._list is not None:
+            return self._list[at]
+        text = self._pieces[at].as_py()
+        return text if self._ends_open and at == self.total - 1 else text + "\n"
+
+    def lines(self, start: int, stop: int) -> Iterator[str]:
+        return map(self.line, range(start, stop))
+
+    def lines_at(self, at: np.ndarray) -> list[str]:
+        """The lines at these positions (ascending), terminators kept, converted in one go."""
+        if self._list is not None:
+            return [self._list[i] for i in at.tolist()]
+        import pyarrow as pa
+
+        texts = [text + "\n" for text in self._pieces.take(pa.array(at, pa.int64())).to_pylist()]
+        if texts and self._ends_open and at[-1] == self.total - 1:
+            texts[-1] = texts[-1][:-1]
+        return texts
+
+
+def _whole_records(lines: _PhysicalLines, at: np.ndarray, width: int) -> dict[int, tuple[list[str] | str, int]]:
+    """The csv module's reading of the records that start on the lines `at` and end on them.
+
+    One reader goes over these lines only (the lines that are not plain). A record it reads
+    starting between records, from lines that follow each other in the file, is what a reader
+    started on its first line reads: the csv module resets its state per record and sees the same
+    lines. Kept: records on one line (cells, or the error's text), and records over several lines
+    that hold `width` cells. Left out, for `_read_export_file` to read in their own stretch:
+    records that ran on past a gap in `at` (into a plain line), broken ones over several lines
+    (read again line by line), and an error on the last line (the file may go on past it).
+    Keys: the record's first line; values: (cells or error, lines spanned).
+    """
+    found: dict[int, tuple[list[str] | str, int]] = {}
+    reader = csv.reader(lines.lines_at(at), strict=True)
+    last = len(at)
+    numbers = at.tolist()  # Python ints: indexed once per record
+    while True:
+        first = reader.line_num
+        try:
+            row: list[str] | str = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row = str(exc)
+        span = reader.line_num - first
+        start = numbers[first]
+        if span == 1:
+            if not (isinstance(row, str) and reader.line_num == last):
+                found[start] = (row, 1)
+        elif isinstance(row, list) and len(row) == width and numbers[first + span - 1] == start + span - 1:
+            found[start] = (row, span)
+    return found
+
+
 def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[tuple[int, str, dict]], ReadNotes]:
     """Read one CSV by the csv module's rules (strict), keeping each record's line number.
 
     Plain lines (`_plain_lines`: the bulk of an export) are split in columns by pyarrow, with no
-    Python work per row; every other line is read by the csv module itself, in stretches that start
-    at such a line and end when the reader is between records and the next line is plain. Both
-    give the same cells the csv module alone would.
+    Python work per row. Every other line is read by the csv module itself: by one reader over all
+    of them where that reads what a reader started on the record's first line would
+    (`_whole_records`), else in a stretch that starts at that line and ends when the reader is
+    between records and the next line is plain. Both give the same cells the csv module alone would.
 
     Returns the well-formed records (all strings, with a `_line` column), the structurally broken
     ones as (line, reason, record) for the quarantine, and what the landing copy must leave out.
@@ -268,19 +363,18 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
     left open) does not parse into the header's number of fields, only its first line is
     quarantined and reading resumes on the next line, so the rows after it survive.
     """
-    import pyarrow as pa
-
     broken: list[tuple[int, str, dict]] = []
     records: list[list[str]] = []
     numbers: list[int] = []
     notes = ReadNotes()
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        data = path.read_bytes()
     except OSError as exc:
         raise CrmExportError(f"{path}: cannot open: {exc.strerror}") from None
-    with handle, contract.csv_field_limit(contract.MAX_FIELD_CHARS):
-        lines = handle.readlines()  # physical lines, endings kept: the csv module iterates them in C
-        reader = csv.reader(lines, strict=True)
+    with contract.csv_field_limit(contract.MAX_FIELD_CHARS):
+        lines = _PhysicalLines(data)
+        del data
+        reader = csv.reader(lines.lines(0, lines.total), strict=True)
         try:
             header = [name.strip().lower() for name in next(reader)]
         except StopIteration:
@@ -297,17 +391,46 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
         in_order = positions == list(range(len(header)))
         width = len(header)
         first_data = reader.line_num
-        # The lines' contents, converted to Arrow once: the plain test and the columnar split share them.
-        text = _contents(pa.array(lines, type=pa.large_string()))
+        text = lines.text
         plain = _plain_lines(text, first_data, width)
         done = first_data
-        total = len(lines)
-        for special in np.flatnonzero(~plain[first_data:]) + first_data:
+        total = lines.total
+        specials = np.flatnonzero(~plain[first_data:]) + first_data
+        whole = _whole_records(lines, specials, width)
+
+        def take(row: list[str] | None, error: str | None, first: int, span: int) -> bool:
+            """File one record read by the csv module; False when it was a quote left open (read on after it)."""
+            line = first + 1
+            if row is not None and len(row) == width:
+                if "".join(row).strip():  # not every cell blank
+                    records.append(row if in_order else [row[i] for i in positions])
+                    numbers.append(line)
+                return True
+            if row is not None and not row:  # a blank line
+                return True
+            notes.unreadable += row is None or span > 1
+            if span > 1:  # a quote left open swallowed the lines after it: this line only, then read on
+                broken.append((line, *_first_line_reason(lines.line(first), error)))
+                return False
+            if row is None:
+                broken.append((line, f"unreadable CSV record: {error}", _key_only(lines.line(first), header, spec)))
+            elif any(cell.strip() for cell in row):
+                broken.append(
+                    (line, f"wrong number of fields (expected {width}, found {len(row)})", dict(enumerate(row)))
+                )
+            return True
+
+        for special in specials:
             if special < done:
                 continue  # consumed by the stretch before (a record running over several lines)
             done = int(special)
+            if done in whole:  # its record was read already
+                row, span = whole[done]
+                take(None, row, done, span) if isinstance(row, str) else take(row, None, done, span)
+                done += span
+                continue
             while done < total:  # one csv reader per stretch; a new one after a broken multi-line record
-                reader = csv.reader(map(lines.__getitem__, range(done, total)), strict=True)
+                reader = csv.reader(lines.lines(done, total), strict=True)
                 base = done
                 restart = False
                 while done < total and not (done > special and plain[done]):
@@ -321,37 +444,18 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                         row, error = None, str(exc)
                     first = done  # index of the record's first line
                     done = base + reader.line_num
-                    span = done - first
                     plain[first:done] = False  # read here, not by the columnar split
-                    line = first + 1
-                    if row is not None and len(row) == width:
-                        if not "".join(row).strip():  # every cell blank
-                            continue
-                        records.append(row if in_order else [row[i] for i in positions])
-                        numbers.append(line)
-                        continue
-                    if row is not None and not row:  # a blank line
-                        continue
-                    notes.unreadable += row is None or span > 1
-                    if span > 1:  # a quote left open swallowed the lines after it: this line only, then read on
-                        reason, record = _first_line_reason(lines[first], error)
-                        broken.append((line, reason, record))
+                    if not take(row, error, first, done - first):
                         done = first + 1
                         plain[done : base + reader.line_num] = _plain_lines(
                             text.slice(done, base + reader.line_num - done), 0, width
                         )
                         restart = True
                         break
-                    if row is None:
-                        broken.append((line, f"unreadable CSV record: {error}", _key_only(lines[first], header, spec)))
-                    elif all(not cell.strip() for cell in row):
-                        continue
-                    else:
-                        reason = f"wrong number of fields (expected {width}, found {len(row)})"
-                        broken.append((line, reason, dict(enumerate(row))))
                 if not restart or done >= total or (done > special and plain[done]):
                     break
-        del reader, lines  # the Python lines (the largest copy of the file) are not needed by the split
+        lines.release()  # the split needs only the contents
+        del reader, whole
         frame = _frame(text, plain, first_data, positions, records, numbers, spec)
         del text
     if spec is contract.CONTACTS:
