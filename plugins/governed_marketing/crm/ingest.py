@@ -886,6 +886,8 @@ def ingest_export(
         )
         _check_quarantine_share(path, result, quarantined, invalid=len(quarantined) - len(duplicates), limit=max_share)
         staged.append((spec, valid, _quarantine_frame(load_id, spec.name, quarantined, now), result))
+        del frame, clean, failed
+        _release_unused()  # the file's intermediates are freed: hand their pages back before the next file
 
     _gate_loaded_rows(conn, load_id, staged, known_contacts)
     _load_staged(conn, load_id, fingerprint, crm_dir, now, staged)
@@ -901,6 +903,14 @@ def ingest_export(
         if item.columns_dropped:  # names only: the values were never read
             log.warning("%s: columns outside the contract dropped: %s", item.file_name, ", ".join(item.columns_dropped))
     return result
+
+
+def _release_unused() -> None:
+    """Return Arrow's freed pages to the system now: its allocator keeps them a while, so the peak of one
+    file's reading would otherwise add to the next one's."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _check_quarantine_share(
