@@ -71,3 +71,46 @@ def test_the_erasure_scan_finds_non_ascii_names_under_a_c_locale(c_locale_conn: 
     a non-ASCII name (in the contract's rows) is not cut in two and missed."""
     assert not c_locale_conn._unicode_words
     check(c_locale_conn)
+
+
+def _backend_cpu_seconds(conn: PostgresWarehouse) -> float:
+    """CPU time (user + system) of this connection's server process, read from /proc (a local server)."""
+    import os
+    from pathlib import Path
+
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        pytest.skip("the Postgres server is not on this machine: its CPU time cannot be read")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_registered_frame_has_statistics_for_the_planner(conn: PostgresWarehouse) -> None:
+    import pandas as pd
+
+    conn.register("probe_frame", pd.DataFrame({"key": [f"k{i}" for i in range(5000)]}))
+    (tuples,) = conn.execute("select reltuples from pg_class where oid = 'pg_temp.probe_frame'::regclass").fetchone()
+    conn.unregister("probe_frame")
+    assert tuples == 5000  # autovacuum never analyzes a temporary table: without this the planner guesses
+
+
+def test_the_erasure_scan_of_a_few_long_rows_costs_the_server_little(conn: PostgresWarehouse) -> None:
+    """Two rows of 1 MB of words (as a run's JSON counts are) against 3,000 people: every word is a
+    token. A plan that carried each row's text with each of its 120,000 tokens into a hash took the
+    server 145 s at 1M (pipeline_steps); the scan's joins hash the needles, with the tokens alone."""
+    from governed_marketing.privacy.scan import Identity, Matcher, scan_tables
+
+    words = " ".join(f"surname{i % 3000} req-{i}" for i in range(60000))
+    conn.execute("create schema if not exists scanprobe").fetchall()
+    conn.execute("create table scanprobe.long_rows (counts_json varchar)").fetchall()
+    conn.execute("insert into scanprobe.long_rows values (?), (?)", [words, words[::-1]]).fetchall()
+    people = [Identity(f"r{i}", names={(f"Given{i}", f"Surname{i}")}) for i in range(3000)]
+    try:
+        before = _backend_cpu_seconds(conn)
+        found = scan_tables(conn, Matcher(people))
+        spent = _backend_cpu_seconds(conn) - before
+    finally:
+        conn.execute("drop table scanprobe.long_rows").fetchall()
+    assert [hit for hit in found.hits if hit.table == "long_rows"] == []  # last names without first names
+    assert spent < 10, f"the server spent {spent:.1f} CPU s on the scan"

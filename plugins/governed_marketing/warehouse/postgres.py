@@ -146,6 +146,13 @@ def _arrow_pg_type(kind: pa.DataType) -> str:
     return "varchar"
 
 
+#: The erasure scan's settings, for its one statement per table. Its joins are meant as hash joins
+#: (tokens to needles): the planner cannot know how many tokens a row's text holds, and where it
+#: guessed few it chose a nested loop or a merge join instead (a 2-row table of 245 KB texts took
+#: 145 s; 26M tokens were sorted on disk). Sorts and the rows' texts stay in memory (4 MB by default).
+_SCAN_SETTINGS = {"enable_nestloop": "off", "enable_mergejoin": "off", "work_mem": "256MB"}
+
+
 class PostgresWarehouse(Warehouse):
     engine = "postgres"
     stable_row_ids = False  # an UPDATE writes a new tuple: the row gets a new ctid
@@ -169,9 +176,13 @@ class PostgresWarehouse(Warehouse):
             return PostgresResult([], [])
 
     def register(self, name: str, frame: pd.DataFrame) -> None:
-        """The frame as a TEMP table `name`, bulk-loaded with COPY (replaces an earlier one)."""
+        """The frame as a TEMP table `name`, bulk-loaded with COPY (replaces an earlier one), and analyzed:
+        autovacuum never analyzes a temporary table, and without statistics the planner guesses its
+        size (the erasure scan then sorted 26M word tokens to merge-join them to 4,430 names)."""
         self.unregister(name)
         self._create_and_copy(sql.Identifier(name), frame, temporary=True)
+        with self.raw.cursor() as cur:
+            cur.execute(sql.SQL("analyze {}").format(sql.Identifier(name)))
 
     def unregister(self, name: str) -> None:
         with self.raw.cursor() as cur:
@@ -229,10 +240,11 @@ class PostgresWarehouse(Warehouse):
         phone = patterns["phone"].replace("'", "''")
         name_hits, by_name = "", ""
         if names and self._unicode_words:
-            # Materialized, so that the first-name test runs only on the rows whose words hold a last
-            # name: left to itself, the planner tested every row against every name first.
+            # Materialized: the first-name test runs only on the rows whose words hold a last name.
+            # The tokens do not carry the row's text: where the planner hashed them (a table of few,
+            # long rows), every token held a copy of it.
             name_hits = """name_hits as materialized (
-                select w.rid, n.first_key
+                select distinct w.rid, n.first_key
                 from (select rid, (regexp_matches(txt, '\\w+', 'g'))[1] as tok from rows_) w
                 join scan_names n on w.tok = n.last_key
             ),"""
@@ -244,9 +256,12 @@ class PostgresWarehouse(Warehouse):
                 "union select r.rid from rows_ r"
                 " where exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)"
             )
-        rows = self.execute(
-            f"""
-            with rows_ as materialized (select ctid::text as rid, {text_sql} as txt from {relation}),
+        for setting, value in _SCAN_SETTINGS.items():
+            self.execute(f"set local {setting} = '{value}'")
+        try:
+            rows = self.execute(
+                f"""
+            with rows_ as materialized (select ctid as rid, {text_sql} as txt from {relation}),
             email_tokens as (
                 select rid, (regexp_matches(txt, '{email}', 'g'))[1] as tok from rows_ where strpos(txt, '@') > 0
             ),
@@ -263,9 +278,12 @@ class PostgresWarehouse(Warehouse):
                 {by_name}
             )
             select ctid::text, {select_sql} from {relation}
-            where ctid::text in (select rid from candidates)
+            where ctid = any(array(select rid from candidates))
             """
-        ).fetchall()
+            ).fetchall()
+        finally:
+            for setting in _SCAN_SETTINGS:
+                self.execute(f"reset {setting}")
         return [tuple(row) for row in rows]
 
     @functools.cached_property
