@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -380,8 +380,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def scan_tables(conn: Warehouse, matcher: Matcher) -> TableScan:
-    """Every row of every table that identifies one of the matcher's people."""
+def scan_tables(conn: Warehouse, matcher: Matcher, *, only: Collection[tuple[str, str]] | None = None) -> TableScan:
+    """Every row of every table (or of the (schema, table) pairs `only` names) that identifies one of
+    the matcher's people."""
     result = TableScan()
     if not matcher.identities:
         return result
@@ -390,7 +391,7 @@ def scan_tables(conn: Warehouse, matcher: Matcher) -> TableScan:
     patterns = {"email": _SQL_EMAIL, "phone": _SQL_PHONE, "word": _SQL_WORD}
     identity_columns = _identity_columns(conn)
     for (schema, table), columns in text_columns(conn).items():
-        if schema == "temp" or table.startswith("scan_"):
+        if schema == "temp" or table.startswith("scan_") or (only is not None and (schema, table) not in only):
             continue
         result.tables += 1
         result.columns += len(columns)
@@ -412,10 +413,10 @@ def recheck(conn: Warehouse, matcher: Matcher, hits: list[TableHit]) -> list[Tab
     """The hits still there after redaction, re-read row by row.
 
     Redaction changed only these rows, so a full scan's other rows need not be read again. On
-    Postgres an UPDATE moves the row (new ctid), so the tables are scanned again instead.
+    Postgres an UPDATE moves the row (new ctid), so the tables that held them are scanned again instead.
     """
     if not conn.stable_row_ids:  # an updated row moved: its old row id finds nothing
-        return scan_tables(conn, matcher).hits
+        return scan_tables(conn, matcher, only={(hit.schema, hit.table) for hit in hits}).hits
     identity_columns = _identity_columns(conn)
     columns = text_columns(conn)
     still = []
