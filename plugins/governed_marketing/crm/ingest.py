@@ -425,8 +425,11 @@ def _read_export_file(path: Path, spec: ExportFile) -> tuple[pd.DataFrame, list[
                 continue  # consumed by the stretch before (a record running over several lines)
             done = int(special)
             if done in whole:  # its record was read already
-                row, span = whole[done]
-                take(None, row, done, span) if isinstance(row, str) else take(row, None, done, span)
+                read, span = whole[done]
+                if isinstance(read, str):  # the csv module's error on this line
+                    take(None, read, done, span)
+                else:
+                    take(read, None, done, span)
                 done += span
                 continue
             while done < total:  # one csv reader per stretch; a new one after a broken multi-line record
