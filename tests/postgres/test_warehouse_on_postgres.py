@@ -114,3 +114,17 @@ def test_the_erasure_scan_of_a_few_long_rows_costs_the_server_little(conn: Postg
         conn.execute("drop table scanprobe.long_rows").fetchall()
     assert [hit for hit in found.hits if hit.table == "long_rows"] == []  # last names without first names
     assert spent < 10, f"the server spent {spent:.1f} CPU s on the scan"
+    assert conn.execute("show enable_nestloop").fetchone()[0] == "on"  # the scan's settings are reset after it
+
+
+def test_a_failing_scan_statement_raises_its_own_error_and_leaves_no_setting(conn: PostgresWarehouse) -> None:
+    """In a transaction the statement aborted, the settings cannot be reset: the error is the statement's,
+    and the rollback undoes the settings."""
+    import psycopg2
+
+    (before,) = conn.execute("show work_mem").fetchone()
+    conn.execute("begin transaction")
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        conn.rows_mentioning("scanprobe.missing", "''", "1", {"email": "@", "phone": "0"}, names=False, columns=[])
+    conn.execute("rollback")
+    assert conn.execute("show work_mem").fetchone()[0] == before

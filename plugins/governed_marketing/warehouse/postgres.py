@@ -256,8 +256,10 @@ class PostgresWarehouse(Warehouse):
                 "union select r.rid from rows_ r"
                 " where exists (select 1 from scan_names n where strpos(r.txt, n.last_key) > 0)"
             )
+        # Session settings, reset after (the connection is in autocommit mode, where SET LOCAL does
+        # nothing). In a transaction the statement failed, RESET cannot run: the rollback undoes the SET.
         for setting, value in _SCAN_SETTINGS.items():
-            self.execute(f"set local {setting} = '{value}'")
+            self.execute(f"set {setting} = '{value}'")
         try:
             rows = self.execute(
                 f"""
@@ -282,8 +284,9 @@ class PostgresWarehouse(Warehouse):
             """
             ).fetchall()
         finally:
-            for setting in _SCAN_SETTINGS:
-                self.execute(f"reset {setting}")
+            if self.raw.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+                for setting in _SCAN_SETTINGS:
+                    self.execute(f"reset {setting}")
         return [tuple(row) for row in rows]
 
     @functools.cached_property
